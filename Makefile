@@ -1,0 +1,68 @@
+# Moments — every target runs in one project venv (.venv), made once by `make install`.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+# Re-install only when a dependency list changes.
+INSTALLED := $(VENV)/.installed
+PROTO_OUT := clients/python
+PROTO_SRC := protos/moments/v1/moments.proto
+PROTO_GEN := clients/python/moments/v1/moments_pb2.py
+
+MODEL ?=
+PRETRAINED ?=
+CHECKPOINT ?=
+MODELS_DIR ?= models
+DATA_DIR ?= data
+LISTEN ?= 127.0.0.1:50051
+
+.PHONY: install protos export serve test lint bench bench-prepare clean
+
+install: $(INSTALLED) $(PROTO_GEN)
+
+$(INSTALLED): pyproject.toml clients/python/pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ./clients/python -e ".[aperturedb,export,dev]"
+	touch $@
+
+protos: $(PROTO_GEN)
+
+$(PROTO_GEN): $(PROTO_SRC) $(INSTALLED)
+	$(PY) -m grpc_tools.protoc -Iprotos --python_out=$(PROTO_OUT) --grpc_python_out=$(PROTO_OUT) \
+		--pyi_out=$(PROTO_OUT) $(PROTO_SRC)
+
+# make export MODEL=shapes-demo | MODEL=ViT-B-32 PRETRAINED=laion2b_s34b_b79k | CHECKPOINT=path.pt
+# With no MODEL: ViT-B-32 with its laion2b_s34b_b79k weights (the tag ViT-B-32 gets unless one is named).
+EXPORT_MODEL = $(or $(MODEL),ViT-B-32)
+EXPORT_TAG = $(or $(PRETRAINED),$(if $(filter ViT-B-32,$(EXPORT_MODEL)),laion2b_s34b_b79k))
+export: install
+	$(PY) -m moments_export --model $(EXPORT_MODEL) --models-dir $(MODELS_DIR) \
+		$(if $(CHECKPOINT),--checkpoint $(CHECKPOINT),$(if $(EXPORT_TAG),--pretrained $(EXPORT_TAG)))
+
+serve: install
+	$(PY) -m moments_server.launch --models-dir $(MODELS_DIR) --data-dir $(DATA_DIR) --listen $(LISTEN) \
+		$(if $(MODEL),--model $(MODEL)) $(if $(PRETRAINED),--pretrained $(PRETRAINED)) \
+		$(if $(CHECKPOINT),--checkpoint $(CHECKPOINT))
+
+test: install
+	$(PY) -m pytest -q
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy server export clients/python/moments_client
+	bash clients/typescript/test.sh lint
+
+BENCH_ARGS ?=
+bench: install
+	$(PY) -m tests.bench.run $(BENCH_ARGS)
+
+# Builds the benchmark's cached model, videos and stores without measuring (the first run's long part).
+bench-prepare: install
+	$(PY) -m tests.bench.run --prepare
+
+clean:
+	rm -rf $(VENV) $(PROTO_OUT)/moments/v1/*_pb2*.py* build *.egg-info \
+		clients/typescript/node_modules clients/typescript/src/gen clients/python/build
