@@ -1,0 +1,3 @@
+from moments_export.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,110 @@
+"""shapes-demo: a model with real semantics, measured on held-out drawings with onnxruntime."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from tests.export.conftest import ort_embed
+
+
+def _heldout(seed: int, per_caption: int, frame: tuple[int, int] | None) -> tuple[np.ndarray, np.ndarray]:
+    """Fresh drawings (a seed training never used); ``frame`` draws a video-sized frame and squeezes it
+    to 32 x 32 the way a server would."""
+    from moments_client import shapes
+
+    caps = shapes.all_captions()
+    g = np.random.default_rng(seed)
+    imgs, labels = [], []
+    for _ in range(per_caption):
+        for j, (c, s, _) in enumerate(caps):
+            if frame is None:
+                img = shapes.draw(c, s, 32, g)
+            else:
+                img = np.asarray(
+                    Image.fromarray(shapes.draw(c, s, frame, g)).resize((32, 32), Image.Resampling.BILINEAR)
+                )
+            imgs.append(img)
+            labels.append(j)
+    return np.stack(imgs), np.array(labels)
+
+
+def _accuracy(d: Path, imgs: np.ndarray, labels: np.ndarray, template: str = "{ac} {c} {s}") -> tuple[float, float]:
+    from tokenizers import Tokenizer
+
+    from moments_client import shapes
+
+    caps = shapes.all_captions()
+    tok = Tokenizer.from_file(str(d / "tokenizer.json"))
+    ids = np.array(
+        [e.ids for e in tok.encode_batch([template.format(c=c, s=s, ac=shapes.article(c)) for c, s, _ in caps])],
+        dtype=np.int64,
+    )
+    te = ort_embed(d / "text.onnx", "input_ids", ids)
+    ie = ort_embed(d / "image.onnx", "pixels", imgs)
+    sims = ie @ te.T
+    i2t = float((sims.argmax(1) == labels).mean())
+    t2i = float((labels[sims.argmax(0)] == np.arange(len(caps))).mean())
+    return i2t, t2i
+
+
+def test_accuracy_both_ways_on_heldout_drawings(shapes_model_dir: Path) -> None:
+    imgs, labels = _heldout(seed=424242, per_caption=10, frame=None)
+    i2t, t2i = _accuracy(shapes_model_dir, imgs, labels)
+    assert i2t >= 0.9, i2t
+    assert t2i >= 0.9, t2i
+
+
+def test_accuracy_on_downscaled_video_frames(shapes_model_dir: Path) -> None:
+    imgs, labels = _heldout(seed=77, per_caption=5, frame=(320, 240))
+    i2t, t2i = _accuracy(shapes_model_dir, imgs, labels, template="{c} {s}")
+    assert i2t >= 0.85, i2t
+    assert t2i >= 0.85, t2i
+
+
+def test_manifest_records_accuracy(shapes_model_dir: Path) -> None:
+    m = json.loads((shapes_model_dir / "manifest.json").read_text())
+    assert m["model"] == "shapes-demo" and m["pretrained"] is None
+    assert (m["image_size"], m["context_length"]) == (32, 77)
+    assert m["descriptor_set"].startswith("moments__shapes-demo__")
+    sd = m["shapes_demo"]
+    assert sd["image_to_text_top1"] >= 0.9 and sd["text_to_image_top1"] >= 0.9
+    assert sd["frames"]["32x32"]["image_to_text_top1"] == sd["image_to_text_top1"]
+    assert {"32x32", "320x240", "426x240"} <= set(sd["frames"])
+    assert m["training"]["identity"]["seed"] == 0
+    assert m["verification"]["text_cosine_min"] >= 0.9999 and m["verification"]["image_cosine_min"] >= 0.9999
+
+
+def test_shapes_module_is_torch_free_and_enumerable() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from moments_client import shapes; "
+        "img = shapes.draw('red', 'circle', (320, 240), 0); "
+        "assert img.shape == (240, 320, 3) and img.dtype.name == 'uint8'; "
+        "assert len(shapes.all_captions()) == len(shapes.COLORS) * len(shapes.SHAPES) == 24; "
+        "assert 'torch' not in sys.modules"
+    )
+    from tests.conftest import export_env
+
+    assert subprocess.run([sys.executable, "-c", code], env=export_env()).returncode == 0
+
+
+def test_draw_is_deterministic_and_shape_is_large() -> None:
+    from moments_client import shapes
+
+    a = shapes.draw("blue", "square", (320, 240), 5)
+    b = shapes.draw("blue", "square", (320, 240), 5)
+    assert np.array_equal(a, b)
+    # the shape's pixels: close to its colour
+    blue = np.array(shapes.COLORS["blue"], np.float32)
+    close = np.linalg.norm(a.astype(np.float32) - blue, axis=-1) < 60
+    assert close.mean() > 0.03
+    assert shapes.caption("red", "circle") == "a red circle"
+    assert shapes.caption("orange", "cross") == "an orange cross"
+    assert shapes.parse_caption("a red circle") == ("red", "circle")
+    assert shapes.parse_caption("an orange cross") == ("orange", "cross")

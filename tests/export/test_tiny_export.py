@@ -1,0 +1,205 @@
+"""Export of a tiny random-weight OpenCLIP config: graphs, parity with torch, dynamic batch, manifest."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.export.conftest import TINY_SEED, ort_embed, torch_ref
+
+
+def _sha(p: Path) -> str:
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def _inputs(d: Path, n: int) -> tuple[np.ndarray, np.ndarray]:
+    from tokenizers import Tokenizer
+
+    from moments_client import shapes
+
+    tok = Tokenizer.from_file(str(d / "tokenizer.json"))
+    texts = [f"{cap}, seen from far away" if i % 2 else cap for i, (_, _, cap) in enumerate(shapes.all_captions())]
+    ids = np.array([e.ids for e in tok.encode_batch(texts[:n])], dtype=np.int64)
+    g = np.random.default_rng(3)
+    caps = shapes.all_captions()
+    px = np.stack([shapes.draw(caps[i % len(caps)][0], caps[i % len(caps)][1], 32, g) for i in range(n)])
+    return ids, px
+
+
+def test_graph_io(tiny_dir: Path) -> None:
+    import onnx
+
+    for fname, inp, dtype in (
+        ("text.onnx", "input_ids", onnx.TensorProto.INT64),
+        ("image.onnx", "pixels", onnx.TensorProto.UINT8),
+    ):
+        m = onnx.load(str(tiny_dir / fname))
+        assert [i.name for i in m.graph.input] == [inp]
+        assert [o.name for o in m.graph.output] == ["embedding"]
+        t = m.graph.input[0].type.tensor_type
+        assert t.elem_type == dtype
+        dims = [d.dim_param or d.dim_value for d in t.shape.dim]
+        assert dims == (["batch", 77] if inp == "input_ids" else ["batch", 32, 32, 3])
+        out = m.graph.output[0].type.tensor_type
+        assert out.elem_type == onnx.TensorProto.FLOAT
+        assert [d.dim_param or d.dim_value for d in out.shape.dim] == ["batch", 32]
+        assert max(o.version for o in m.opset_import if o.domain in ("", "ai.onnx")) == 17
+
+
+@pytest.mark.parametrize("batch", [1, 3, 17])
+def test_dynamic_batch_and_unit_norm(tiny_dir: Path, batch: int) -> None:
+    ids, px = _inputs(tiny_dir, 17)
+    t = ort_embed(tiny_dir / "text.onnx", "input_ids", ids[:batch])
+    i = ort_embed(tiny_dir / "image.onnx", "pixels", px[:batch])
+    assert t.shape == (batch, 32) and t.dtype == np.float32
+    assert i.shape == (batch, 32) and i.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(t, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(i, axis=1), 1.0, atol=1e-5)
+    # a row does not depend on what else is in the batch
+    full_t = ort_embed(tiny_dir / "text.onnx", "input_ids", ids)
+    full_i = ort_embed(tiny_dir / "image.onnx", "pixels", px)
+    np.testing.assert_allclose(t, full_t[:batch], atol=1e-5)
+    np.testing.assert_allclose(i, full_i[:batch], atol=1e-5)
+
+
+def test_parity_with_torch(tiny_dir: Path, tiny_config: Path, tmp_path: Path) -> None:
+    ids, px = _inputs(tiny_dir, 17)
+    np.save(tmp_path / "ids.npy", ids)
+    np.save(tmp_path / "px.npy", px)
+    torch_ref(
+        "embed",
+        "--model",
+        "tiny-test",
+        "--model-config",
+        str(tiny_config),
+        "--random-seed",
+        str(TINY_SEED),
+        "--ids",
+        str(tmp_path / "ids.npy"),
+        "--pixels",
+        str(tmp_path / "px.npy"),
+        "--out",
+        str(tmp_path / "ref.npz"),
+    )
+    ref = np.load(tmp_path / "ref.npz")
+    t = ort_embed(tiny_dir / "text.onnx", "input_ids", ids)
+    i = ort_embed(tiny_dir / "image.onnx", "pixels", px)
+    assert np.sum(t * ref["text"], axis=1).min() >= 0.9999
+    assert np.sum(i * ref["image"], axis=1).min() >= 0.9999
+    # and the embeddings are not degenerate (different inputs, different vectors)
+    assert np.sum(i[0] * i[1]) < 0.9999
+
+
+def test_manifest(tiny_dir: Path) -> None:
+    from moments_export.manifest import check_model_dir, descriptor_set_name, fingerprint
+
+    m = json.loads((tiny_dir / "manifest.json").read_text())
+    assert check_model_dir(tiny_dir) == m
+    assert m["format"] == 1
+    assert m["model"] == "tiny-test" and m["pretrained"] is None and m["checkpoint_sha256"] is None
+    assert m["random_weights"] is True
+    assert (m["embed_dim"], m["image_size"], m["context_length"], m["opset"]) == (32, 32, 77, 17)
+    assert len(m["mean"]) == 3 and len(m["std"]) == 3
+    assert m["inputs"] == {"text": "input_ids", "image": "pixels"} and m["output"] == "embedding"
+    assert m["precision"] == {"cpu": "fp32", "gpu": "fp32"}
+    files = m["files"]
+    assert set(files) == {"text", "image", "tokenizer"}
+    assert set(files["text"]) == {"fp32"} and set(files["image"]) == {"fp32"}
+    for e in (files["text"]["fp32"], files["image"]["fp32"], files["tokenizer"]):
+        assert _sha(tiny_dir / e["path"]) == e["sha256"]
+    assert sorted(p.name for p in tiny_dir.iterdir()) == ["image.onnx", "manifest.json", "text.onnx", "tokenizer.json"]
+    assert re.fullmatch(r"[0-9a-f]{64}", m["fingerprint"])
+    assert m["descriptor_set"] == f"moments__tiny-test__{m['fingerprint'][:8]}"
+    assert m["descriptor_set"] == descriptor_set_name("tiny-test", None, None, m["fingerprint"])
+    ident = {
+        k: m[k]
+        for k in (
+            "model",
+            "pretrained",
+            "checkpoint_sha256",
+            "embed_dim",
+            "image_size",
+            "context_length",
+            "mean",
+            "std",
+        )
+    }
+    ident["training"] = m["training"]["identity"]
+    assert m["fingerprint"] == fingerprint(
+        ident, files["text"]["fp32"]["sha256"], files["image"]["fp32"]["sha256"], files["tokenizer"]["sha256"]
+    )
+    v = m["verification"]
+    assert v["text_cosine_min"] >= 0.9999 and v["image_cosine_min"] >= 0.9999
+    assert v["fp16"] is None
+    assert m["tokenizer"]["parity_checked"] >= 500
+    assert {k["id"] for k in m["tokenizer"]["known_differences"]} >= {"ftfy-mojibake", "greek-final-sigma"}
+    assert set(m["exporter"]) >= {"torch", "open_clip", "onnx"}
+
+
+def test_tampered_file_is_detected(tiny_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from moments_export.manifest import check_model_dir
+
+    d = tmp_path / "copy"
+    shutil.copytree(tiny_dir, d)
+    with open(d / "tokenizer.json", "a") as f:
+        f.write(" ")
+    with pytest.raises(ValueError, match="sha256"):
+        check_model_dir(d)
+
+
+def test_descriptor_sets_differ_between_models() -> None:
+    from moments_export.manifest import descriptor_set_name
+
+    fp = "ab" * 32
+    names = {
+        descriptor_set_name("ViT-B-32", "laion2b_s34b_b79k", None, fp),
+        descriptor_set_name("ViT-B-32", "openai", None, fp),
+        descriptor_set_name("ViT-B-32", None, "cd" * 32, fp),
+        descriptor_set_name("ViT-B-16", "laion2b_s34b_b79k", None, fp),
+        descriptor_set_name("ViT-B-32", "laion2b_s34b_b79k", None, "ef" * 32),
+    }
+    assert len(names) == 5
+    assert (
+        descriptor_set_name("ViT-B-32", "laion2b_s34b_b79k", None, fp)
+        == "moments__vit-b-32__laion2b_s34b_b79k__abababab"
+    )
+
+
+def test_fp16_variant_on_cpu(tmp_path: Path, tiny_config: Path, tiny_dir: Path) -> None:
+    """``--fp16 yes`` without a GPU: fp16 graphs with the same I/O, verified, but not recommended."""
+    import onnxruntime as ort
+
+    from tests.export.conftest import run_export
+
+    r = run_export(
+        "--model", "tiny-test", "--model-config", str(tiny_config), "--random-weights", "--seed", str(TINY_SEED),
+        "--out", str(tmp_path / "m"), "--fp16", "yes",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-4000:]
+    d = tmp_path / "m"
+    m = json.loads((d / "manifest.json").read_text())
+    assert set(m["files"]["text"]) == {"fp32", "fp16"} and set(m["files"]["image"]) == {"fp32", "fp16"}
+    assert m["files"]["text"]["fp16"]["path"] == "text.fp16.onnx"
+    assert m["precision"] == {"cpu": "fp32", "gpu": "fp32"}  # not measured on a GPU: not recommended
+    v16 = m["verification"]["fp16"]
+    assert v16["ok"] and v16["text_cosine_min"] >= 0.999 and v16["image_cosine_min"] >= 0.999
+    # same fp32 graphs (and identity) as without --fp16: the fingerprint does not change
+    assert m["fingerprint"] == json.loads((tiny_dir / "manifest.json").read_text())["fingerprint"]
+    ids, px = _inputs(d, 5)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    for name, inp, x in (("text", "input_ids", ids), ("image", "pixels", px)):
+        s16 = ort.InferenceSession(str(d / f"{name}.fp16.onnx"), so, providers=["CPUExecutionProvider"])
+        assert [i.type for i in s16.get_inputs()] == [("tensor(int64)" if name == "text" else "tensor(uint8)")]
+        assert [o.type for o in s16.get_outputs()] == ["tensor(float)"]
+        (y16,) = s16.run(["embedding"], {inp: x})
+        y32 = ort_embed(d / f"{name}.onnx", inp, x)
+        assert y16.dtype == np.float32
+        assert np.sum(y16 * y32, axis=1).min() >= 0.999
