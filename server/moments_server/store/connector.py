@@ -1,0 +1,72 @@
+"""The one interface Moments runs its ApertureDB queries on.
+
+    class Connector(Protocol):
+        def query(self, commands: list[dict], blobs: Sequence[bytes] = ()) -> tuple[Any, list[bytes]]
+            # (response_json, response_blobs) exactly as ApertureDB returns them: a list of
+            # per-command results on success, a dict {"status": -1, "info": ...} on error
+        def close(self) -> None
+
+    open_connector(url) -> Connector
+        "embedded:./data"                                   in-process Engine on that data dir
+        "aperturedb://user:pass@host:port[?ssl=0|1]"        the real SDK (a small reconnecting pool)
+
+Both are thread-safe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
+from urllib.parse import parse_qs, unquote, urlsplit
+
+
+@runtime_checkable
+class Connector(Protocol):
+    def query(self, commands: list[dict[str, Any]], blobs: Sequence[bytes] = ()) -> tuple[Any, list[bytes]]: ...
+
+    def close(self) -> None: ...
+
+
+class EmbeddedConnector:
+    """The embedded engine, in-process."""
+
+    def __init__(self, data_dir: str) -> None:
+        from .embedded import Engine
+
+        self.engine = Engine(data_dir)
+
+    def query(self, commands: list[dict[str, Any]], blobs: Sequence[bytes] = ()) -> tuple[Any, list[bytes]]:
+        return self.engine.query(commands, blobs)
+
+    def close(self) -> None:
+        self.engine.close()
+
+
+def open_connector(url: str) -> Connector:
+    if url.startswith("embedded:"):
+        path = url[len("embedded:") :]
+        if path.startswith("//"):
+            path = path[2:]
+        if not path:
+            raise ValueError("embedded store URL needs a data directory: embedded:./data")
+        return EmbeddedConnector(path)
+    if url.startswith("aperturedb://"):
+        u = urlsplit(url)
+        if not u.hostname:
+            raise ValueError(f"ApertureDB URL needs a host: {url!r}")
+        qs = parse_qs(u.query)
+        ssl_flag = qs.get("ssl", ["1"])[-1]
+        if ssl_flag not in ("0", "1"):
+            raise ValueError(f"ssl must be 0 or 1 in {url!r}")
+        from .aperturedb_sdk import SDKConnector
+
+        return SDKConnector(
+            host=u.hostname,
+            port=u.port or 55555,
+            user=unquote(u.username or "admin"),
+            password=unquote(u.password or ""),
+            use_ssl=ssl_flag == "1",
+            verify_hostname=qs.get("verify", ["0"])[-1] == "1",
+            ca_cert=qs.get("ca_cert", [None])[-1],
+        )
+    raise ValueError(f"unknown store URL {url!r} (expected embedded:DIR or aperturedb://user:pass@host:port)")

@@ -1,0 +1,108 @@
+"""Video probing (PyAV) and the clip range formats."""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+from typing import Any
+
+from .errors import QueryError
+
+log = logging.getLogger(__name__)
+
+_TIME_RE = re.compile(r"^(?:(\d+):)?(?:(\d+):)?(\d+(?:\.\d+)?)$")
+
+
+def probe_video(data: bytes) -> dict[str, Any]:
+    """The system fields ApertureDB adds to a video; {} when the blob cannot be probed."""
+    try:
+        import av
+
+        with av.open(io.BytesIO(data), mode="r") as c:
+            if not c.streams.video:
+                return {}
+            s = c.streams.video[0]
+            if s.duration is not None and s.time_base is not None:
+                duration_us = round(float(s.duration * s.time_base) * 1e6)
+            elif c.duration is not None:
+                duration_us = int(c.duration)  # AV_TIME_BASE is microseconds
+            else:
+                duration_us = 0
+            fps = float(s.average_rate) if s.average_rate else 0.0
+            frames = int(s.frames or 0)
+            if not frames:
+                frames = sum(1 for p in c.demux(s) if p.size)
+            return {
+                "_duration_us": duration_us,
+                "_fps": fps,
+                "_frame_count": frames,
+                "_frame_height": int(s.codec_context.height),
+                "_frame_width": int(s.codec_context.width),
+            }
+    except Exception as e:  # a blob PyAV cannot read is stored without the probed fields
+        log.info("video probe failed: %s", e)
+        return {}
+
+
+def parse_time_offset(v: Any, what: str) -> int:
+    """'hh:mm:ss.uuuuuu' (also 'mm:ss.f' or 'ss.f') -> microseconds."""
+    if not isinstance(v, str):
+        raise QueryError(f"{what}: expected a string 'hh:mm:ss.uuuuuu', got {v!r}")
+    # Fast path for the canonical form.
+    if len(v) == 15 and v[2] == ":" and v[5] == ":" and v[8] == "." and v.replace(":", "").replace(".", "").isdigit():
+        return ((int(v[0:2]) * 60 + int(v[3:5])) * 60 + int(v[6:8])) * 1_000_000 + int(v[9:15])
+    m = _TIME_RE.match(v.strip())
+    if not m:
+        raise QueryError(f"{what}: invalid time offset {v!r} (expected 'hh:mm:ss.uuuuuu')")
+    a, b, sec = m.groups()
+    parts = [int(x) for x in (a, b) if x is not None]
+    h, mi = ([*parts, 0, 0])[:2] if len(parts) == 2 else (0, parts[0] if parts else 0)
+    return (h * 3600 + mi * 60) * 1_000_000 + round(float(sec) * 1_000_000)
+
+
+def format_time_offset(us: int) -> str:
+    s, micro = divmod(us, 1_000_000)
+    h, rem = divmod(s, 3600)
+    m, sec = divmod(rem, 60)
+    return f"{h:02d}:{m:02d}:{sec:02d}.{micro:06d}"
+
+
+def clip_range(body: dict[str, Any]) -> dict[str, Any]:
+    """Validate AddClip's range; return the clip's system properties."""
+    given = [k for k in ("frame_number_range", "time_offset_range", "time_fraction_range") if k in body]
+    if len(given) != 1:
+        raise QueryError(
+            "AddClip: exactly one of frame_number_range, time_offset_range or time_fraction_range "
+            f"must be specified (got {len(given)})"
+        )
+    key = given[0]
+    r = body[key]
+    if not isinstance(r, dict) or "start" not in r or "stop" not in r:
+        raise QueryError(f"AddClip: {key} needs both 'start' and 'stop'")
+    extra = set(r) - {"start", "stop"}
+    if extra:
+        raise QueryError(f"AddClip: {key}: unknown key {sorted(extra)[0]!r}")
+    if key == "frame_number_range":
+        a, b = r["start"], r["stop"]
+        if not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in (a, b)):
+            raise QueryError("AddClip: frame_number_range start/stop must be non-negative integers")
+        rt, start, stop, echo = 1, a, b, {"start": a, "stop": b}
+    elif key == "time_offset_range":
+        a = parse_time_offset(r["start"], "AddClip: time_offset_range.start")
+        b = parse_time_offset(r["stop"], "AddClip: time_offset_range.stop")
+        rt, start, stop = 3, a, b
+        echo = {"start": format_time_offset(a), "stop": format_time_offset(b)}
+    else:
+        a, b = r["start"], r["stop"]
+        if not all(isinstance(x, int | float) and not isinstance(x, bool) and 0 <= x <= 1 for x in (a, b)):
+            raise QueryError("AddClip: time_fraction_range start/stop must be numbers in [0, 1]")
+        rt, start, stop, echo = 2, float(a), float(b), {"start": float(a), "stop": float(b)}
+    if start > stop:
+        raise QueryError(f"AddClip: {key} start is after stop")
+    return {
+        "_range_type": rt,
+        "_range_start": start,
+        "_range_stop": stop,
+        "_" + key: echo,
+    }

@@ -1,0 +1,300 @@
+"""ApertureDB's TCP wire protocol in front of an `Engine` (asyncio).
+
+    server = WireServer(engine, host="127.0.0.1", port=55555, ssl=True,
+                        users={"admin": "secret"}, cert_dir=None, max_message_bytes=256 << 20,
+                        session_ttl_s=36000, refresh_ttl_s=360000)
+    await server.start(); server.port; await server.stop()
+    ThreadedWireServer(engine, **same)        # runs one in a background thread; .port, .stop()
+
+Per connection: the 8-byte hello (`(version, protocol)`; the reply echoes the protocol when it is
+allowed, `(0, 0)` on a version mismatch), then a TLS handshake when the client asked for TLS, then
+one `queryMessage` request/response at a time. `users=None` turns authentication off (any
+Authenticate succeeds and tokens are not checked); otherwise queries need the session token that
+`Authenticate` (username+password) or `RefreshToken` hands out, and are refused with
+`{"info": "Not Authenticated!", "status": -1}` without one, as ApertureDB refuses them. A frame over
+`max_message_bytes` or a malformed frame closes that connection with a log line; the listener
+serves everyone else. With `ssl=True` and no certificate in `cert_dir`, a self-signed one is made
+there at first start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import json
+import logging
+import secrets
+import ssl as ssl_mod
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from .engine import Engine
+from .protocol import (
+    HELLO,
+    LEN,
+    PROTOCOL_SSL,
+    PROTOCOL_TCP,
+    PROTOCOL_VERSION,
+    ProtocolError,
+    decode_query,
+    encode_query,
+)
+
+log = logging.getLogger(__name__)
+
+NOT_AUTHENTICATED = {"info": "Not Authenticated!", "status": -1}
+
+
+def ensure_self_signed(cert_dir: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for localhost, made once and kept in cert_dir."""
+    cert_dir.mkdir(parents=True, exist_ok=True)
+    cert, key = cert_dir / "cert.pem", cert_dir / "key.pem"
+    if cert.exists() and key.exists():
+        return cert, key
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    pk = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    import ipaddress
+
+    c = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(pk.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=3650))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(pk, hashes.SHA256())
+    )
+    key.write_bytes(
+        pk.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    key.chmod(0o600)
+    cert.write_bytes(c.public_bytes(serialization.Encoding.PEM))
+    return cert, key
+
+
+class Sessions:
+    def __init__(self, users: dict[str, str] | None, session_ttl: int, refresh_ttl: int) -> None:
+        self.users = users
+        self.session_ttl = session_ttl
+        self.refresh_ttl = refresh_ttl
+        self._sessions: dict[str, float] = {}
+        self._refresh: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def _issue(self) -> dict[str, Any]:
+        now = time.monotonic()
+        st, rt = "adbs_" + secrets.token_hex(24), "adbr_" + secrets.token_hex(24)
+        with self._lock:
+            self._sessions[st] = now + self.session_ttl
+            self._refresh[rt] = now + self.refresh_ttl
+        return {
+            "refresh_token": rt,
+            "refresh_token_expires_in": self.refresh_ttl,
+            "session_token": st,
+            "session_token_expires_in": self.session_ttl,
+            "status": 0,
+        }
+
+    def authenticate(self, body: Any) -> dict[str, Any]:
+        if not isinstance(body, dict):
+            return {"info": "Authenticate takes an object", "status": -1}
+        if self.users is None:
+            return self._issue()
+        user, pw = body.get("username"), body.get("password")
+        if (
+            isinstance(user, str)
+            and isinstance(pw, str)
+            and user in self.users
+            and secrets.compare_digest(self.users[user], pw)
+        ):
+            return self._issue()
+        return {"info": "Authentication failed: invalid username or password", "status": -1}
+
+    def refresh(self, body: Any) -> dict[str, Any]:
+        rt = body.get("refresh_token") if isinstance(body, dict) else None
+        with self._lock:
+            exp = self._refresh.pop(rt, None) if isinstance(rt, str) else None
+        if exp is None or exp < time.monotonic():
+            return {"info": "Invalid or expired refresh token", "status": -1}
+        return self._issue()
+
+    def valid(self, token: str) -> bool:
+        if self.users is None:
+            return True
+        with self._lock:
+            exp = self._sessions.get(token)
+            if exp is not None and exp < time.monotonic():
+                del self._sessions[token]
+                exp = None
+        return exp is not None
+
+
+class WireServer:
+    def __init__(
+        self,
+        engine: Engine,
+        host: str = "127.0.0.1",
+        port: int = 55555,
+        *,
+        ssl: bool = True,
+        users: dict[str, str] | None = None,
+        cert_dir: str | Path | None = None,
+        max_message_bytes: int = 256 << 20,
+        session_ttl_s: int = 36000,
+        refresh_ttl_s: int = 360000,
+    ) -> None:
+        self.engine = engine
+        self.host = host
+        self.port = port
+        self.max_message_bytes = max_message_bytes
+        self.sessions = Sessions(users, session_ttl_s, refresh_ttl_s)
+        self._ssl_ctx: ssl_mod.SSLContext | None = None
+        if ssl:
+            cdir = Path(cert_dir) if cert_dir is not None else engine.data_dir / "tls"
+            cert, key = ensure_self_signed(cdir)
+            ctx = ssl_mod.SSLContext(ssl_mod.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(cert, key)
+            self._ssl_ctx = ctx
+        self._server: asyncio.base_events.Server | None = None
+        self._conns: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, self.host, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        log.info(
+            "ApertureDB wire listener on %s:%d (%s)",
+            self.host,
+            self.port,
+            "TLS or TCP" if self._ssl_ctx else "TCP only",
+        )
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for t in list(self._conns):
+                t.cancel()
+            await asyncio.gather(*self._conns, return_exceptions=True)
+            with contextlib.suppress(Exception):
+                await self._server.wait_closed()
+            self._server = None
+
+    async def _read_frame(self, reader: asyncio.StreamReader) -> bytes | None:
+        try:
+            head = await reader.readexactly(LEN.size)
+        except asyncio.IncompleteReadError as e:
+            if e.partial:
+                raise ProtocolError("truncated length prefix") from None
+            return None
+        (n,) = LEN.unpack(head)
+        if n > self.max_message_bytes:
+            raise ProtocolError(f"message of {n} bytes is over the limit of {self.max_message_bytes}")
+        try:
+            return await reader.readexactly(n)
+        except asyncio.IncompleteReadError as e:
+            raise ProtocolError(f"connection closed after {len(e.partial)} of {n} bytes") from None
+
+    @staticmethod
+    async def _write_frame(writer: asyncio.StreamWriter, body: bytes) -> None:
+        writer.write(LEN.pack(len(body)) + body)
+        await writer.drain()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._conns.add(task)
+        peer = writer.get_extra_info("peername")
+        try:
+            hello = await self._read_frame(reader)
+            if hello is None:
+                return
+            if len(hello) != HELLO.size:
+                raise ProtocolError(f"hello of {len(hello)} bytes")
+            version, proto = HELLO.unpack(hello)
+            allowed = PROTOCOL_TCP | (PROTOCOL_SSL if self._ssl_ctx else 0)
+            if version != PROTOCOL_VERSION:
+                await self._write_frame(writer, HELLO.pack(0, 0))
+                raise ProtocolError(f"protocol version {version}")
+            chosen = PROTOCOL_SSL if proto & PROTOCOL_SSL & allowed else (proto & PROTOCOL_TCP)
+            await self._write_frame(writer, HELLO.pack(PROTOCOL_VERSION, chosen))
+            if not chosen:
+                return
+            if chosen == PROTOCOL_SSL:
+                assert self._ssl_ctx is not None
+                await writer.start_tls(self._ssl_ctx)
+            while True:
+                frame = await self._read_frame(reader)
+                if frame is None:
+                    return
+                js, blobs, token = decode_query(frame)
+                resp, out_blobs = await self._answer(js, blobs, token)
+                await self._write_frame(writer, encode_query(json.dumps(resp), out_blobs))
+        except ProtocolError as e:
+            log.warning("wire: closing connection from %s: %s", peer, e)
+        except (ConnectionError, ssl_mod.SSLError, asyncio.IncompleteReadError, OSError) as e:
+            log.info("wire: connection from %s ended: %s", peer, e)
+        except asyncio.CancelledError:
+            # stop(): drop the connection without a TLS close exchange the peer may never answer
+            writer.transport.abort()
+        finally:
+            self._conns.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(writer.wait_closed(), 2)
+
+    async def _answer(self, js: str, blobs: list[bytes], token: str) -> tuple[Any, list[bytes]]:
+        try:
+            q = json.loads(js)
+        except ValueError as e:
+            return {"info": f"Invalid JSON: {e}", "status": -1}, []
+        if isinstance(q, list) and len(q) == 1 and isinstance(q[0], dict) and len(q[0]) == 1:
+            name = next(iter(q[0]))
+            if name == "Authenticate":
+                return [{name: self.sessions.authenticate(q[0][name])}], []
+            if name == "RefreshToken":
+                return [{name: self.sessions.refresh(q[0][name])}], []
+        if not self.sessions.valid(token):
+            return dict(NOT_AUTHENTICATED), []
+        return await asyncio.to_thread(self.engine.query, q, blobs)
+
+
+class ThreadedWireServer:
+    """A WireServer on its own event loop in a daemon thread (tests, tools)."""
+
+    def __init__(self, engine: Engine, host: str = "127.0.0.1", port: int = 0, **kw: Any) -> None:
+        self.server = WireServer(engine, host, port, **kw)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="adb-wire", daemon=True)
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self.server.start(), self._loop).result(30)
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    def stop(self) -> None:
+        if self._loop.is_closed():
+            return
+        asyncio.run_coroutine_threadsafe(self.server.stop(), self._loop).result(30)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(30)
+        self._loop.close()
+
+    def __enter__(self) -> ThreadedWireServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

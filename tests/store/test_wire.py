@@ -1,0 +1,237 @@
+"""The wire listener: hello and TLS, sessions and their expiry, and robustness against broken clients
+(truncated frames, wrong lengths, garbage protobuf, disconnects mid-message, 64 concurrent SDK clients)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import ssl
+import struct
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from moments_server.store.embedded import Engine
+from moments_server.store.embedded.protocol import decode_query, encode_query
+
+from .conftest import PASSWORD, USER, sdk_connector
+
+
+def raw(port: int, proto: int = 1) -> socket.socket:
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.sendall(struct.pack("@I", 8) + struct.pack("@II", 1, proto))
+    n = struct.unpack("@I", recv_exact(s, 4))[0]
+    assert struct.unpack("@II", recv_exact(s, n)) == (1, proto)
+    return s
+
+
+def recv_exact(s: socket.socket, n: int) -> bytes:
+    buf = b""
+    while len(buf) < n:
+        chunk = s.recv(n - len(buf))
+        if not chunk:
+            raise ConnectionError("closed")
+        buf += chunk
+    return buf
+
+
+def send_query(s: socket.socket, q: Any, blobs: list[bytes] | None = None, token: str = "") -> Any:
+    body = encode_query(json.dumps(q), blobs or [], token)
+    s.sendall(struct.pack("@I", len(body)) + body)
+    n = struct.unpack("@I", recv_exact(s, 4))[0]
+    js, out, _ = decode_query(recv_exact(s, n))
+    return json.loads(js), out
+
+
+def login(s: socket.socket) -> str:
+    r, _ = send_query(s, [{"Authenticate": {"username": USER, "password": PASSWORD}}])
+    return str(r[0]["Authenticate"]["session_token"])
+
+
+def closed(s: socket.socket) -> bool:
+    s.settimeout(5)
+    try:
+        return s.recv(1) == b""
+    except (ConnectionResetError, ssl.SSLError):
+        return True
+
+
+def still_serving(port: int) -> None:
+    c = sdk_connector(port)
+    r, _ = c.query([{"GetStatus": {}}])
+    assert r[0]["GetStatus"]["status"] == 0
+    c.close()
+
+
+def test_raw_protocol_roundtrip_and_auth(engine: Engine, wire: Any) -> None:
+    srv = wire(engine)
+    s = raw(srv.port)
+    r, _ = send_query(s, [{"GetStatus": {}}])
+    assert r == {"info": "Not Authenticated!", "status": -1}
+    r, _ = send_query(s, [{"Authenticate": {"username": USER, "password": "wrong"}}])
+    assert r[0]["Authenticate"]["status"] == -1 and "invalid username or password" in r[0]["Authenticate"]["info"]
+    tok = login(s)
+    r, _ = send_query(s, [{"GetStatus": {}}], token=tok)
+    assert r[0]["GetStatus"]["status"] == 0
+    r, _ = send_query(s, [{"GetStatus": {}}], token="adbs_forged")
+    assert r == {"info": "Not Authenticated!", "status": -1}
+
+
+def test_hello_rejections(engine: Engine, wire: Any) -> None:
+    srv = wire(engine, ssl=False)
+    s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+    s.sendall(struct.pack("@I", 8) + struct.pack("@II", 1, 2))  # TLS asked, not offered
+    n = struct.unpack("@I", recv_exact(s, 4))[0]
+    assert struct.unpack("@II", recv_exact(s, n)) == (1, 0)
+    s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+    s.sendall(struct.pack("@I", 8) + struct.pack("@II", 7, 1))  # wrong version
+    n = struct.unpack("@I", recv_exact(s, 4))[0]
+    assert struct.unpack("@II", recv_exact(s, n)) == (0, 0)
+    assert closed(s)
+    still_serving(srv.port)
+
+
+def test_tls_handshake_and_query(engine: Engine, wire: Any) -> None:
+    srv = wire(engine, ssl=True)
+    s = raw(srv.port, proto=2)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    t = ctx.wrap_socket(s)
+    tok = login(t)  # type: ignore[arg-type]
+    r, _ = send_query(t, [{"GetStatus": {}}], token=tok)  # type: ignore[arg-type]
+    assert r[0]["GetStatus"]["status"] == 0
+
+
+@pytest.mark.parametrize(
+    "attack",
+    [
+        "truncated_prefix",
+        "truncated_body",
+        "over_limit",
+        "garbage_protobuf",
+        "wrong_wire_type",
+        "bad_utf8",
+        "disconnect_mid_message",
+        "bad_hello_size",
+    ],
+)
+def test_broken_clients_are_dropped_and_the_listener_keeps_serving(engine: Engine, wire: Any, attack: str) -> None:
+    srv = wire(engine, max_message_bytes=1 << 20)
+    if attack == "bad_hello_size":
+        s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+        s.sendall(struct.pack("@I", 3) + b"abc")
+        assert closed(s)
+        still_serving(srv.port)
+        return
+    s = raw(srv.port)
+    tok = login(s)
+    good = encode_query(json.dumps([{"GetStatus": {}}]), [], tok)
+    if attack == "truncated_prefix":
+        s.sendall(b"\x05\x00")
+        s.shutdown(socket.SHUT_WR)
+    elif attack == "truncated_body":
+        s.sendall(struct.pack("@I", len(good) + 10) + good)
+        s.shutdown(socket.SHUT_WR)
+    elif attack == "over_limit":
+        s.sendall(struct.pack("@I", 2 << 20) + b"x" * 100)
+    elif attack == "garbage_protobuf":
+        s.sendall(struct.pack("@I", 6) + b"\xff\xff\xff\xff\xff\xff")
+    elif attack == "wrong_wire_type":
+        s.sendall(struct.pack("@I", 2) + b"\x08\x01")  # field 1 as a varint
+    elif attack == "bad_utf8":
+        s.sendall(struct.pack("@I", 4) + b"\x0a\x02\xff\xfe")
+    elif attack == "disconnect_mid_message":
+        s.sendall(struct.pack("@I", 1000) + good[:10])
+        s.close()
+        still_serving(srv.port)
+        return
+    assert closed(s)
+    still_serving(srv.port)
+
+
+def test_invalid_json_in_a_valid_frame_is_an_error_response(engine: Engine, wire: Any) -> None:
+    srv = wire(engine)
+    s = raw(srv.port)
+    tok = login(s)
+    body = encode_query("[{", [], tok)
+    s.sendall(struct.pack("@I", len(body)) + body)
+    n = struct.unpack("@I", recv_exact(s, 4))[0]
+    js, _, _ = decode_query(recv_exact(s, n))
+    r = json.loads(js)
+    assert r["status"] == -1 and "Invalid JSON" in r["info"]
+    assert send_query(s, [{"GetStatus": {}}], token=tok)[0][0]["GetStatus"]["status"] == 0
+
+
+def test_session_expiry_and_sdk_refresh(engine: Engine, wire: Any) -> None:
+    srv = wire(engine, session_ttl_s=11, refresh_ttl_s=60)  # the SDK refreshes at ttl - 10 s
+    c = sdk_connector(srv.port)
+    c.query([{"GetStatus": {}}])
+    first = c.shared_data.session.session_token
+    time.sleep(1.2)
+    r, _ = c.query([{"GetStatus": {}}])
+    assert r[0]["GetStatus"]["status"] == 0
+    assert c.shared_data.session.session_token != first  # refreshed through RefreshToken
+    # an expired session is refused as ApertureDB refuses it
+    srv.server.sessions._sessions = {k: 0.0 for k in srv.server.sessions._sessions}
+    s = raw(srv.port)
+    r, _ = send_query(s, [{"GetStatus": {}}], token=c.shared_data.session.session_token)
+    assert r == {"info": "Not Authenticated!", "status": -1}
+
+
+def test_64_concurrent_sdk_clients(engine: Engine, wire: Any) -> None:
+    srv = wire(engine, ssl=True)
+    engine.query([{"AddDescriptorSet": {"name": "s", "dimensions": 2, "metric": "L2"}}])
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(64)
+
+    def client(i: int) -> None:
+        try:
+            c = sdk_connector(srv.port, ssl=True)
+            barrier.wait(30)
+            for j in range(3):
+                r, _ = c.query(
+                    [
+                        {"AddEntity": {"class": "C", "properties": {"i": i, "j": j}}},
+                        {"AddDescriptor": {"set": "s", "properties": {"i": i}}},
+                    ],
+                    [struct.pack("<2f", i, j)],
+                )
+                assert r == [{"AddEntity": {"status": 0}}, {"AddDescriptor": {"status": 0}}], r
+                r, _ = c.query(
+                    [{"FindDescriptor": {"set": "s", "k_neighbors": 1, "distances": True}}], [struct.pack("<2f", i, j)]
+                )
+                assert r[0]["FindDescriptor"]["entities"][0]["_distance"] == 0.0
+            c.close()
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(64)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors[:3]
+    r, _ = engine.query([{"FindEntity": {"with_class": "C", "results": {"count": True}}}])
+    assert r[0]["FindEntity"]["count"] == 192
+
+
+def test_sdk_verifies_the_self_signed_certificate(engine: Engine, wire: Any, cert_dir: Any) -> None:
+    from aperturedb.Connector import Connector
+
+    srv = wire(engine, ssl=True)
+    for host in ("127.0.0.1", "localhost"):
+        c = Connector(
+            host=host,
+            port=srv.port,
+            user=USER,
+            password=PASSWORD,
+            use_ssl=True,
+            verify_hostname=True,
+            ca_cert=str(cert_dir / "cert.pem"),
+        )
+        r, _ = c.query([{"GetStatus": {}}])
+        assert r[0]["GetStatus"]["status"] == 0
+        c.close()
