@@ -1,0 +1,74 @@
+"""Sample videos with known content: one drawn shape per segment, held still for the segment's seconds.
+
+Used by `moments sample-video` (a first search that works offline) and by the end-to-end tests, which
+know from the returned schedule which seconds show which shape. Needs PyAV (`pip install moments-client[video]`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from moments_client.shapes import caption, draw
+
+# container suffix → (encoder, pixel format) that PyAV's FFmpeg writes
+CODECS: dict[str, tuple[str, str]] = {
+    "h264": ("libx264", "yuv420p"),
+    "hevc": ("libx265", "yuv420p"),
+    "vp9": ("libvpx-vp9", "yuv420p"),
+    "mpeg4": ("mpeg4", "yuv420p"),
+    "mjpeg": ("mjpeg", "yuvj420p"),
+}
+
+
+@dataclass(frozen=True)
+class Segment:
+    start_s: float
+    end_s: float
+    color: str
+    shape: str
+
+    @property
+    def caption(self) -> str:
+        return caption(self.color, self.shape)
+
+
+def write_shapes_video(
+    path: str | Path,
+    shapes: Sequence[tuple[str, str]],
+    seconds_each: float = 2.0,
+    fps: int = 10,
+    size: tuple[int, int] = (256, 256),
+    codec: str = "h264",
+    seed: int = 0,
+) -> list[Segment]:
+    """Write `shapes` [(color, shape), ...] one after another; returns when each is on screen."""
+    import av  # optional dependency
+
+    encoder, pix_fmt = CODECS[codec]
+    rng = np.random.default_rng(seed)
+    width, height = size
+    frames_each = max(1, round(seconds_each * fps))
+    schedule: list[Segment] = []
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream(encoder, rate=fps)
+        assert isinstance(stream, av.VideoStream)
+        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+        if encoder == "libx265":
+            stream.options = {"x265-params": "log-level=error"}
+        index = 0
+        for color, shape in shapes:
+            image = draw(color, shape, (width, height), rng)
+            start = index / fps
+            for _ in range(frames_each):
+                frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+                for packet in stream.encode(frame):
+                    container.mux(packet)
+                index += 1
+            schedule.append(Segment(start, index / fps, color, shape))
+        for packet in stream.encode():
+            container.mux(packet)
+    return schedule

@@ -1,0 +1,161 @@
+"""Builds the server from Settings and runs it: model → store → batchers → gRPC, health last.
+
+Health is NOT_SERVING until the sessions are warm and the store has answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from moments.v1 import moments_pb2, moments_pb2_grpc
+from moments_server import metrics
+from moments_server.catalog.catalog import Catalog
+from moments_server.config import Settings
+from moments_server.inference.embedder import Embedder
+from moments_server.inference.manifest import load_manifest
+from moments_server.inference.sessions import load_towers
+from moments_server.service.ingest import IngestService
+from moments_server.service.search import SearchService
+from moments_server.service.videos import VideoService
+from moments_server.store.connector import EmbeddedConnector, open_connector
+from moments_server.store.embedded import WireServer
+from moments_server.transport.auth import TokenAuth
+from moments_server.transport.servicer import VideoSearchServicer
+
+log = logging.getLogger(__name__)
+SERVICE = moments_pb2.DESCRIPTOR.services_by_name["VideoSearch"].full_name
+
+
+@dataclass
+class Running:
+    server: grpc.aio.Server
+    port: int
+    metrics_port: int | None
+    embedder: Embedder
+    health: HealthServicer
+    executor: ThreadPoolExecutor
+    close_store: object
+    wire: object | None = None
+
+
+async def start(settings: Settings) -> Running:
+    manifest = load_manifest(settings.model_dir)
+    log.info(
+        "model %s (%s), %d dims, descriptor set %s",
+        manifest.name,
+        manifest.pretrained or "no tag",
+        manifest.embed_dim,
+        manifest.descriptor_set,
+    )
+    executor = ThreadPoolExecutor(max_workers=settings.store_threads, thread_name_prefix="store")
+    loop = asyncio.get_running_loop()
+    connector = await loop.run_in_executor(executor, open_connector, settings.store)
+    store_kind = "aperturedb" if settings.store.startswith("aperturedb://") else "embedded"
+
+    interceptors = [TokenAuth(settings.auth_token)] if settings.auth_token else []
+    limit = settings.max_message_bytes
+    server = grpc.aio.server(
+        interceptors=interceptors,
+        options=[
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", limit),
+            ("grpc.keepalive_time_ms", 30_000),
+            ("grpc.keepalive_timeout_ms", 10_000),
+            ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+            ("grpc.keepalive_permit_without_calls", 1),
+        ],
+    )
+    health = HealthServicer()
+    await health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+    await health.set(SERVICE, health_pb2.HealthCheckResponse.NOT_SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    reflection.enable_server_reflection(
+        (SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
+    )
+
+    text, image = await loop.run_in_executor(None, load_towers, manifest, settings.device, settings.threads)
+    embedder = Embedder(
+        manifest,
+        text,
+        image,
+        settings.text_max_batch,
+        settings.image_max_batch,
+        settings.max_delay_ms / 1e3,
+        settings.max_queue,
+        settings.text_cache_size,
+    )
+    catalog = Catalog(
+        connector, manifest.descriptor_set, manifest.embed_dim, manifest.identity(), settings.descriptor_engine
+    )
+    ingest = IngestService(settings, embedder, catalog, executor)
+    search = SearchService(settings, embedder, catalog, executor)
+    videos = VideoService(settings, embedder, catalog, executor, store_kind)
+    moments_pb2_grpc.add_VideoSearchServicer_to_server(VideoSearchServicer(ingest, search, videos), server)
+
+    port = server.add_insecure_port(settings.listen)
+    if port == 0:
+        raise OSError(f"cannot listen on {settings.listen}")
+    await server.start()
+    metrics_port = metrics.serve_metrics(settings.metrics_listen)
+    wire = await _start_wire(settings, connector)
+
+    # Warm-up and the store check run while health says NOT_SERVING.
+    await loop.run_in_executor(executor, catalog.ensure_descriptor_set)
+    await loop.run_in_executor(executor, lambda: catalog.metadata_types(refresh=True))
+    await loop.run_in_executor(None, embedder.warm_up, settings.autotune_batches)
+    embedder.start()
+    await health.set("", health_pb2.HealthCheckResponse.SERVING)
+    await health.set(SERVICE, health_pb2.HealthCheckResponse.SERVING)
+    log.info(
+        "serving %s (%s, %s) on %s port %d, store %s, metrics port %s",
+        manifest.name,
+        image.provider,
+        image.precision,
+        settings.listen,
+        port,
+        settings.store,
+        metrics_port,
+    )
+    return Running(server, port, metrics_port, embedder, health, executor, connector.close, wire)
+
+
+async def _start_wire(settings: Settings, connector: object) -> WireServer | None:
+    """The embedded store's ApertureDB wire listener beside the gRPC server (--store-listen)."""
+    if not settings.store_listen:
+        return None
+    if not isinstance(connector, EmbeddedConnector):
+        raise ValueError("--store-listen serves the embedded store; it cannot front an aperturedb:// store")
+    host, _, port = settings.store_listen.rpartition(":")
+    wire = WireServer(connector.engine, host or "127.0.0.1", int(port))
+    await wire.start()
+    return wire
+
+
+async def stop(running: Running, grace_s: float) -> None:
+    await running.health.enter_graceful_shutdown()
+    await running.server.stop(grace_s)
+    await running.embedder.stop()
+    if isinstance(running.wire, WireServer):
+        await running.wire.stop()
+    running.executor.shutdown(wait=True)
+    running.close_store()  # type: ignore[operator]
+
+
+async def serve(settings: Settings) -> None:
+    running = await start(settings)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopping.set)
+    await stopping.wait()
+    log.info("shutting down: finishing in-flight calls for up to %.0f s", settings.grace_s)
+    await stop(running, settings.grace_s)

@@ -1,0 +1,201 @@
+"""The video catalog: runs the data model's queries on a store connector and reads their answers.
+
+Blocking (the connectors are); the transport calls it from a thread pool.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from moments_server import metrics
+from moments_server.catalog import queries
+from moments_server.catalog.model import FrameRecord, VideoRecord, user_metadata
+
+
+class Connector(Protocol):
+    def query(self, commands: list[dict[str, Any]], blobs: Sequence[bytes] = ()) -> tuple[Any, list[bytes]]: ...
+    def close(self) -> None: ...
+
+
+log = logging.getLogger(__name__)
+
+
+class StoreError(Exception):
+    """The store refused or failed a query (the message is the store's)."""
+
+
+class ModelMismatch(Exception):
+    """The descriptor set holds vectors of another model than the one serving."""
+
+
+@dataclass
+class Hit:
+    video_id: str
+    frame_s: float
+    start_s: float
+    end_s: float
+    score: float
+    metadata: dict[str, Any]
+    thumbnail: bytes | None = None
+
+
+def _first(response: Any, command: str) -> dict[str, Any]:
+    return response[0][command] if isinstance(response, list) else {}
+
+
+class Catalog:
+    def __init__(
+        self, connector: Connector, descriptor_set: str, dims: int, identity: dict[str, Any], engine: str = "Flat"
+    ) -> None:
+        self.connector = connector
+        self.descriptor_set = descriptor_set
+        self.dims = dims
+        self.identity = identity
+        self.engine = engine
+        self._metadata_types: dict[str, str] = {}
+        self._types_lock = threading.Lock()
+
+    def run(
+        self, commands: list[dict[str, Any]], blobs: Sequence[bytes] = (), kind: str = "query"
+    ) -> tuple[list[Any], list[bytes]]:
+        started = time.perf_counter()
+        try:
+            response, out_blobs = self.connector.query(commands, blobs)
+        finally:
+            metrics.STORE_TIME.labels(kind).observe(time.perf_counter() - started)
+        if not isinstance(response, list):
+            info = response.get("info", response) if isinstance(response, dict) else response
+            raise StoreError(f"store error in {kind}: {info}")
+        for i, result in enumerate(response):
+            ((name, body),) = result.items()
+            if isinstance(body, dict) and body.get("status", 0) < 0:
+                raise StoreError(f"store error in {kind}, command {i} ({name}): {body.get('info', body)}")
+        return response, out_blobs
+
+    # -- set ------------------------------------------------------------------------------------------------
+    def ensure_descriptor_set(self) -> None:
+        """Create the model's set on first use; refuse to serve a set made by another model."""
+        response, _ = self.run(queries.find_descriptor_set(self.descriptor_set), kind="schema")
+        entities = _first(response, "FindDescriptorSet").get("entities") or []
+        if not entities:
+            props = {f"moments_{k}": v for k, v in self.identity.items()}
+            self.run(queries.add_descriptor_set(self.descriptor_set, self.dims, self.engine, props), kind="schema")
+            log.info("created descriptor set %s (%d dims, CS, %s)", self.descriptor_set, self.dims, self.engine)
+            return
+        found = entities[0]
+        dims = found.get("_dimensions")
+        if dims is not None and int(dims) != self.dims:
+            raise ModelMismatch(
+                f"descriptor set {self.descriptor_set} holds {dims}-d vectors, the model makes {self.dims}"
+            )
+        for key, value in self.identity.items():
+            stored = found.get(f"moments_{key}")
+            if stored is not None and stored != value:
+                raise ModelMismatch(
+                    f"descriptor set {self.descriptor_set} was made by a model with {key}={stored!r}, "
+                    f"this server serves {key}={value!r}; use another model directory or data dir"
+                )
+
+    # -- videos ---------------------------------------------------------------------------------------------
+    def get_video(self, video_id: str) -> VideoRecord | None:
+        response, _ = self.run(queries.find_video(video_id), kind="get_video")
+        entities = _first(response, "FindVideo").get("entities") or []
+        return VideoRecord.from_properties(entities[0]) if entities else None
+
+    def list_videos(self, offset: int, limit: int) -> tuple[list[VideoRecord], bool]:
+        """One page, and whether more follow (asks for one extra row to know)."""
+        response, _ = self.run(queries.list_videos(offset, limit + 1), kind="list_videos")
+        entities = _first(response, "FindVideo").get("entities") or []
+        return [VideoRecord.from_properties(e) for e in entities[:limit]], len(entities) > limit
+
+    def add_video(
+        self,
+        video: VideoRecord,
+        blob: bytes,
+        frames: Sequence[FrameRecord],
+        vectors: np.ndarray,
+        thumbnails: Sequence[bytes] | None,
+        replace: bool,
+    ) -> None:
+        vector_blobs = [np.ascontiguousarray(v, dtype="<f4").tobytes() for v in vectors]
+        commands, blobs = queries.add_video(video, blob, frames, vector_blobs, thumbnails, self.descriptor_set, replace)
+        self.run(commands, blobs, kind="add_video")
+        self.note_metadata(video.metadata)
+
+    def delete_video(self, video_id: str) -> tuple[int, int]:
+        """Returns (videos deleted, descriptors deleted)."""
+        response, _ = self.run(queries.delete_video(video_id, self.descriptor_set), kind="delete_video")
+        descriptors = int(response[1]["DeleteDescriptor"].get("count", 0))
+        videos = int(response[3]["DeleteVideo"].get("count", 0))
+        return videos, descriptors
+
+    # -- metadata keys ------------------------------------------------------------------------------------
+    def note_metadata(self, metadata: dict[str, Any]) -> None:
+        with self._types_lock:
+            for key, value in metadata.items():
+                self._metadata_types.setdefault(key, value_type(value))
+
+    def metadata_types(self, refresh: bool = False) -> dict[str, str]:
+        """Caller metadata keys seen on stored videos, with their value type (read from the store on refresh)."""
+        if refresh:
+            offset, page = 0, 500
+            while True:
+                videos, more = self.list_videos(offset, page)
+                for v in videos:
+                    self.note_metadata(v.metadata)
+                if not more:
+                    break
+                offset += page
+        with self._types_lock:
+            return dict(self._metadata_types)
+
+    # -- search ---------------------------------------------------------------------------------------------
+    def search(
+        self, vector: np.ndarray, k: int, constraints: dict[str, list[Any]] | None, with_thumbnails: bool
+    ) -> list[Hit]:
+        blob = np.ascontiguousarray(vector, dtype="<f4").tobytes()
+        response, blobs = self.run(
+            queries.search(self.descriptor_set, k, constraints, with_thumbnails), [blob], kind="search"
+        )
+        frames = response[0]["FindDescriptor"].get("entities") or []
+        clips_by_frame: dict[str, list[dict[str, Any]]] = response[1]["FindClip"].get("entities") or {}
+        thumbs_by_clip: dict[str, list[dict[str, Any]]] = {}
+        if with_thumbnails:
+            thumbs_by_clip = response[2]["FindImage"].get("entities") or {}
+        hits = []
+        for frame in frames:
+            clips = clips_by_frame.get(frame["_uniqueid"]) or []
+            clip = clips[0] if clips else {}
+            thumbnail = None
+            if clip and thumbs_by_clip.get(clip.get("_uniqueid", "")):
+                index = thumbs_by_clip[clip["_uniqueid"]][0].get("_blob_index")
+                thumbnail = blobs[index] if index is not None else None
+            hits.append(
+                Hit(
+                    video_id=str(frame["video_id"]),
+                    frame_s=float(frame["frame_s"]),
+                    start_s=float(clip.get("start_s", frame["start_s"])),
+                    end_s=float(clip.get("end_s", frame["end_s"])),
+                    score=float(frame["_distance"]),
+                    metadata=user_metadata(frame),
+                    thumbnail=thumbnail,
+                )
+            )
+        return hits
+
+
+def value_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, dict):
+        return "date"
+    return "string"

@@ -1,0 +1,111 @@
+"""The records of the data model (DESIGN.md): Video → Clip per sampled window → Descriptor (+ thumbnail Image)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+# Properties the server writes itself. The caller's metadata may not use these names, nor names
+# starting with '_' (reserved by ApertureDB).
+VIDEO_FIELDS = (
+    "video_id",
+    "filename",
+    "duration_s",
+    "fps",
+    "width",
+    "height",
+    "codec",
+    "container",
+    "ingested_at",
+    "status",
+    "frames",
+    "size_bytes",
+    "sha256",
+)
+FRAME_FIELDS = ("video_id", "frame_s", "start_s", "end_s")
+RESERVED_KEYS = frozenset(VIDEO_FIELDS) | frozenset(FRAME_FIELDS)
+
+FRAME_EDGE = "has_frame"  # Descriptor → Clip
+THUMBNAIL_EDGE = "has_thumbnail"  # Image → Clip
+
+METADATA_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
+VIDEO_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+# A property value as ApertureDB holds it: str, float/int, bool, or {"_date": "..."}.
+PropertyValue = str | float | int | bool | dict[str, str]
+
+
+@dataclass
+class FrameRecord:
+    time_s: float
+    start_s: float
+    end_s: float
+
+
+@dataclass
+class VideoRecord:
+    video_id: str
+    filename: str
+    duration_s: float
+    fps: float
+    width: int
+    height: int
+    codec: str
+    container: str
+    ingested_at: str
+    frames: int
+    size_bytes: int
+    sha256: str
+    metadata: dict[str, PropertyValue] = field(default_factory=dict)
+
+    def properties(self) -> dict[str, Any]:
+        props: dict[str, Any] = {
+            "video_id": self.video_id,
+            "filename": self.filename,
+            "duration_s": self.duration_s,
+            "fps": self.fps,
+            "width": self.width,
+            "height": self.height,
+            "codec": self.codec,
+            "container": self.container,
+            "ingested_at": {"_date": self.ingested_at},
+            "status": "ready",
+            "frames": self.frames,
+            "size_bytes": self.size_bytes,
+            "sha256": self.sha256,
+        }
+        props.update(self.metadata)
+        return props
+
+    @classmethod
+    def from_properties(cls, props: dict[str, Any]) -> VideoRecord:
+        ingested = props.get("ingested_at", "")
+        return cls(
+            video_id=str(props["video_id"]),
+            filename=str(props.get("filename", "")),
+            duration_s=float(props.get("duration_s", 0.0)),
+            fps=float(props.get("fps", 0.0)),
+            width=int(props.get("width", 0)),
+            height=int(props.get("height", 0)),
+            codec=str(props.get("codec", "")),
+            container=str(props.get("container", "")),
+            ingested_at=str(ingested.get("_date", "")) if isinstance(ingested, dict) else str(ingested),
+            frames=int(props.get("frames", 0)),
+            size_bytes=int(props.get("size_bytes", 0)),
+            sha256=str(props.get("sha256", "")),
+            metadata=user_metadata(props),
+        )
+
+
+def user_metadata(props: dict[str, Any]) -> dict[str, PropertyValue]:
+    return {k: v for k, v in props.items() if not k.startswith("_") and k not in RESERVED_KEYS}
+
+
+def time_offset(seconds: float) -> str:
+    """ApertureDB's time_offset_range format, "hh:mm:ss.uuuuuu"."""
+    micros = round(seconds * 1_000_000)
+    hours, rest = divmod(micros, 3_600_000_000)
+    minutes, rest = divmod(rest, 60_000_000)
+    secs, micros = divmod(rest, 1_000_000)
+    return f"{hours:02d}:{minutes:02d}:{secs:02d}.{micros:06d}"

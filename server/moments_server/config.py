@@ -1,0 +1,83 @@
+"""All server settings in one place: command-line flags over `MOMENTS_*` environment variables over defaults."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MOMENTS_", extra="forbid")
+
+    listen: str = "127.0.0.1:50051"
+    metrics_listen: str = Field("127.0.0.1:9464", description="host:port for Prometheus; port 0 disables it")
+    model_dir: Path = Path("models/shapes-demo")
+    store: str = Field("embedded:./data", description="embedded:DIR or aperturedb://user:pass@host:port[?ssl=0|1]")
+    # Where ingest spools uploads; defaults to the system temp dir.
+    spool_dir: Path | None = None
+    # Engine of the descriptor set when the server creates it: Flat is exact (about 10 ms a query at 100k
+    # frames on 2 cores); HNSW is approximate and the choice for millions of frames.
+    descriptor_engine: str = "Flat"
+    # Also serve the embedded store over ApertureDB's wire protocol on host:port (empty = off).
+    store_listen: str = ""
+    # With a token set, every VideoSearch call must carry `authorization: Bearer <token>`.
+    auth_token: str = ""
+    log_level: str = "INFO"
+    log_json: bool = False
+
+    # Inference
+    device: str = Field("auto", description="auto | cpu | cuda")
+    intra_op_threads: int = Field(0, description="onnxruntime threads per session; 0 = all cores")
+    text_max_batch: int = 32
+    image_max_batch: int = 32
+    max_delay_ms: float = 2.0
+    # Time each batch size at start and cap each tower's batch at its best throughput (max_batch is the bound).
+    autotune_batches: bool = True
+    max_queue: int = 4096
+    text_cache_size: int = 4096
+
+    # Limits
+    max_top_k: int = 100
+    max_page_depth: int = 1000
+    max_upload_bytes: int = 2 * 1024**3
+    max_message_bytes: int = 8 * 1024**2
+    max_fps: float = 30.0
+    max_frames: int = 36_000
+    max_embed_items: int = 256
+    max_concurrent_ingests: int = 8
+    store_threads: int = 8
+    grace_s: float = 10.0
+
+    @field_validator("text_max_batch", "image_max_batch", "max_top_k", "max_queue", "store_threads")
+    @classmethod
+    def _positive(cls, v: int) -> int:
+        if v <= 0:
+            raise ValueError("must be > 0")
+        return v
+
+    @property
+    def threads(self) -> int:
+        return self.intra_op_threads or (os.cpu_count() or 1)
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def parse_settings(argv: list[str] | None = None) -> Settings:
+    """Flags for every field of Settings; unset flags fall back to MOMENTS_* env vars, then defaults."""
+    parser = argparse.ArgumentParser(prog="moments-server", description="Moments video search server")
+    for name, field in Settings.model_fields.items():
+        kind = field.annotation
+        if kind is bool:
+            parser.add_argument(_flag(name), dest=name, action=argparse.BooleanOptionalAction, default=None)
+        else:
+            parser.add_argument(_flag(name), dest=name, default=None, help=field.description)
+    args = parser.parse_args(argv)
+    given: dict[str, Any] = {k: v for k, v in vars(args).items() if v is not None}
+    return Settings(**given)

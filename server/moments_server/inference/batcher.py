@@ -1,0 +1,230 @@
+"""Micro-batcher: gathers requests into one session call, search lane before ingest lane.
+
+A batch closes when it is full (`max_batch`) or `max_delay` after its oldest request arrived; requests
+that piled up while the previous batch ran therefore go at once. The session runs on one dedicated
+thread per tower (one batch at a time: the session already uses every core it was given), so the event
+loop never blocks. Cancelled or expired requests are dropped before they cost inference.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any, Generic, TypeVar
+
+from moments_server import metrics
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class Lane(IntEnum):
+    SEARCH = 0
+    INGEST = 1
+
+
+class QueueFull(Exception):
+    """The batcher's queue is at its bound; the caller should back off (RESOURCE_EXHAUSTED)."""
+
+
+class Expired(Exception):
+    """The request's deadline passed before it reached a batch (DEADLINE_EXCEEDED)."""
+
+
+@dataclass
+class Result(Generic[R]):
+    value: R
+    queue_s: float
+    inference_s: float
+    batch_size: int
+
+
+@dataclass
+class _Request(Generic[T]):
+    value: T
+    lane: Lane
+    future: asyncio.Future[Result]
+    enqueued: float
+    deadline: float | None = None
+    dropped: bool = field(default=False)
+
+
+class MicroBatcher(Generic[T, R]):
+    def __init__(
+        self,
+        name: str,
+        run: Callable[[list[T]], Sequence[R]],
+        max_batch: int,
+        max_delay_s: float,
+        max_queue: int,
+    ) -> None:
+        self.name = name
+        self._run = run
+        self.max_batch = max_batch
+        self.max_delay_s = max_delay_s
+        self.max_queue = max_queue
+        self._lanes: tuple[deque[_Request[T]], deque[_Request[T]]] = (deque(), deque())
+        self._wakeup = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"batch-{name}")
+        self._task: asyncio.Task[None] | None = None
+        # Search requests queued or running here; other towers' ingest batches wait while it is > 0.
+        self._searching = 0
+        self._search_idle = asyncio.Event()
+        self._search_idle.set()
+        self._defer_to: list[MicroBatcher[Any, Any]] = []
+        self.max_defer_s = 0.5
+
+    # -- public -------------------------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._loop(), name=f"batcher-{self.name}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        for lane in self._lanes:
+            while lane:
+                req = lane.popleft()
+                if not req.future.done():
+                    req.future.set_exception(asyncio.CancelledError())
+        self._executor.shutdown(wait=True)
+
+    def defer_ingest_to(self, *others: MicroBatcher[Any, Any]) -> None:
+        """Ingest-only batches here wait (up to max_defer_s) while `others` have search work.
+
+        The towers share the CPU cores: an image batch of a backfill running beside a text query slows
+        the query as much as a queue would. Waiting is bounded so that ingest still progresses under a
+        steady search load.
+        """
+        self._defer_to = list(others)
+
+    @property
+    def searching(self) -> bool:
+        return self._searching > 0
+
+    def _search_done(self, _: asyncio.Future[Any]) -> None:
+        self._searching -= 1
+        if self._searching == 0:
+            self._search_idle.set()
+
+    async def _yield_to_searches(self) -> None:
+        busy = [b for b in self._defer_to if b.searching]
+        if not busy or self._lanes[Lane.SEARCH]:
+            return
+        waits = [asyncio.ensure_future(b._search_idle.wait()) for b in busy]
+        try:
+            await asyncio.wait(waits, timeout=self.max_defer_s, return_when=asyncio.ALL_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+
+    @property
+    def pending(self) -> int:
+        return len(self._lanes[0]) + len(self._lanes[1])
+
+    def submit_nowait(self, values: Sequence[T], lane: Lane, deadline: float | None = None) -> list[asyncio.Future]:
+        """Queue requests and return their futures; raises QueueFull when they do not fit."""
+        if self.pending + len(values) > self.max_queue:
+            metrics.DROPPED.labels(self.name, "queue_full").inc(len(values))
+            raise QueueFull(
+                f"the {self.name} tower's queue is full ({self.pending} waiting, bound {self.max_queue}); retry later"
+            )
+        loop = asyncio.get_running_loop()
+        now = time.perf_counter()
+        futures = []
+        for value in values:
+            fut: asyncio.Future[Result] = loop.create_future()
+            self._lanes[lane].append(_Request(value, lane, fut, now, deadline))
+            futures.append(fut)
+            if lane == Lane.SEARCH:
+                self._searching += 1
+                self._search_idle.clear()
+                fut.add_done_callback(self._search_done)
+        self._wakeup.set()
+        return futures
+
+    async def submit(self, value: T, lane: Lane = Lane.SEARCH, deadline: float | None = None) -> Result[R]:
+        (fut,) = self.submit_nowait([value], lane, deadline)
+        return await fut
+
+    async def submit_many(
+        self, values: Sequence[T], lane: Lane = Lane.SEARCH, deadline: float | None = None
+    ) -> list[Result[R]]:
+        futures = self.submit_nowait(values, lane, deadline)
+        try:
+            return list(await asyncio.gather(*futures))
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+
+    # -- worker -------------------------------------------------------------------------------------------
+    def _oldest(self) -> float | None:
+        heads = [lane[0].enqueued for lane in self._lanes if lane]
+        return min(heads) if heads else None
+
+    def _take(self) -> list[_Request[T]]:
+        """Up to max_batch live requests, search lane first; drops cancelled and expired ones."""
+        batch: list[_Request[T]] = []
+        now = time.perf_counter()
+        for lane in self._lanes:
+            while lane and len(batch) < self.max_batch:
+                req = lane.popleft()
+                if req.future.done():  # cancelled by its caller
+                    metrics.DROPPED.labels(self.name, "cancelled").inc()
+                    continue
+                if req.deadline is not None and now > req.deadline:
+                    metrics.DROPPED.labels(self.name, "expired").inc()
+                    req.future.set_exception(Expired(f"deadline passed while queued for the {self.name} tower"))
+                    continue
+                batch.append(req)
+        return batch
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wakeup.wait()
+            oldest = self._oldest()
+            while oldest is not None and self.pending < self.max_batch:
+                remaining = oldest + self.max_delay_s - time.perf_counter()
+                if remaining <= 0:
+                    break
+                self._wakeup.clear()
+                try:
+                    await asyncio.wait_for(self._wakeup.wait(), remaining)
+                except TimeoutError:
+                    break
+            await self._yield_to_searches()
+            batch = self._take()
+            if not self.pending:
+                self._wakeup.clear()
+            if not batch:
+                continue
+            started = time.perf_counter()
+            try:
+                outputs = await loop.run_in_executor(self._executor, self._run, [r.value for r in batch])
+            except Exception as e:  # a failed batch fails its callers, not the batcher
+                for req in batch:
+                    if not req.future.done():
+                        req.future.set_exception(e)
+                continue
+            finished = time.perf_counter()
+            inference_s = finished - started
+            metrics.INFERENCE_TIME.labels(self.name).observe(inference_s)
+            sizes = {Lane.SEARCH: 0, Lane.INGEST: 0}
+            for req, out in zip(batch, outputs, strict=True):
+                sizes[req.lane] += 1
+                queue_s = started - req.enqueued
+                metrics.QUEUE_TIME.labels(self.name, req.lane.name.lower()).observe(queue_s)
+                if not req.future.done():
+                    req.future.set_result(Result(out, queue_s, inference_s, len(batch)))
+            for lane_id, n in sizes.items():
+                if n:
+                    metrics.BATCH_SIZE.labels(self.name, lane_id.name.lower()).observe(n)

@@ -1,0 +1,1 @@
+"""Application layer: ingest, search and housekeeping on the API's messages, over the core modules."""

@@ -1,0 +1,77 @@
+"""Search filters → ApertureDB constraints, validated strictly."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from moments.v1 import moments_pb2 as pb
+from moments_server.catalog.catalog import value_type
+from moments_server.catalog.model import METADATA_KEY, VIDEO_ID
+from moments_server.errors import InvalidArgument
+from moments_server.service.values import to_property
+
+_OPS = {
+    pb.Condition.EQ: "==",
+    pb.Condition.NE: "!=",
+    pb.Condition.LT: "<",
+    pb.Condition.LE: "<=",
+    pb.Condition.GT: ">",
+    pb.Condition.GE: ">=",
+    pb.Condition.IN: "in",
+}
+MAX_VIDEO_IDS = 1000
+MAX_CONDITIONS = 32
+
+
+def build_constraints(filters: pb.SearchFilters, known: dict[str, str]) -> dict[str, list[Any]] | None:
+    """`known` maps the caller metadata keys seen on stored videos to their value type."""
+    constraints: dict[str, list[Any]] = {}
+    if filters.video_ids:
+        if len(filters.video_ids) > MAX_VIDEO_IDS:
+            raise InvalidArgument(f"filters.video_ids holds {len(filters.video_ids)} ids; at most {MAX_VIDEO_IDS}")
+        for vid in filters.video_ids:
+            if not VIDEO_ID.match(vid):
+                raise InvalidArgument(f"filters.video_ids: {vid!r} is not a valid video id")
+        constraints["video_id"] = ["in", list(dict.fromkeys(filters.video_ids))]
+    has_start, has_end = filters.HasField("start_s"), filters.HasField("end_s")
+    if has_start and filters.start_s < 0:
+        raise InvalidArgument("filters.start_s must be >= 0")
+    if has_start and has_end and filters.end_s < filters.start_s:
+        raise InvalidArgument(f"filters.end_s ({filters.end_s}) is before filters.start_s ({filters.start_s})")
+    frame_range: list[Any] = []
+    if has_start:
+        frame_range += [">=", filters.start_s]
+    if has_end:
+        frame_range += ["<=", filters.end_s]
+    if frame_range:
+        constraints["frame_s"] = frame_range
+    if len(filters.conditions) > MAX_CONDITIONS:
+        raise InvalidArgument(f"at most {MAX_CONDITIONS} conditions")
+    for i, cond in enumerate(filters.conditions):
+        where = f"filters.conditions[{i}]"
+        if not METADATA_KEY.match(cond.key):
+            raise InvalidArgument(f"{where}: {cond.key!r} is not a metadata key")
+        if cond.key not in known:
+            names = ", ".join(sorted(known)) or "none yet"
+            raise InvalidArgument(f"{where}: no stored video has metadata key {cond.key!r} (known keys: {names})")
+        if cond.op not in _OPS:
+            raise InvalidArgument(f"{where}: op must be one of EQ, NE, LT, LE, GT, GE, IN")
+        values = [to_property(v, where) for v in cond.values]
+        if cond.op == pb.Condition.IN:
+            if not values:
+                raise InvalidArgument(f"{where}: IN needs at least one value")
+        elif len(values) != 1:
+            raise InvalidArgument(
+                f"{where}: {pb.Condition.Op.Name(cond.op)} takes exactly one value, got {len(values)}"
+            )
+        expected = known[cond.key]
+        for v in values:
+            if value_type(v) != expected:
+                raise InvalidArgument(
+                    f"{where}: {cond.key!r} holds {expected} values, the condition gives a {value_type(v)}"
+                )
+        if expected == "bool" and cond.op not in (pb.Condition.EQ, pb.Condition.NE, pb.Condition.IN):
+            raise InvalidArgument(f"{where}: booleans compare only with EQ, NE or IN")
+        op = _OPS[cond.op]
+        constraints.setdefault(cond.key, []).extend([op, values] if op == "in" else [op, values[0]])
+    return constraints or None

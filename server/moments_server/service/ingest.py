@@ -1,0 +1,254 @@
+"""Ingest: spool the streamed upload, decode and sample it in a thread, embed frames through the ingest
+lane, then write the video, its clips and frame descriptors in one store transaction.
+
+Nothing is written before the last step, so a failed, cancelled or disconnected ingest leaves nothing
+visible, and a replace swaps the old video for the new one atomically.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import Executor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import cast
+
+import numpy as np
+from PIL import Image
+
+from moments.v1 import moments_pb2 as pb
+from moments_server import metrics
+from moments_server.catalog.catalog import Catalog
+from moments_server.catalog.model import VIDEO_ID, FrameRecord, VideoRecord
+from moments_server.config import Settings
+from moments_server.errors import AlreadyExists, DataLoss, InvalidArgument, ResourceExhausted
+from moments_server.inference.batcher import Lane
+from moments_server.inference.embedder import Embedder
+from moments_server.service.values import metadata_from_request
+from moments_server.video.decode import SampledFrame, VideoInfo, probe, sample
+from moments_server.video.spool import Spool, UploadTooLarge
+
+log = logging.getLogger(__name__)
+
+Emit = Callable[[pb.IngestEvent], Awaitable[None]]
+PROGRESS_EVERY_S = 0.25
+_END = object()
+
+
+def validate_header(header: pb.IngestHeader, settings: Settings) -> None:
+    if not VIDEO_ID.match(header.video_id):
+        raise InvalidArgument("header.video_id must be 1-128 characters of [A-Za-z0-9._:-]")
+    fps = header.sampling.fps
+    if fps < 0 or fps > settings.max_fps:
+        raise InvalidArgument(f"sampling.fps must be in (0, {settings.max_fps}]; 0 means 1")
+    if header.sampling.max_frames > settings.max_frames:
+        raise InvalidArgument(f"sampling.max_frames must be at most {settings.max_frames}")
+    if header.sha256 and (len(header.sha256) != 64 or any(c not in "0123456789abcdef" for c in header.sha256)):
+        raise InvalidArgument("header.sha256 must be 64 lowercase hex characters")
+    if header.size_bytes > settings.max_upload_bytes:
+        raise ResourceExhausted(
+            f"the upload is {header.size_bytes} bytes; the server takes at most {settings.max_upload_bytes}"
+        )
+
+
+def _thumbnail(rgb: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(rgb).save(out, format="JPEG", quality=85)
+    return out.getvalue()
+
+
+class IngestService:
+    def __init__(self, settings: Settings, embedder: Embedder, catalog: Catalog, executor: Executor) -> None:
+        self.settings = settings
+        self.embedder = embedder
+        self.catalog = catalog
+        self.executor = executor
+        self._in_flight: set[str] = set()
+        self._slots = asyncio.Semaphore(settings.max_concurrent_ingests)
+
+    async def ingest(self, header: pb.IngestHeader, chunks: AsyncIterator[bytes], emit: Emit) -> None:
+        validate_header(header, self.settings)
+        metadata = metadata_from_request(header.metadata)
+        if self._slots.locked():
+            raise ResourceExhausted(
+                f"{self.settings.max_concurrent_ingests} ingests are running; retry when one finishes"
+            )
+        if header.video_id in self._in_flight:
+            raise AlreadyExists(f"video {header.video_id!r} is being ingested by another stream right now")
+        async with self._slots:
+            self._in_flight.add(header.video_id)
+            try:
+                await self._ingest(header, metadata, chunks, emit)
+            finally:
+                self._in_flight.discard(header.video_id)
+
+    async def _ingest(self, header: pb.IngestHeader, metadata: dict, chunks: AsyncIterator[bytes], emit: Emit) -> None:
+        loop = asyncio.get_running_loop()
+        t0 = time.perf_counter()
+        existing = await loop.run_in_executor(self.executor, self.catalog.get_video, header.video_id)
+        if existing is not None and not header.replace:
+            raise AlreadyExists(f"video {header.video_id!r} exists; set replace to overwrite it")
+        await emit(pb.IngestEvent(accepted=pb.IngestAccepted(video_id=header.video_id, replacing=existing is not None)))
+
+        progress = pb.IngestProgress()
+        suffix = Path(header.filename).suffix[:16] if header.filename else ""
+        spool = Spool(self.settings.spool_dir, self.settings.max_upload_bytes, suffix)
+        try:
+            last = time.perf_counter()
+            async for chunk in chunks:
+                try:
+                    spool.write(chunk)
+                except UploadTooLarge as e:
+                    raise ResourceExhausted(str(e)) from e
+                metrics.INGEST_BYTES.inc(len(chunk))
+                progress.bytes_received = spool.size
+                if time.perf_counter() - last >= PROGRESS_EVERY_S:
+                    last = time.perf_counter()
+                    await emit(pb.IngestEvent(progress=progress))
+            digest = spool.finish()
+            received = time.perf_counter()
+            if spool.size == 0:
+                raise InvalidArgument("the upload is empty: send the video's bytes as chunks after the header")
+            if header.sha256 and header.sha256 != digest:
+                raise DataLoss(f"the upload's sha256 is {digest}, the header says {header.sha256}; resend the video")
+            await emit(pb.IngestEvent(progress=progress))
+            info = await loop.run_in_executor(self.executor, probe, spool.path)
+            frames, vectors, thumbs, decode_s, embed_s = await self._embed_video(header, spool.path, progress, emit)
+            if not frames:
+                raise InvalidArgument("no frame could be sampled from the video")
+            record = self._record(header, metadata, info, spool.size, digest, frames)
+            blob = await loop.run_in_executor(self.executor, spool.read_bytes)
+            store_started = time.perf_counter()
+            await loop.run_in_executor(
+                self.executor,
+                lambda: self.catalog.add_video(record, blob, frames, vectors, thumbs, replace=existing is not None),
+            )
+            done = time.perf_counter()
+        finally:
+            spool.discard()
+        progress.frames_stored = len(frames)
+        metrics.INGEST_FRAMES.labels("stored").inc(len(frames))
+        timings = pb.IngestTimings(
+            receive_s=received - t0, decode_s=decode_s, embed_s=embed_s, store_s=done - store_started, total_s=done - t0
+        )
+        await emit(pb.IngestEvent(progress=progress))
+        from moments_server.service.videos import video_message  # local: videos imports this module's peers
+
+        await emit(pb.IngestEvent(done=pb.IngestDone(video=video_message(record), frames=len(frames), timings=timings)))
+        log.info(
+            "ingested %s: %d frames, %.1f s of video in %.2f s",
+            header.video_id,
+            len(frames),
+            info.duration_s,
+            done - t0,
+        )
+
+    def _record(
+        self,
+        header: pb.IngestHeader,
+        metadata: dict,
+        info: VideoInfo,
+        size: int,
+        digest: str,
+        frames: list[FrameRecord],
+    ) -> VideoRecord:
+        duration = info.duration_s or (frames[-1].end_s if frames else 0.0)
+        return VideoRecord(
+            video_id=header.video_id,
+            filename=header.filename,
+            duration_s=duration,
+            fps=info.fps,
+            width=info.width,
+            height=info.height,
+            codec=info.codec,
+            container=info.container,
+            ingested_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
+            frames=len(frames),
+            size_bytes=size,
+            sha256=digest,
+            metadata=metadata,
+        )
+
+    async def _embed_video(
+        self, header: pb.IngestHeader, path: Path, progress: pb.IngestProgress, emit: Emit
+    ) -> tuple[list[FrameRecord], np.ndarray, list[bytes] | None, float, float]:
+        """Decode in a thread, embed as frames arrive (a bounded window in flight), report progress."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[object] = asyncio.Queue(maxsize=2 * self.embedder.image_batcher.max_batch)
+        stop = threading.Event()
+        fps = header.sampling.fps or 1.0
+        max_frames = header.sampling.max_frames or self.settings.max_frames
+        decoded = [0]
+        want_thumbs = header.thumbnails
+
+        def on_decoded(n: int) -> None:
+            decoded[0] = n
+
+        def produce() -> float:
+            started = time.perf_counter()
+            try:
+                for frame in sample(path, fps, max_frames, self.embedder.image_size, on_decoded, stop.is_set):
+                    thumb = _thumbnail(frame.rgb) if want_thumbs else None
+                    asyncio.run_coroutine_threadsafe(queue.put((frame, thumb)), loop).result()
+                asyncio.run_coroutine_threadsafe(queue.put(_END), loop).result()
+            except BaseException as e:
+                if not stop.is_set():
+                    asyncio.run_coroutine_threadsafe(queue.put(e), loop).result()
+            return time.perf_counter() - started
+
+        producer = loop.run_in_executor(self.executor, produce)
+        frames: list[SampledFrame] = []
+        thumbs: list[bytes] = []
+        pending: list[asyncio.Future] = []
+        results: list[np.ndarray] = []
+        window = 2 * self.embedder.image_batcher.max_batch
+        embed_s = 0.0
+        last = time.perf_counter()
+        try:
+            while True:
+                item = await queue.get()
+                if item is _END:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                frame, thumb = cast(tuple[SampledFrame, bytes | None], item)
+                frames.append(frame)
+                if thumb is not None:
+                    thumbs.append(thumb)
+                pending.extend(self.embedder.image_batcher.submit_nowait([frame.rgb], Lane.INGEST))
+                while len(pending) >= window:
+                    r = await pending.pop(0)
+                    results.append(r.value)
+                    embed_s += r.inference_s / r.batch_size
+                progress.frames_decoded = max(decoded[0], len(frames))
+                progress.frames_embedded = len(results)
+                if time.perf_counter() - last >= PROGRESS_EVERY_S:
+                    last = time.perf_counter()
+                    await emit(pb.IngestEvent(progress=progress))
+            for fut in pending:
+                r = await fut
+                results.append(r.value)
+                embed_s += r.inference_s / r.batch_size
+            pending.clear()
+        finally:
+            stop.set()
+            for fut in pending:
+                fut.cancel()
+            # Unblock a producer waiting on a full queue, then wait for it to leave the decoder.
+            while not producer.done():
+                while not queue.empty():
+                    queue.get_nowait()
+                await asyncio.sleep(0.005)
+        decode_s = producer.result() if not producer.cancelled() else 0.0
+        progress.frames_decoded = max(decoded[0], len(frames))
+        progress.frames_embedded = len(results)
+        metrics.INGEST_FRAMES.labels("decoded").inc(progress.frames_decoded)
+        metrics.INGEST_FRAMES.labels("embedded").inc(len(results))
+        records = [FrameRecord(f.time_s, f.start_s, f.end_s) for f in frames]
+        vectors = np.stack(results) if results else np.zeros((0, self.embedder.dim), np.float32)
+        return records, vectors, (thumbs if want_thumbs else None), decode_s, embed_s

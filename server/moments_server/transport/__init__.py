@@ -1,0 +1,1 @@
+"""gRPC transport: servicers, status mapping, auth, health and reflection on a grpc.aio server."""

@@ -1,0 +1,71 @@
+"""The moments.v1.VideoSearch servicer: protocol handling only; the work is in moments_server.service."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+
+from moments.v1 import moments_pb2 as pb
+from moments.v1 import moments_pb2_grpc as pb_grpc
+from moments_server.errors import InvalidArgument
+from moments_server.service.ingest import IngestService
+from moments_server.service.search import SearchService
+from moments_server.service.videos import VideoService
+from moments_server.transport.status import deadline_of, rpc
+
+
+class VideoSearchServicer(pb_grpc.VideoSearchServicer):
+    def __init__(self, ingest: IngestService, search: SearchService, videos: VideoService) -> None:
+        self._ingest = ingest
+        self._search = search
+        self._videos = videos
+
+    @rpc("Ingest")
+    async def Ingest(
+        self, request_iterator: AsyncIterator[pb.IngestRequest], context: grpc.aio.ServicerContext
+    ) -> None:
+        messages = request_iterator.__aiter__()
+        try:
+            first = await messages.__anext__()
+        except StopAsyncIteration:
+            raise InvalidArgument("the stream is empty: send an IngestHeader first, then the video's chunks") from None
+        if first.WhichOneof("payload") != "header":
+            raise InvalidArgument("the first message must be the IngestHeader, then the video's chunks")
+
+        async def chunks() -> AsyncIterator[bytes]:
+            async for message in messages:
+                if message.WhichOneof("payload") == "header":
+                    raise InvalidArgument("a second IngestHeader arrived; send one header, then only chunks")
+                if message.chunk:
+                    yield message.chunk
+
+        await self._ingest.ingest(first.header, chunks(), context.write)
+
+    @rpc("Search")
+    async def Search(self, request: pb.SearchRequest, context: grpc.aio.ServicerContext) -> pb.SearchResponse:
+        return await self._search.search(request, deadline_of(context))
+
+    @rpc("Embed")
+    async def Embed(self, request: pb.EmbedRequest, context: grpc.aio.ServicerContext) -> pb.EmbedResponse:
+        return await self._videos.embed(request, deadline_of(context))
+
+    @rpc("GetVideo")
+    async def GetVideo(self, request: pb.GetVideoRequest, context: grpc.aio.ServicerContext) -> pb.Video:
+        return await self._videos.get(request.video_id)
+
+    @rpc("ListVideos")
+    async def ListVideos(
+        self, request: pb.ListVideosRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListVideosResponse:
+        return await self._videos.list(request)
+
+    @rpc("DeleteVideo")
+    async def DeleteVideo(
+        self, request: pb.DeleteVideoRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeleteVideoResponse:
+        return await self._videos.delete(request.video_id)
+
+    @rpc("Info")
+    async def Info(self, request: pb.InfoRequest, context: grpc.aio.ServicerContext) -> pb.InfoResponse:
+        return self._videos.info()

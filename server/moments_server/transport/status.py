@@ -1,0 +1,76 @@
+"""Maps the core's exceptions to gRPC status codes, and records each call's code and latency."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+
+from moments_server import metrics
+from moments_server.catalog.catalog import ModelMismatch, StoreError
+from moments_server.errors import MomentsError
+from moments_server.inference.batcher import Expired, QueueFull
+from moments_server.inference.preprocess import BadImage
+from moments_server.video.decode import BadVideo
+
+log = logging.getLogger(__name__)
+
+
+def status_of(error: BaseException) -> tuple[grpc.StatusCode, str]:
+    if isinstance(error, MomentsError):
+        return grpc.StatusCode[error.code], str(error)
+    if isinstance(error, BadVideo | BadImage):
+        return grpc.StatusCode.INVALID_ARGUMENT, str(error)
+    if isinstance(error, QueueFull):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED, str(error)
+    if isinstance(error, Expired):
+        return grpc.StatusCode.DEADLINE_EXCEEDED, str(error)
+    if isinstance(error, ModelMismatch):
+        return grpc.StatusCode.FAILED_PRECONDITION, str(error)
+    if isinstance(error, StoreError):
+        return grpc.StatusCode.INTERNAL, str(error)
+    if isinstance(error, ConnectionError | TimeoutError):
+        return grpc.StatusCode.UNAVAILABLE, f"the store is unreachable: {error}"
+    return grpc.StatusCode.INTERNAL, f"internal error ({type(error).__name__}); the server logged the details"
+
+
+def deadline_of(context: grpc.aio.ServicerContext) -> float | None:
+    """The call's deadline on the perf_counter clock, for the batchers."""
+    remaining = context.time_remaining()
+    return None if remaining is None else time.perf_counter() + remaining
+
+
+def rpc(method: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Wrap a servicer method: map exceptions to statuses, record metrics."""
+
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        async def handler(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+            started = time.perf_counter()
+            code = grpc.StatusCode.OK
+            try:
+                return await fn(self, request, context)
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED
+                raise
+            except grpc.aio.AbortError:
+                code = context.code() or grpc.StatusCode.UNKNOWN
+                raise
+            except Exception as e:
+                code, message = status_of(e)
+                if code == grpc.StatusCode.INTERNAL:
+                    log.exception("%s failed", method)
+                await context.abort(code, message)
+            finally:
+                name = code.name if isinstance(code, grpc.StatusCode) else str(code)
+                metrics.RPC_CALLS.labels(method, name).inc()
+                metrics.RPC_LATENCY.labels(method, name).observe(time.perf_counter() - started)
+
+        return handler
+
+    return wrap

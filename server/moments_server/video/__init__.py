@@ -1,0 +1,1 @@
+"""Video core: spooling uploads to disk and decoding/sampling frames with PyAV."""

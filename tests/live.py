@@ -1,0 +1,136 @@
+"""Real servers on real ports for the tests: the Moments gRPC server and the embedded store's wire listener,
+each in its own process, started the way a user starts them."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["ADB_LOG_FILE"] = ""
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+class Process:
+    def __init__(self, args: list[str], log: Path) -> None:
+        self.log = log
+        self._log_file = log.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, *args], cwd=REPO, env=_env(), stdout=self._log_file, stderr=subprocess.STDOUT
+        )
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self, sig_kill: bool = False) -> None:
+        if self.proc.poll() is None:
+            if sig_kill:
+                self.proc.kill()
+            else:
+                self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log_file.close()
+
+
+class LiveServer(Process):
+    """`python -m moments_server` on a free port; waits until health says SERVING."""
+
+    def __init__(self, model_dir: Path, store: str, workdir: Path, *extra: str) -> None:
+        self.port = free_port()
+        self.target = f"127.0.0.1:{self.port}"
+        self.metrics_port = free_port()
+        args = [
+            "-m",
+            "moments_server",
+            "--listen",
+            self.target,
+            "--model-dir",
+            str(model_dir),
+            "--store",
+            store,
+            "--metrics-listen",
+            f"127.0.0.1:{self.metrics_port}",
+            "--log-level",
+            "INFO",
+            "--spool-dir",
+            str(workdir),
+            *extra,
+        ]
+        super().__init__(args, workdir / f"server-{self.port}.log")
+        self.wait_serving()
+
+    def wait_serving(self, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        with grpc.insecure_channel(self.target) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.output()}")
+                try:
+                    reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                except grpc.RpcError:
+                    pass
+                time.sleep(0.2)
+        raise TimeoutError(f"server not SERVING after {timeout} s:\n{self.output()}")
+
+
+class StoreListener(Process):
+    """The embedded store's ApertureDB wire listener, for the SDK path."""
+
+    def __init__(self, data_dir: Path, workdir: Path, user: str = "admin", password: str = "test-pass") -> None:
+        self.port = free_port()
+        self.user, self.password = user, password
+        args = [
+            "-m",
+            "moments_server.store.embedded",
+            "--data-dir",
+            str(data_dir),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--no-ssl",
+            "--user",
+            user,
+            "--password",
+            password,
+        ]
+        super().__init__(args, workdir / f"store-{self.port}.log")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"store listener exited:\n{self.output()}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise TimeoutError(f"store listener not up:\n{self.output()}")
+
+    @property
+    def url(self) -> str:
+        return f"aperturedb://{self.user}:{self.password}@127.0.0.1:{self.port}?ssl=0"
