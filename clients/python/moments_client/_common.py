@@ -1,0 +1,257 @@
+"""What the sync and asyncio clients share: channel settings, request builders, upload sources."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+from collections.abc import AsyncIterable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, TypeAlias, cast
+
+import grpc
+
+from moments.v1 import moments_pb2 as pb
+from moments_client.types import Where, conditions, to_value
+
+SERVICE = "moments.v1.VideoSearch"
+CHUNK_SIZE = 256 * 1024
+DEFAULT_TIMEOUT_S = 30.0
+DEFAULT_INGEST_TIMEOUT_S = 3600.0
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+#: Calls that are safe to repeat: retried on UNAVAILABLE only, with exponential backoff. Ingest and
+#: DeleteVideo are never retried by the channel.
+IDEMPOTENT = ("Search", "Embed", "GetVideo", "ListVideos", "Info")
+
+SERVICE_CONFIG: dict[str, Any] = {
+    "methodConfig": [
+        {
+            "name": [{"service": SERVICE, "method": m} for m in IDEMPOTENT],
+            "retryPolicy": {
+                "maxAttempts": 4,
+                "initialBackoff": "0.2s",
+                "maxBackoff": "3s",
+                "backoffMultiplier": 2.5,
+                "retryableStatusCodes": ["UNAVAILABLE"],
+            },
+        }
+    ]
+}
+
+VIDEO_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+Source: TypeAlias = str | os.PathLike[str] | bytes | bytearray | memoryview | IO[bytes] | Iterable[bytes]
+AsyncSource: TypeAlias = Source | AsyncIterable[bytes]
+TlsArg: TypeAlias = bool | str | os.PathLike[str] | grpc.ChannelCredentials | None
+
+
+def channel_options(extra: Sequence[tuple[str, Any]] = ()) -> list[tuple[str, Any]]:
+    """Channel arguments: keepalive for long ingest streams over flaky links, retries, message sizes.
+
+    Keepalive pings every 30 s while a call is open (the server allows pings every 10 s), and a link that does
+    not answer one within 20 s is declared dead, so a stalled upload fails instead of hanging.
+    """
+    options: dict[str, Any] = {
+        "grpc.keepalive_time_ms": 30_000,
+        "grpc.keepalive_timeout_ms": 20_000,
+        "grpc.keepalive_permit_without_calls": 0,
+        "grpc.http2.max_pings_without_data": 0,
+        "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
+        "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
+        "grpc.enable_retries": 1,
+        "grpc.service_config": json.dumps(SERVICE_CONFIG),
+        "grpc.primary_user_agent": "moments-client-python/0.1",
+    }
+    options.update(dict(extra))
+    return list(options.items())
+
+
+def credentials(tls: TlsArg) -> grpc.ChannelCredentials | None:
+    """None → plaintext; True → the system's roots; a path → that PEM CA bundle; or ready credentials."""
+    if tls is None or tls is False:
+        return None
+    if tls is True:
+        return grpc.ssl_channel_credentials()
+    if isinstance(tls, grpc.ChannelCredentials):
+        return tls
+    return grpc.ssl_channel_credentials(root_certificates=Path(tls).read_bytes())
+
+
+def call_metadata(token: str | None, extra: Sequence[tuple[str, str]] = ()) -> tuple[tuple[str, str], ...]:
+    md = list(extra)
+    if token:
+        md.append(("authorization", f"Bearer {token}"))
+    return tuple(md)
+
+
+# ------------------------------------------------------------------------------------------------ requests
+
+
+def read_image(image: bytes | str | os.PathLike[str]) -> bytes:
+    if isinstance(image, bytes | bytearray | memoryview):
+        return bytes(image)
+    return Path(image).read_bytes()
+
+
+def search_request(
+    text: str | None,
+    image: bytes | str | os.PathLike[str] | None,
+    top_k: int,
+    video_ids: Sequence[str] | str | None,
+    start_s: float | None,
+    end_s: float | None,
+    where: Where | None,
+    merge_adjacent: bool,
+    group_by_video: bool,
+    include_thumbnails: bool,
+    min_score: float | None,
+    page_token: str | None,
+    merge_tolerance: float | None = None,
+) -> pb.SearchRequest:
+    if (text is None) == (image is None):
+        raise ValueError("search needs exactly one of text= or image=")
+    request = pb.SearchRequest(top_k=top_k, page_token=page_token or "")
+    if text is not None:
+        request.text = text
+    else:
+        assert image is not None
+        request.image = read_image(image)
+    filters = request.filters
+    if isinstance(video_ids, str):
+        video_ids = [video_ids]
+    filters.video_ids.extend(video_ids or [])
+    if start_s is not None:
+        filters.start_s = start_s
+    if end_s is not None:
+        filters.end_s = end_s
+    filters.conditions.extend(conditions(where))
+    options = request.options
+    options.merge_adjacent = merge_adjacent
+    options.group_by_video = group_by_video
+    options.include_thumbnails = include_thumbnails
+    if min_score is not None:
+        options.min_score = min_score
+    if merge_tolerance is not None:
+        options.merge_tolerance = merge_tolerance
+    return request
+
+
+def embed_request(
+    texts: Sequence[str] | None, images: Sequence[bytes | str | os.PathLike[str]] | None
+) -> pb.EmbedRequest:
+    if bool(texts) == bool(images):
+        raise ValueError("embed needs texts= or images= (one of them, not empty)")
+    if isinstance(texts, str):
+        texts = [texts]
+    return pb.EmbedRequest(texts=list(texts or []), images=[read_image(i) for i in images or []])
+
+
+def check_video_id(video_id: str) -> None:
+    if not VIDEO_ID.match(video_id):
+        raise ValueError(f"video_id {video_id!r} must be 1-128 characters of [A-Za-z0-9._:-]")
+
+
+def ingest_header(
+    video_id: str,
+    filename: str,
+    metadata: Mapping[str, Any] | None,
+    fps: float,
+    max_frames: int,
+    replace: bool,
+    thumbnails: bool,
+    sha256: str | None,
+    size: int | None,
+) -> pb.IngestHeader:
+    check_video_id(video_id)
+    header = pb.IngestHeader(
+        video_id=video_id,
+        filename=filename,
+        sampling=pb.SamplingOptions(fps=fps, max_frames=max_frames),
+        replace=replace,
+        thumbnails=thumbnails,
+        sha256=sha256 or "",
+        size_bytes=size or 0,
+    )
+    for key, value in (metadata or {}).items():
+        header.metadata[key].CopyFrom(to_value(value))
+    return header
+
+
+# ------------------------------------------------------------------------------------------------ uploads
+
+
+@dataclass
+class Upload:
+    """An opened upload source: its chunks (at most CHUNK_SIZE each), name and size when known."""
+
+    filename: str
+    size: int | None
+    file: IO[bytes] | None = None
+    iterable: Iterable[bytes] | None = None
+    aiterable: AsyncIterable[bytes] | None = None
+    owned: bool = False
+    sent: int = 0
+
+    def chunks(self, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
+        if self.file is not None:
+            while not self.file.closed and (chunk := self.file.read(chunk_size)):
+                yield chunk
+        elif self.iterable is not None:
+            for piece in self.iterable:
+                yield from split(piece, chunk_size)
+
+    def close(self) -> None:
+        if self.owned and self.file is not None:
+            self.file.close()
+
+
+def split(piece: bytes | bytearray | memoryview, chunk_size: int) -> Iterator[bytes]:
+    view = memoryview(piece)
+    for i in range(0, len(view), chunk_size):
+        yield bytes(view[i : i + chunk_size])
+
+
+def open_upload(source: AsyncSource, filename: str | None) -> Upload:
+    """Open ``source`` now, so that an unreadable file fails before the call starts (as OSError)."""
+    if isinstance(source, str | os.PathLike):
+        path = Path(source)
+        opened = path.open("rb")
+        return Upload(filename or path.name, os.fstat(opened.fileno()).st_size, file=opened, owned=True)
+    if isinstance(source, bytes | bytearray | memoryview):
+        return Upload(filename or "upload", len(source), file=io.BytesIO(bytes(source)), owned=True)
+    if hasattr(source, "read"):
+        f = cast(IO[bytes], source)
+        size = None
+        try:
+            if f.seekable():
+                pos = f.tell()
+                size = f.seek(0, io.SEEK_END) - pos
+                f.seek(pos)
+        except (AttributeError, OSError):
+            size = None
+        name = getattr(f, "name", None)
+        return Upload(filename or (Path(name).name if isinstance(name, str) else "upload"), size, file=f)
+    if hasattr(source, "__aiter__"):
+        return Upload(filename or "upload", None, aiterable=source)  # type: ignore[arg-type]
+    if isinstance(source, Iterable):
+        return Upload(filename or "upload", None, iterable=source)
+    raise TypeError(
+        f"cannot upload a {type(source).__name__}: give a path, bytes, a binary file or an iterator of bytes"
+    )
+
+
+def sha256_of(upload: Upload) -> str:
+    """Hash a seekable upload and rewind it (for ``sha256=True``)."""
+    f = upload.file
+    if f is None or not f.seekable():
+        raise ValueError("sha256=True needs a path, bytes or a seekable file; pass the hex digest instead")
+    pos = f.tell()
+    digest = hashlib.sha256()
+    while chunk := f.read(1024 * 1024):
+        digest.update(chunk)
+    f.seek(pos)
+    return digest.hexdigest()

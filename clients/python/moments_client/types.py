@@ -1,0 +1,408 @@
+"""Typed results of the Moments API (plain dataclasses, not protobuf messages), and the conversions.
+
+Metadata values are ``str``, ``float``, ``bool`` or :class:`datetime.datetime` (the API's ``date_value``);
+ints are sent as numbers and come back as floats.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any, TypeAlias
+
+import numpy as np
+
+from moments.v1 import moments_pb2 as pb
+
+__all__ = [
+    "OPERATORS",
+    "Embeddings",
+    "Info",
+    "IngestAccepted",
+    "IngestDone",
+    "IngestEvent",
+    "IngestProgress",
+    "IngestTimings",
+    "Limits",
+    "MetaValue",
+    "ModelInfo",
+    "Moment",
+    "SearchResult",
+    "Timing",
+    "Video",
+    "VideoPage",
+    "Where",
+]
+
+MetaValue: TypeAlias = str | float | bool | datetime
+#: ``{key: value}`` (==), ``{key: (op, value)}``, ``{key: [v1, v2]}`` (in), or ``[(key, op, value), ...]``
+#: when one key needs several conditions (e.g. a range).
+Where: TypeAlias = Mapping[str, Any] | Iterable[tuple[str, str, Any]]
+
+OPERATORS: dict[str, int] = {
+    "==": pb.Condition.EQ,
+    "=": pb.Condition.EQ,
+    "eq": pb.Condition.EQ,
+    "!=": pb.Condition.NE,
+    "ne": pb.Condition.NE,
+    "<": pb.Condition.LT,
+    "lt": pb.Condition.LT,
+    "<=": pb.Condition.LE,
+    "le": pb.Condition.LE,
+    ">": pb.Condition.GT,
+    "gt": pb.Condition.GT,
+    ">=": pb.Condition.GE,
+    "ge": pb.Condition.GE,
+    "in": pb.Condition.IN,
+}
+
+
+# ----------------------------------------------------------------------------------------------- values
+
+
+def to_value(value: Any) -> pb.Value:
+    """A Python value as the API's typed ``Value``."""
+    if isinstance(value, pb.Value):
+        return value
+    if isinstance(value, bool):
+        return pb.Value(bool_value=value)
+    if isinstance(value, int | float | np.integer | np.floating):
+        return pb.Value(number_value=float(value))
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return pb.Value(date_value=value.isoformat())
+    if isinstance(value, date):
+        return pb.Value(date_value=datetime(value.year, value.month, value.day, tzinfo=UTC).isoformat())
+    if isinstance(value, str):
+        return pb.Value(string_value=value)
+    raise TypeError(f"a metadata value must be str, int, float, bool or datetime, not {type(value).__name__}")
+
+
+def from_value(value: pb.Value) -> MetaValue:
+    kind = value.WhichOneof("kind")
+    if kind == "number_value":
+        return value.number_value
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "date_value":
+        try:
+            return datetime.fromisoformat(value.date_value)
+        except ValueError:
+            return value.date_value
+    return value.string_value
+
+
+def metadata_dict(metadata: Mapping[str, pb.Value]) -> dict[str, MetaValue]:
+    return {key: from_value(metadata[key]) for key in sorted(metadata)}
+
+
+def json_value(value: MetaValue) -> str | float | bool:
+    """A metadata value for JSON output (dates as RFC 3339 strings)."""
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def conditions(where: Where | None) -> list[pb.Condition]:
+    """``where`` (see :data:`Where`) as the API's conditions."""
+    if not where:
+        return []
+    triples: list[tuple[str, str, Any]] = []
+    if isinstance(where, Mapping):
+        for key, spec in where.items():
+            if isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], str) and spec[0].lower() in OPERATORS:
+                triples.append((key, spec[0], spec[1]))
+            elif isinstance(spec, list | set | frozenset):
+                triples.append((key, "in", list(spec)))
+            else:
+                triples.append((key, "==", spec))
+    else:
+        for item in where:
+            key, op, val = item
+            triples.append((key, op, val))
+    out = []
+    for key, op, val in triples:
+        code = OPERATORS.get(op.lower())
+        if code is None:
+            raise ValueError(f"unknown operator {op!r} for {key!r}; one of ==, !=, <, <=, >, >=, in")
+        if code == pb.Condition.IN:
+            items = list(val) if isinstance(val, list | tuple | set | frozenset) else [val]
+            if not items:
+                raise ValueError(f"'in' needs at least one value for {key!r}")
+            values = [to_value(v) for v in items]
+        else:
+            values = [to_value(val)]
+        out.append(pb.Condition(key=key, op=code, values=values))  # type: ignore[arg-type]
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Where the time of a call went, in milliseconds (server side)."""
+
+    queue_ms: float = 0.0
+    inference_ms: float = 0.0
+    store_ms: float = 0.0
+    total_ms: float = 0.0
+
+    @classmethod
+    def from_proto(cls, t: pb.Timing) -> Timing:
+        return cls(t.queue_ms, t.inference_ms, t.store_ms, t.total_ms)
+
+
+@dataclass(frozen=True)
+class Moment:
+    """A matching moment: ``[start_s, end_s]`` of ``video_id``, its best frame and its cosine ``score``."""
+
+    video_id: str
+    start_s: float
+    end_s: float
+    best_frame_s: float
+    score: float
+    metadata: dict[str, MetaValue] = field(default_factory=dict)
+    thumbnail_jpeg: bytes | None = None
+
+    @classmethod
+    def from_proto(cls, m: pb.Moment) -> Moment:
+        return cls(
+            video_id=m.video_id,
+            start_s=m.start_s,
+            end_s=m.end_s,
+            best_frame_s=m.best_frame_s,
+            score=float(m.score),
+            metadata=metadata_dict(m.metadata),
+            thumbnail_jpeg=m.thumbnail_jpeg or None,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "video_id": self.video_id,
+            "start_s": self.start_s,
+            "end_s": self.end_s,
+            "best_frame_s": self.best_frame_s,
+            "score": round(self.score, 6),
+            "metadata": {k: json_value(v) for k, v in self.metadata.items()},
+            "has_thumbnail": self.thumbnail_jpeg is not None,
+        }
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """One page of moments, best first. Iterate it, or ask for the next page with ``next_page_token``."""
+
+    moments: list[Moment]
+    next_page_token: str | None
+    timing: Timing
+
+    def __iter__(self) -> Iterator[Moment]:
+        return iter(self.moments)
+
+    def __len__(self) -> int:
+        return len(self.moments)
+
+    def __getitem__(self, i: int) -> Moment:
+        return self.moments[i]
+
+    @classmethod
+    def from_proto(cls, r: pb.SearchResponse) -> SearchResult:
+        return cls([Moment.from_proto(m) for m in r.moments], r.next_page_token or None, Timing.from_proto(r.timing))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "moments": [m.to_json() for m in self.moments],
+            "next_page_token": self.next_page_token,
+            "timing": vars(self.timing),
+        }
+
+
+@dataclass(frozen=True)
+class Video:
+    """A stored video's record."""
+
+    video_id: str
+    filename: str
+    duration_s: float
+    fps: float
+    width: int
+    height: int
+    codec: str
+    ingested_at: str
+    frames: int
+    size_bytes: int
+    metadata: dict[str, MetaValue] = field(default_factory=dict)
+
+    @classmethod
+    def from_proto(cls, v: pb.Video) -> Video:
+        return cls(
+            video_id=v.video_id,
+            filename=v.filename,
+            duration_s=v.duration_s,
+            fps=v.fps,
+            width=v.width,
+            height=v.height,
+            codec=v.codec,
+            ingested_at=v.ingested_at,
+            frames=v.frames,
+            size_bytes=v.size_bytes,
+            metadata=metadata_dict(v.metadata),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        out = dict(vars(self))
+        out["metadata"] = {k: json_value(v) for k, v in self.metadata.items()}
+        return out
+
+
+@dataclass(frozen=True)
+class VideoPage:
+    videos: list[Video]
+    next_page_token: str | None
+
+
+@dataclass(frozen=True)
+class IngestAccepted:
+    """The server took the header; ``replacing`` when an existing video will be replaced on success."""
+
+    video_id: str
+    replacing: bool
+
+
+@dataclass(frozen=True)
+class IngestProgress:
+    """Progress of one ingest. ``bytes_sent`` is counted by this client; the rest comes from the server."""
+
+    video_id: str
+    bytes_sent: int
+    bytes_received: int
+    frames_decoded: int
+    frames_embedded: int
+    frames_stored: int
+    #: Total upload size when known (a path or a seekable file), else None.
+    total_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class IngestTimings:
+    receive_s: float = 0.0
+    decode_s: float = 0.0
+    embed_s: float = 0.0
+    store_s: float = 0.0
+    total_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class IngestDone:
+    """The video is stored and searchable."""
+
+    video: Video
+    frames: int
+    timings: IngestTimings
+
+
+IngestEvent: TypeAlias = IngestAccepted | IngestProgress | IngestDone
+
+
+def ingest_event(event: pb.IngestEvent, video_id: str, bytes_sent: int, total: int | None) -> IngestEvent | None:
+    kind = event.WhichOneof("event")
+    if kind == "accepted":
+        return IngestAccepted(event.accepted.video_id, event.accepted.replacing)
+    if kind == "progress":
+        p = event.progress
+        return IngestProgress(
+            video_id, bytes_sent, p.bytes_received, p.frames_decoded, p.frames_embedded, p.frames_stored, total
+        )
+    if kind == "done":
+        d = event.done
+        t = d.timings
+        return IngestDone(
+            Video.from_proto(d.video), d.frames, IngestTimings(t.receive_s, t.decode_s, t.embed_s, t.store_s, t.total_s)
+        )
+    return None  # an event kind newer than this client
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """L2-normalised vectors, one row per input, as a float32 array of shape (n, dimensions)."""
+
+    vectors: np.ndarray
+    dimensions: int
+    model: str
+    timing: Timing
+
+    @classmethod
+    def from_proto(cls, r: pb.EmbedResponse) -> Embeddings:
+        dims = r.dimensions or (len(r.embeddings[0].values) if r.embeddings else 0)
+        vectors = np.array([list(e.values) for e in r.embeddings], dtype=np.float32).reshape(len(r.embeddings), dims)
+        return cls(vectors, dims, r.model, Timing.from_proto(r.timing))
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    pretrained: str
+    dimensions: int
+    image_size: int
+    context_length: int
+    precision: str
+    provider: str
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_top_k: int
+    max_upload_bytes: int
+    text_max_batch: int
+    image_max_batch: int
+    max_fps: float
+    max_frames: int
+
+
+@dataclass(frozen=True)
+class Info:
+    """The serving model, its descriptor set, the store kind and the server's limits."""
+
+    model: ModelInfo
+    descriptor_set: str
+    store: str
+    limits: Limits
+    version: str
+
+    @classmethod
+    def from_proto(cls, r: pb.InfoResponse) -> Info:
+        m, lim = r.model, r.limits
+        return cls(
+            ModelInfo(
+                m.name,
+                m.pretrained,
+                m.dimensions,
+                m.image_size,
+                m.context_length,
+                m.precision,
+                m.provider,
+                m.fingerprint,
+            ),
+            r.descriptor_set,
+            r.store,
+            Limits(
+                lim.max_top_k,
+                lim.max_upload_bytes,
+                lim.text_max_batch,
+                lim.image_max_batch,
+                lim.max_fps,
+                lim.max_frames,
+            ),
+            r.version,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "model": vars(self.model),
+            "descriptor_set": self.descriptor_set,
+            "store": self.store,
+            "limits": vars(self.limits),
+            "version": self.version,
+        }
