@@ -217,3 +217,45 @@ def test_knn_limit_and_offset_after_sort(engine: Engine) -> None:
     ingest(engine, "s", xb)
     full = knn(engine, "s", xb[3], k=6, sort="n")
     assert [e["n"] for e in knn(engine, "s", xb[3], k=6, sort="n", limit=2, offset=1)] == [e["n"] for e in full[1:3]]
+
+
+def _recall(engine: Any, name: str, xb: np.ndarray, queries: np.ndarray) -> float:
+    hits = 0
+    for q in queries:
+        idx, _ = brute(xb, q, K, "CS")
+        hits += len(set(idx.tolist()) & {e["n"] for e in knn(engine, name, q)})
+    return hits / (K * len(queries))
+
+
+def test_hnsw_parameters_come_from_the_set(tmp_path: Path) -> None:
+    n, d = 5_000, 32
+    xb = clustered(n, d, clusters=50, seed=7)
+    queries = clustered(50, d, clusters=50, seed=8)
+    with Engine(tmp_path / "db") as engine:
+        for name, props in (
+            ("coarse", {"hnsw_m": 4, "hnsw_ef_construction": 8, "hnsw_ef_search": 10}),
+            ("fine", {"hnsw_m": 32, "hnsw_ef_search": 256}),
+        ):
+            r, _ = engine.query(
+                [
+                    {
+                        "AddDescriptorSet": {
+                            "name": name,
+                            "dimensions": d,
+                            "metric": "CS",
+                            "engine": "HNSW",
+                            "properties": props,
+                        }
+                    }
+                ]
+            )
+            assert r == [{"AddDescriptorSet": {"status": 0}}]
+            ingest(engine, name, xb)
+        coarse, fine = _recall(engine, "coarse", xb, queries), _recall(engine, "fine", xb, queries)
+        assert fine >= 0.97 and coarse < fine - 0.05, (coarse, fine)
+        bad, _ = engine.query(
+            [{"AddDescriptorSet": {"name": "bad", "dimensions": d, "engine": "HNSW", "properties": {"hnsw_m": 1}}}]
+        )
+        assert bad["status"] == -1 and "hnsw_m" in bad["info"]
+    with Engine(tmp_path / "db") as engine:  # reopened from the persisted index: same parameters
+        assert _recall(engine, "coarse", xb, queries) == coarse

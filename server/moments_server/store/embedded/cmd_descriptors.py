@@ -27,7 +27,7 @@ from .query import (
     _sorted,
 )
 from .values import encode_properties
-from .vectors import FLAT_ENGINES, HNSW_ENGINES, METRICS, VectorIndex, prepare
+from .vectors import FLAT_ENGINES, HNSW_ENGINES, METRICS, HnswParams, VectorIndex, prepare
 
 if TYPE_CHECKING:
     from .engine import Tx
@@ -61,6 +61,10 @@ def add_descriptor_set(tx: Tx, cmd: str, body: dict[str, Any]) -> dict[str, Any]
     # One index per set: the first metric/engine is the one searched (FaissFlat is echoed as given).
     props = encode_properties(body.get("properties"))
     try:
+        hnsw = HnswParams.from_properties(body.get("properties") or {})
+    except ValueError as e:
+        raise QueryError(f"AddDescriptorSet: {e}") from e
+    try:
         existing = tx.get_set(name, cmd)
     except QueryError:
         existing = None
@@ -72,7 +76,7 @@ def add_descriptor_set(tx: Tx, cmd: str, body: dict[str, Any]) -> dict[str, Any]
     props.update({"_name": name, "_dimensions": dims, "_metrics": metrics, "_engines": engines})
     rid = _insert_object(tx, "_DescriptorSet", props, body, cmd)
     tx.new_sets[name] = SetInfo(
-        rid, name, dims, metrics[0], metrics, engines, VectorIndex(dims, metrics[0], engines[0])
+        rid, name, dims, metrics[0], metrics, engines, VectorIndex(dims, metrics[0], engines[0], hnsw)
     )
     tx.dropped_sets.discard(name)
     return {"status": 0}

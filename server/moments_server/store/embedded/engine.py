@@ -47,7 +47,7 @@ from . import commands as cmds
 from .blobs import BlobFiles
 from .errors import QueryError
 from .model import Binding, SetInfo
-from .vectors import VectorIndex
+from .vectors import HnswParams, VectorIndex
 
 log = logging.getLogger(__name__)
 
@@ -244,7 +244,8 @@ class Engine:
         for set_id, props_json in rows:
             p = json.loads(props_json)
             metric, engine = p["_metrics"][0], p["_engines"][0]
-            vi, fingerprint = VectorIndex.load(self.vec_dir, set_id, p["_dimensions"], metric, engine)
+            hnsw = HnswParams.from_properties(p)
+            vi, fingerprint = VectorIndex.load(self.vec_dir, set_id, p["_dimensions"], metric, engine, hnsw)
             self._catch_up(set_id, vi, fingerprint)
             info = SetInfo(set_id, p["_name"], p["_dimensions"], metric, p["_metrics"], p["_engines"], vi)
             self._sets[info.name] = info

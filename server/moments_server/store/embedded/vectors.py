@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,36 @@ from .rwlock import RWLock
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 128
 HNSW_EF_SEARCH = 128
+
+
+@dataclass(frozen=True)
+class HnswParams:
+    """HNSW parameters of a set, from its properties `hnsw_m`, `hnsw_ef_construction`, `hnsw_ef_search`.
+
+    ApertureDB documents no names for these; the embedded store reads them from the set's properties
+    so that a caller can trade recall for speed per set (a real server keeps them as plain properties).
+    """
+
+    m: int = HNSW_M
+    ef_construction: int = HNSW_EF_CONSTRUCTION
+    ef_search: int = HNSW_EF_SEARCH
+
+    @classmethod
+    def from_properties(cls, props: dict[str, Any]) -> HnswParams:
+        values: dict[str, int] = {}
+        for key, field, low, high in (
+            ("hnsw_m", "m", 4, 256),
+            ("hnsw_ef_construction", "ef_construction", 8, 4096),
+            ("hnsw_ef_search", "ef_search", 1, 65536),
+        ):
+            v = props.get(key)
+            if v is None:
+                continue
+            if isinstance(v, bool) or not isinstance(v, int | float) or int(v) != v or not low <= v <= high:
+                raise ValueError(f"property {key!r} must be an integer in [{low}, {high}], not {v!r}")
+            values[field] = int(v)
+        return cls(**values)
+
 
 FLAT_ENGINES = {"Flat", "FaissFlat"}
 HNSW_ENGINES = {"HNSW", "FaissHNSWFlat"}
@@ -63,8 +94,9 @@ def prepare(vecs: np.ndarray, metric: str) -> np.ndarray:
 
 
 class VectorIndex:
-    def __init__(self, dims: int, metric: str, engine: str) -> None:
+    def __init__(self, dims: int, metric: str, engine: str, hnsw: HnswParams | None = None) -> None:
         self.dims = dims
+        self.params = hnsw or HnswParams()
         self.metric = metric
         self.engine = engine
         self.hnsw = engine in HNSW_ENGINES
@@ -77,9 +109,9 @@ class VectorIndex:
     def _new_index(self) -> Any:
         base: Any
         if self.hnsw:
-            base = faiss.IndexHNSWFlat(self.dims, HNSW_M, faiss_metric(self.metric))
-            base.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
-            base.hnsw.efSearch = HNSW_EF_SEARCH
+            base = faiss.IndexHNSWFlat(self.dims, self.params.m, faiss_metric(self.metric))
+            base.hnsw.efConstruction = self.params.ef_construction
+            base.hnsw.efSearch = self.params.ef_search
         elif self.metric == "L2":
             base = faiss.IndexFlatL2(self.dims)
         else:
@@ -123,10 +155,10 @@ class VectorIndex:
             if self.tombstones:
                 sel = faiss.IDSelectorNot(faiss.IDSelectorBatch(np.fromiter(self.tombstones, np.int64)))
                 params = faiss.SearchParametersHNSW(  # type: ignore[attr-defined]
-                    sel=sel, efSearch=max(HNSW_EF_SEARCH, kk)
+                    sel=sel, efSearch=max(self.params.ef_search, kk)
                 )
                 return self.index.search(q, kk, params=params)
-            if self.hnsw and kk > HNSW_EF_SEARCH:
+            if self.hnsw and kk > self.params.ef_search:
                 params = faiss.SearchParametersHNSW(  # type: ignore[attr-defined]
                     efSearch=kk
                 )
@@ -141,7 +173,7 @@ class VectorIndex:
             kk = min(k, len(ids))
             if self.hnsw:
                 params: Any = faiss.SearchParametersHNSW(  # type: ignore[attr-defined]
-                    sel=sel, efSearch=max(HNSW_EF_SEARCH, kk)
+                    sel=sel, efSearch=max(self.params.ef_search, kk)
                 )
             else:
                 params = faiss.SearchParameters(sel=sel)  # type: ignore[call-arg]
@@ -199,10 +231,10 @@ class VectorIndex:
 
     @classmethod
     def load(
-        cls, directory: Path, set_id: int, dims: int, metric: str, engine: str
+        cls, directory: Path, set_id: int, dims: int, metric: str, engine: str, hnsw: HnswParams | None = None
     ) -> tuple[VectorIndex, tuple[int, int] | None]:
         """-> (index, the (count, max id) fingerprint it was saved with, or None if nothing usable)."""
-        vi = cls(dims, metric, engine)
+        vi = cls(dims, metric, engine, hnsw)
         idx_path = directory / f"{set_id}.faiss"
         meta_path = directory / f"{set_id}.json"
         try:
@@ -217,7 +249,7 @@ class VectorIndex:
             return vi, None
         vi.index = index
         if vi.hnsw:
-            faiss.downcast_index(index.index).hnsw.efSearch = HNSW_EF_SEARCH  # type: ignore[attr-defined]
+            faiss.downcast_index(index.index).hnsw.efSearch = vi.params.ef_search  # type: ignore[attr-defined]
         vi.last_id = int(meta["last_id"])
         vi.tombstones = set(meta.get("tombstones", []))
         return vi, fingerprint
