@@ -18,7 +18,16 @@ Command = dict[str, Any]
 
 
 def find_descriptor_set(name: str) -> list[Command]:
-    return [{"FindDescriptorSet": {"with_name": name, "results": {"all_properties": True}}}]
+    return [
+        {
+            "FindDescriptorSet": {
+                "with_name": name,
+                "dimensions": True,
+                "metrics": True,
+                "results": {"all_properties": True},
+            }
+        }
+    ]
 
 
 def add_descriptor_set(name: str, dims: int, engine: str, properties: dict[str, Any]) -> list[Command]:
