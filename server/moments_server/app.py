@@ -82,7 +82,9 @@ async def start(settings: Settings) -> Running:
         (SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
     )
 
-    text, image = await loop.run_in_executor(None, load_towers, manifest, settings.device, settings.threads)
+    text, image = await loop.run_in_executor(
+        None, load_towers, manifest, settings.device, settings.threads, settings.ort_spinning
+    )
     embedder = Embedder(
         manifest,
         text,

@@ -33,9 +33,14 @@ class Settings(BaseSettings):
     # Inference
     device: str = Field("auto", description="auto | cpu | cuda")
     intra_op_threads: int = Field(0, description="onnxruntime threads per session; 0 = all cores")
+    # onnxruntime's worker threads spin between ops by default; with both towers, the decoder and the event
+    # loop sharing a few cores, spinning threads take the CPU the others need.
+    ort_spinning: bool = False
     text_max_batch: int = 32
     image_max_batch: int = 32
-    max_delay_ms: float = 2.0
+    # How long a batch waits for company after its first request. Requests that arrive while the tower is busy
+    # batch anyway; on a CPU a longer wait only adds latency to a lone query.
+    max_delay_ms: float = 0.5
     # Time each batch size at start and cap each tower's batch at its best throughput (max_batch is the bound).
     autotune_batches: bool = True
     max_queue: int = 4096

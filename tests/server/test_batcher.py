@@ -193,3 +193,23 @@ def test_ingest_batches_wait_for_another_towers_searches(session: ort.InferenceS
         await image.stop()
 
     run(main())
+
+
+def test_ingest_batches_shrink_while_another_tower_serves_searches(session: ort.InferenceSession) -> None:
+    async def main() -> None:
+        text_rec, image_rec = Recorder(session), Recorder(session)
+        text = MicroBatcher("text", text_rec, max_batch=4, max_delay_s=0.001, max_queue=100)
+        image = MicroBatcher("image", image_rec, max_batch=8, max_delay_s=0.001, max_queue=100)
+        image.defer_ingest_to(text)
+        text.start()
+        image.start()
+        await image.submit_many([item(i) for i in range(8)], Lane.INGEST)
+        await text.submit(item(100), Lane.SEARCH)  # a search: ingest batches stay short for a while
+        await image.submit_many([item(i) for i in range(8)], Lane.INGEST)
+        text._last_search -= text.recent_search_s  # long ago: full batches again
+        await image.submit_many([item(i) for i in range(8)], Lane.INGEST)
+        await text.stop()
+        await image.stop()
+        assert [len(b) for b in image_rec.batches] == [8, 2, 2, 2, 2, 8]
+
+    run(main())

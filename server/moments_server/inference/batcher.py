@@ -78,6 +78,11 @@ class MicroBatcher(Generic[T, R]):
         self._search_idle.set()
         self._defer_to: list[MicroBatcher[Any, Any]] = []
         self.max_defer_s = 0.5
+        # While another tower has served searches within `recent_search_s`, ingest batches here hold at most
+        # this many items: a batch already running cannot be stopped, so its length bounds a query's wait.
+        self.ingest_batch_while_searching = 2
+        self.recent_search_s = 2.0
+        self._last_search = -1e9
 
     # -- public -------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -110,9 +115,16 @@ class MicroBatcher(Generic[T, R]):
         return self._searching > 0
 
     def _search_done(self, _: asyncio.Future[Any]) -> None:
+        self._last_search = time.perf_counter()
         self._searching -= 1
         if self._searching == 0:
             self._search_idle.set()
+
+    def _ingest_limit(self) -> int:
+        now = time.perf_counter()
+        if any(b.searching or now - b._last_search < b.recent_search_s for b in self._defer_to):
+            return min(self.max_batch, self.ingest_batch_while_searching)
+        return self.max_batch
 
     async def _yield_to_searches(self) -> None:
         busy = [b for b in self._defer_to if b.searching]
@@ -171,11 +183,15 @@ class MicroBatcher(Generic[T, R]):
         return min(heads) if heads else None
 
     def _take(self) -> list[_Request[T]]:
-        """Up to max_batch live requests, search lane first; drops cancelled and expired ones."""
+        """Up to max_batch live requests, search lane first (ingest ones capped while searches are about);
+        drops cancelled and expired ones."""
         batch: list[_Request[T]] = []
         now = time.perf_counter()
-        for lane in self._lanes:
-            while lane and len(batch) < self.max_batch:
+        for lane, limit in (
+            (self._lanes[Lane.SEARCH], self.max_batch),
+            (self._lanes[Lane.INGEST], self._ingest_limit()),
+        ):
+            while lane and len(batch) < limit:
                 req = lane.popleft()
                 if req.future.done():  # cancelled by its caller
                     metrics.DROPPED.labels(self.name, "cancelled").inc()
@@ -190,7 +206,8 @@ class MicroBatcher(Generic[T, R]):
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            await self._wakeup.wait()
+            if not self.pending:
+                await self._wakeup.wait()
             oldest = self._oldest()
             while oldest is not None and self.pending < self.max_batch:
                 remaining = oldest + self.max_delay_s - time.perf_counter()

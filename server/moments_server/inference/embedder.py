@@ -92,9 +92,8 @@ class Embedder:
     def warm_up(self, autotune: bool = True, reps: int = 3) -> None:
         """Run every bucket size so that no first request pays for allocation or kernel choice.
 
-        With autotune, each bucket is also timed and a tower's max batch becomes the smallest bucket within
-        5 % of the best throughput: on a CPU the best is often a small batch (larger ones only add latency),
-        on a GPU a large one.
+        With autotune, each bucket is also timed and a tower's max batch becomes the bucket of the best
+        throughput: on a CPU that is often a small batch (larger ones only add latency), on a GPU a large one.
         """
         started = time.perf_counter()
         frame = np.zeros((self.image_size, self.image_size, 3), dtype=np.uint8)
@@ -115,8 +114,7 @@ class Embedder:
                         times.append(time.perf_counter() - t0)
                     rates[n] = n / min(times)
             if rates:
-                best = max(rates.values())
-                chosen = min(n for n, rate in rates.items() if rate >= 0.95 * best)
+                chosen = max(rates, key=lambda n: (rates[n], -n))
                 log.info(
                     "%s tower: %s items/s by batch size; max batch %d",
                     batcher.name,

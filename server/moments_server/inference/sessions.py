@@ -57,8 +57,9 @@ class Tower:
         return np.asarray(out, dtype=np.float32)
 
 
-def _session(path: Path, providers: list[str], threads: int) -> ort.InferenceSession:
+def _session(path: Path, providers: list[str], threads: int, spinning: bool) -> ort.InferenceSession:
     options = ort.SessionOptions()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -67,7 +68,7 @@ def _session(path: Path, providers: list[str], threads: int) -> ort.InferenceSes
     return ort.InferenceSession(str(path), sess_options=options, providers=providers)
 
 
-def load_towers(manifest: ModelManifest, device: str, threads: int) -> tuple[Tower, Tower]:
+def load_towers(manifest: ModelManifest, device: str, threads: int, spinning: bool = False) -> tuple[Tower, Tower]:
     """Build the text and image towers. device: auto | cpu | cuda."""
     if device not in ("auto", "cpu", "cuda"):
         raise ValueError(f"device must be auto, cpu or cuda, not {device!r}")
@@ -81,7 +82,7 @@ def load_towers(manifest: ModelManifest, device: str, threads: int) -> tuple[Tow
         path = manifest.tower_path(tower, precision) or manifest.tower_path(tower, "fp32")
         if path is None:
             raise RuntimeError(f"the manifest lists no {tower} tower")
-        session = _session(path, providers, threads)
+        session = _session(path, providers, threads, spinning)
         provider = session.get_providers()[0]
         towers.append(
             Tower(tower, session, input_name, manifest.output, precision if ".fp16." in path.name else "fp32", provider)
