@@ -53,6 +53,18 @@ def identity(
     return ident
 
 
+def manifest_fingerprint(m: dict[str, Any]) -> str:
+    """The fingerprint a manifest's identity fields and fp32 file hashes give (what `fingerprint` should hold)."""
+    keys = ("model", "pretrained", "checkpoint_sha256", "embed_dim", "image_size", "context_length", "mean", "std")
+    ident = {k: m[k] for k in keys}
+    if "training" in m:
+        ident["training"] = m["training"]["identity"]
+    files = m["files"]
+    return fingerprint(
+        ident, files["text"]["fp32"]["sha256"], files["image"]["fp32"]["sha256"], files["tokenizer"]["sha256"]
+    )
+
+
 def fingerprint(ident: dict[str, Any], text_sha: str, image_sha: str, tokenizer_sha: str) -> str:
     """sha256 over the model identity and the fp32 graphs' and tokenizer's hashes (canonical JSON)."""
     blob = json.dumps(
@@ -132,27 +144,7 @@ def check_model_dir(d: Path) -> dict[str, Any]:
             raise ValueError(f"{d}: missing {e['path']}")
         if sha256_file(p) != e["sha256"]:
             raise ValueError(f"{d}: {e['path']} does not match its sha256 in the manifest")
-    ident = {
-        k: m[k]
-        for k in (
-            "model",
-            "pretrained",
-            "checkpoint_sha256",
-            "embed_dim",
-            "image_size",
-            "context_length",
-            "mean",
-            "std",
-        )
-    }
-    if "training" in m:
-        ident["training"] = m["training"]["identity"]
-    fp = fingerprint(
-        ident,
-        m["files"]["text"]["fp32"]["sha256"],
-        m["files"]["image"]["fp32"]["sha256"],
-        m["files"]["tokenizer"]["sha256"],
-    )
+    fp = manifest_fingerprint(m)
     if fp != m["fingerprint"]:
         raise ValueError(f"{d}: fingerprint mismatch")
     if m["descriptor_set"] != descriptor_set_name(m["model"], m["pretrained"], m["checkpoint_sha256"], fp):

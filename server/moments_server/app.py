@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -43,7 +44,7 @@ class Running:
     embedder: Embedder
     health: HealthServicer
     executor: ThreadPoolExecutor
-    close_store: object
+    close_store: Callable[[], None]
     wire: object | None = None
 
 
@@ -149,7 +150,7 @@ async def stop(running: Running, grace_s: float) -> None:
     if isinstance(running.wire, WireServer):
         await running.wire.stop()
     running.executor.shutdown(wait=True)
-    running.close_store()  # type: ignore[operator]
+    running.close_store()
 
 
 async def serve(settings: Settings) -> None:

@@ -50,32 +50,24 @@ def export(model: str, pretrained: str | None, checkpoint: str | None, models_di
     return proc.returncode, directory
 
 
+def ensure(model: str, pretrained: str | None, checkpoint: str | None, models_dir: Path) -> tuple[int, Path | None]:
+    """The model's directory when already exported (a checkpoint is always re-exported), else export it."""
+    name = model if model == FALLBACK or not pretrained else f"{model}__{pretrained}"
+    found = None if checkpoint else _existing(models_dir, name)
+    return (0, found) if found else export(model, pretrained, checkpoint, models_dir)
+
+
 def choose_model(args: argparse.Namespace) -> Path:
     models_dir = Path(args.models_dir)
-    if args.model:  # explicit: export if missing, never fall back
-        name = args.model if args.model == FALLBACK or not args.pretrained else f"{args.model}__{args.pretrained}"
-        found = None if args.checkpoint else _existing(models_dir, name)
-        if found:
-            return found
-        code, directory = export(args.model, args.pretrained, args.checkpoint, models_dir)
-        if code != 0 or directory is None:
-            sys.exit(f"make serve: exporting {args.model} failed (exit {code}); see the messages above")
-        return directory
-    found = _existing(models_dir, f"{DEFAULT_MODEL}__{DEFAULT_PRETRAINED}")
-    if found:
-        return found
-    code, directory = export(DEFAULT_MODEL, DEFAULT_PRETRAINED, None, models_dir)
-    if code == 0 and directory is not None:
-        return directory
-    if code != EXIT_WEIGHTS_UNAVAILABLE:
-        sys.exit(f"make serve: exporting {DEFAULT_MODEL} failed (exit {code}); see the messages above")
-    print(BANNER.format(model=DEFAULT_MODEL, pretrained=DEFAULT_PRETRAINED), file=sys.stderr, flush=True)
-    found = _existing(models_dir, FALLBACK)
-    if found:
-        return found
-    code, directory = export(FALLBACK, None, None, models_dir)
+    if args.model:  # explicit: never fall back
+        code, directory = ensure(args.model, args.pretrained, args.checkpoint, models_dir)
+    else:
+        code, directory = ensure(DEFAULT_MODEL, DEFAULT_PRETRAINED, None, models_dir)
+        if code == EXIT_WEIGHTS_UNAVAILABLE:
+            print(BANNER.format(model=DEFAULT_MODEL, pretrained=DEFAULT_PRETRAINED), file=sys.stderr, flush=True)
+            code, directory = ensure(FALLBACK, None, None, models_dir)
     if code != 0 or directory is None:
-        sys.exit(f"make serve: exporting {FALLBACK} failed (exit {code})")
+        sys.exit(f"make serve: exporting the model failed (exit {code}); see the messages above")
     return directory
 
 

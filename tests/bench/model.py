@@ -20,20 +20,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from moments_export.manifest import sha256_file
 from tests.bench.common import REPO, log
 
 MODEL = "ViT-B-32"
 RECIPE = "bench-random-vit-b-32-v1"  # bump when the export below changes
 MEAN = (0.48145466, 0.4578275, 0.40821073)
 STD = (0.26862954, 0.26130258, 0.27577711)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _official_random_export(out: Path) -> bool:
@@ -159,9 +152,9 @@ def _bench_export(out: Path) -> None:
             )
     clip_tokenizer_json(out / "tokenizer.json", context_length)
     files: dict[str, Any] = {
-        "text": {"fp32": {"path": "text.onnx", "sha256": _sha256(out / "text.onnx")}},
-        "image": {"fp32": {"path": "image.onnx", "sha256": _sha256(out / "image.onnx")}},
-        "tokenizer": {"path": "tokenizer.json", "sha256": _sha256(out / "tokenizer.json")},
+        "text": {"fp32": {"path": "text.onnx", "sha256": sha256_file(out / "text.onnx")}},
+        "image": {"fp32": {"path": "image.onnx", "sha256": sha256_file(out / "image.onnx")}},
+        "tokenizer": {"path": "tokenizer.json", "sha256": sha256_file(out / "tokenizer.json")},
     }
     fingerprint = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:16]
     manifest = {

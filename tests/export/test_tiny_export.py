@@ -96,7 +96,7 @@ def test_parity_with_torch(tiny_dir: Path, tiny_config: Path, tmp_path: Path) ->
 
 
 def test_manifest(tiny_dir: Path) -> None:
-    from moments_export.manifest import check_model_dir, descriptor_set_name, fingerprint
+    from moments_export.manifest import check_model_dir, descriptor_set_name, manifest_fingerprint
 
     m = json.loads((tiny_dir / "manifest.json").read_text())
     assert check_model_dir(tiny_dir) == m
@@ -116,23 +116,7 @@ def test_manifest(tiny_dir: Path) -> None:
     assert re.fullmatch(r"[0-9a-f]{64}", m["fingerprint"])
     assert m["descriptor_set"] == f"moments__tiny-test__{m['fingerprint'][:8]}"
     assert m["descriptor_set"] == descriptor_set_name("tiny-test", None, None, m["fingerprint"])
-    ident = {
-        k: m[k]
-        for k in (
-            "model",
-            "pretrained",
-            "checkpoint_sha256",
-            "embed_dim",
-            "image_size",
-            "context_length",
-            "mean",
-            "std",
-        )
-    }
-    ident["training"] = m["training"]["identity"]
-    assert m["fingerprint"] == fingerprint(
-        ident, files["text"]["fp32"]["sha256"], files["image"]["fp32"]["sha256"], files["tokenizer"]["sha256"]
-    )
+    assert m["fingerprint"] == manifest_fingerprint(m)
     v = m["verification"]
     assert v["text_cosine_min"] >= 0.9999 and v["image_cosine_min"] >= 0.9999
     assert v["fp16"] is None

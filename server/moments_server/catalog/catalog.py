@@ -61,6 +61,7 @@ class Catalog:
         self.engine = engine
         self._metadata_types: dict[str, str] = {}
         self._types_lock = threading.Lock()
+        self._types_read_at = -float("inf")
 
     def run(
         self, commands: list[dict[str, Any]], blobs: Sequence[bytes] = (), kind: str = "query"
@@ -142,9 +143,16 @@ class Catalog:
             for key, value in metadata.items():
                 self._metadata_types.setdefault(key, value_type(value))
 
+    # A search with an unknown key triggers a refresh; this bounds how often such searches scan the videos.
+    REFRESH_EVERY_S = 5.0
+
     def metadata_types(self, refresh: bool = False) -> dict[str, str]:
-        """Caller metadata keys seen on stored videos, with their value type (read from the store on refresh)."""
-        if refresh:
+        """Caller metadata keys seen on stored videos, with their value type.
+
+        refresh reads them from the store (other replicas may have ingested new keys), at most once per
+        REFRESH_EVERY_S."""
+        if refresh and time.monotonic() - self._types_read_at >= self.REFRESH_EVERY_S:
+            self._types_read_at = time.monotonic()
             offset, page = 0, 500
             while True:
                 videos, more = self.list_videos(offset, page)

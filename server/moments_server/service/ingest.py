@@ -30,6 +30,7 @@ from moments_server.errors import AlreadyExists, DataLoss, InvalidArgument, Reso
 from moments_server.inference.batcher import Lane
 from moments_server.inference.embedder import Embedder
 from moments_server.service.values import metadata_from_request
+from moments_server.service.videos import video_message
 from moments_server.video.decode import SampledFrame, VideoInfo, probe, sample
 from moments_server.video.spool import Spool, UploadTooLarge
 
@@ -137,8 +138,6 @@ class IngestService:
             receive_s=received - t0, decode_s=decode_s, embed_s=embed_s, store_s=done - store_started, total_s=done - t0
         )
         await emit(pb.IngestEvent(progress=progress))
-        from moments_server.service.videos import video_message  # local: videos imports this module's peers
-
         await emit(pb.IngestEvent(done=pb.IngestDone(video=video_message(record), frames=len(frames), timings=timings)))
         log.info(
             "ingested %s: %d frames, %.1f s of video in %.2f s",

@@ -109,7 +109,10 @@ def sample(
                 turns = round(frame.rotation / 90) % 4 if frame.rotation else 0
                 if turns:
                     rgb = np.rot90(rgb, k=turns)
-                window_end = min((slot + 1) / fps, info_duration) if info_duration > slot / fps else (slot + 1) / fps
+                # The last window ends with the stream (when its duration is known and inside the window).
+                window_end = (slot + 1) / fps
+                if slot / fps < info_duration < window_end:
+                    window_end = info_duration
                 yield SampledFrame(kept, max(t, 0.0), slot / fps, window_end, center_crop(rgb, size))
                 kept += 1
                 if max_frames and kept >= max_frames:
