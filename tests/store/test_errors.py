@@ -176,3 +176,28 @@ def test_type_mismatch_never_matches(engine: Engine) -> None:
 def test_invalid_json_text(engine: Engine) -> None:
     r, _ = engine.query("[{")
     assert r["status"] == -1 and "Invalid JSON" in r["info"]
+
+
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [
+        (float("nan"), "not a finite number"),
+        (float("inf"), "not a finite number"),
+        (1 << 63, "outside the 64-bit range"),
+        (-(1 << 63) - 1, "outside the 64-bit range"),
+    ],
+)
+def test_property_values_json_cannot_hold_are_refused(db: Engine, value: Any, words: str) -> None:
+    info = err(db, [{"AddEntity": {"class": "E", "properties": {"ok": 1, "x": value}}}])
+    assert "'x'" in info and words in info
+    assert counts(db)[0] == 1  # only the set
+    # the 64-bit extremes themselves are stored and read back exactly
+    r, _ = db.query([{"AddEntity": {"class": "E", "properties": {"lo": -(1 << 63), "hi": (1 << 63) - 1}}}])
+    assert r == [{"AddEntity": {"status": 0}}]
+    r, _ = db.query([{"FindEntity": {"with_class": "E", "results": {"list": ["lo", "hi"]}}}])
+    assert r[0]["FindEntity"]["entities"] == [{"lo": -(1 << 63), "hi": (1 << 63) - 1}]
+
+
+def test_invalid_json_text_is_refused(db: Engine) -> None:
+    r, _ = db.query('[{"AddEntity": {"class": "E", "properties": {"x": NaN}}}]')
+    assert r["status"] == -1 and r["info"].startswith("Invalid JSON")

@@ -76,6 +76,7 @@ def test_hnsw_recall_at_default_params(engine: Engine) -> None:
     xb = clustered(n, d, clusters=50, seed=5)
     make_set(engine, "h", "CS", "HNSW", dims=d)
     ingest(engine, "h", xb, batch=2000)
+    assert engine.wait_indexed(timeout=300)  # measure the graph, not the exactly-searched tail
     queries = clustered(100, d, clusters=50, seed=6)
     hits = 0
     for q in queries:
@@ -251,6 +252,7 @@ def test_hnsw_parameters_come_from_the_set(tmp_path: Path) -> None:
             )
             assert r == [{"AddDescriptorSet": {"status": 0}}]
             ingest(engine, name, xb)
+        assert engine.wait_indexed(timeout=120)
         coarse, fine = _recall(engine, "coarse", xb, queries), _recall(engine, "fine", xb, queries)
         assert fine >= 0.97 and coarse < fine - 0.05, (coarse, fine)
         bad, _ = engine.query(

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from . import jsonio
 from .cmd_objects import _binding_of, _exists, _if_not_found, _insert_object, delete_ids
 from .constraints import prop_expr
 from .errors import QueryError
@@ -27,7 +27,7 @@ from .query import (
     _sorted,
 )
 from .values import encode_properties
-from .vectors import FLAT_ENGINES, HNSW_ENGINES, METRICS, HnswParams, VectorIndex, prepare
+from .vectors import FLAT_ENGINES, HNSW_ENGINES, METRICS, HnswParams, prepare
 
 if TYPE_CHECKING:
     from .engine import Tx
@@ -76,7 +76,7 @@ def add_descriptor_set(tx: Tx, cmd: str, body: dict[str, Any]) -> dict[str, Any]
     props.update({"_name": name, "_dimensions": dims, "_metrics": metrics, "_engines": engines})
     rid = _insert_object(tx, "_DescriptorSet", props, body, cmd)
     tx.new_sets[name] = SetInfo(
-        rid, name, dims, metrics[0], metrics, engines, VectorIndex(dims, metrics[0], engines[0], hnsw)
+        rid, name, dims, metrics[0], metrics, engines, tx.engine.new_index(dims, metrics[0], engines[0], hnsw)
     )
     tx.dropped_sets.discard(name)
     return {"status": 0}
@@ -97,7 +97,7 @@ def find_descriptor_set(tx: Tx, cmd: str, body: dict[str, Any]) -> dict[str, Any
     flags = {k: _bool(body, k, cmd) for k in ("counts", "dimensions", "engines", "metrics")}
     extra: dict[int, dict[str, Any]] = {}
     for row in rows:
-        p = json.loads(row[2])
+        p = jsonio.loads(row[2])
         e: dict[str, Any] = {}
         if flags["counts"]:
             e["_count"] = tx.conn.execute("SELECT count(*) FROM vectors WHERE set_id=?", (row[0],)).fetchone()[0]
@@ -311,7 +311,7 @@ def find_descriptor(tx: Tx, cmd: str, body: dict[str, Any]) -> dict[str, Any]:
 
 def _py_sort(rows: list[tuple[Any, ...]], key: str, desc: bool) -> list[tuple[Any, ...]]:
     def k(row: tuple[Any, ...]) -> tuple[int, Any]:
-        v = json.loads(row[2]).get(key)
+        v = jsonio.loads(row[2]).get(key)
         if isinstance(v, dict):
             v = v.get("_t")
         if v is None:

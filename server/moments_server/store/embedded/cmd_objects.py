@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
+from . import jsonio
 from .blobs import INLINE_MAX
 from .constraints import compile_constraints, uid_of
 from .errors import QueryError
-from .media import clip_range, probe_video
+from .media import clip_inside, clip_range, in_range, probe_video
 from .model import Binding
 from .query import (
     CLASS_OF,
@@ -58,6 +59,8 @@ def find_objects(tx: Tx, cmd: str, body: dict[str, Any]) -> dict[str, Any]:
             "o.id IN (SELECT c.dst FROM conns c WHERE c.cls=? AND c.src IN (SELECT value FROM json_each(?)))",
             [VIDEO_CLIP, _ids_param(b.ids)],
         )
+    if cmd == "FindClip":
+        _in_range(tx, body, cmd, sel)
     group = _group_source(tx, body, r, cmd)
     rows = _find_rows(tx, sel, body, r, cmd)
     want_blobs = _bool(body, "blobs", cmd)
@@ -65,6 +68,24 @@ def find_objects(tx: Tx, cmd: str, body: dict[str, Any]) -> dict[str, Any]:
         raise QueryError(f"{cmd}: blobs: true is not supported (only FindImage, FindVideo, FindBlob, FindDescriptor)")
     _bind(tx, body, cmd, _binding_of(rows, cls))
     return _respond(tx, body, cmd, rows, r, want_blobs=want_blobs, group_by=group)
+
+
+def _in_range(tx: Tx, body: dict[str, Any], cmd: str, sel: Any) -> None:
+    """FindClip's in_*_range: keep the clips fully inside (the other filters have been applied to `sel`)."""
+    want = in_range(body, cmd)
+    if want is None:
+        return
+    rows = tx.conn.execute(
+        f"SELECT o.id, o.props, (SELECT v.props FROM conns c JOIN objects v ON v.id = c.src "
+        f"WHERE c.cls = ? AND c.dst = o.id LIMIT 1) FROM objects o WHERE {sel.sql()}",
+        [VIDEO_CLIP, *sel.params],
+    ).fetchall()
+    keep = [
+        rid
+        for rid, props, vprops in rows
+        if clip_inside(jsonio.loads(props), jsonio.loads(vprops) if vprops else None, want)
+    ]
+    sel.add("o.id IN (SELECT value FROM json_each(?))", [_ids_param(keep)])
 
 
 def _binding_of(rows: list[tuple[Any, ...]], cls: str | None) -> Binding:
@@ -92,7 +113,7 @@ def _connect(tx: Tx, new_id: int, spec: Any, cmd: str) -> None:
     direction = spec.get("direction", "out")
     if direction not in ("in", "out"):
         raise QueryError(f"{cmd}: connect.direction must be 'in' or 'out', got {direction!r}")
-    props = json.dumps(encode_properties(spec["properties"])) if "properties" in spec else "{}"
+    props = jsonio.dumps(encode_properties(spec["properties"])) if "properties" in spec else "{}"
     for other in b.ids:
         src, dst = (new_id, other) if direction == "out" else (other, new_id)
         tx.p_conns.append((tx.new_conn_id(), cc, src, dst, props))
@@ -125,7 +146,7 @@ def _insert_object(
 ) -> int:
 
     rid = tx.new_id()
-    tx.p_objects.append((rid, cls, json.dumps(props), set_id, label))
+    tx.p_objects.append((rid, cls, jsonio.dumps(props), set_id, label))
     if blob is not None:
         if len(blob) <= INLINE_MAX:
             tx.p_blobdata.append((rid, blob, None))
@@ -206,11 +227,11 @@ def update_objects(tx: Tx, cmd: str, body: dict[str, Any]) -> dict[str, Any]:
         ).fetchall()
         upd = []
         for rid, pj in rows:
-            p = json.loads(pj)
+            p = jsonio.loads(pj)
             for k in remove:
                 p.pop(k, None)
             p.update(props)
-            upd.append((json.dumps(p), rid))
+            upd.append((jsonio.dumps(p), rid))
         tx.conn.executemany("UPDATE objects SET props=? WHERE id=?", upd)
     return {"count": len(ids), "status": 0}
 
@@ -296,7 +317,7 @@ def add_connection(tx: Tx, cmd: str, body: dict[str, Any]) -> dict[str, Any]:
         if found:
             _bind(tx, body, cmd, Binding([r[0] for r in found], cc, conns=True))
             return _exists(cmd)
-    pj = json.dumps(props)
+    pj = jsonio.dumps(props)
     new = []
     for s in src.ids:
         for d in dst.ids:
@@ -351,7 +372,7 @@ def find_connection(tx: Tx, cmd: str, body: dict[str, Any]) -> dict[str, Any]:
     out = []
     if _wants_props(r) or body.get("uniqueids"):
         for cid, _cls, pj, _s, _d in rows:
-            props = json.loads(pj)
+            props = jsonio.loads(pj)
             e: dict[str, Any] = {}
             if r.get("all_properties"):
                 e = {k: decode_value(v) for k, v in props.items()}
@@ -378,11 +399,11 @@ def update_connection(tx: Tx, cmd: str, body: dict[str, Any]) -> dict[str, Any]:
     rows = tx.conn.execute(f"SELECT c.id, c.props FROM conns c WHERE {where}", params).fetchall()
     upd = []
     for cid, pj in rows:
-        p = json.loads(pj)
+        p = jsonio.loads(pj)
         for k in remove:
             p.pop(k, None)
         p.update(props)
-        upd.append((json.dumps(p), cid))
+        upd.append((jsonio.dumps(p), cid))
     tx.conn.executemany("UPDATE conns SET props=? WHERE id=?", upd)
     return {"count": len(rows), "status": 0}
 

@@ -31,6 +31,7 @@ from .cmd_objects import (
     update_objects,
 )
 from .errors import QueryError
+from .media import IN_RANGE_KEYS
 
 if TYPE_CHECKING:
     from .engine import Tx
@@ -132,7 +133,7 @@ HANDLERS: dict[str, tuple[H, set[str]]] = {
         add_object,
         _uniq(ADD_KEYS, "video_ref", "frame_number_range", "time_offset_range", "time_fraction_range"),
     ),
-    "FindClip": (find_objects, _uniq(FIND_KEYS, "video_ref")),
+    "FindClip": (find_objects, _uniq(FIND_KEYS, "video_ref", *IN_RANGE_KEYS)),
     "UpdateClip": (update_objects, UPDATE_KEYS),
     "DeleteClip": (delete_objects, DELETE_KEYS),
     "AddDescriptorSet": (add_descriptor_set, {"name", "dimensions", "engine", "metric", "properties", "_ref"}),

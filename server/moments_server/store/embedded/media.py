@@ -45,13 +45,25 @@ def probe_video(data: bytes) -> dict[str, Any]:
         return {}
 
 
+# Bulk inserts send the same offsets for every video (a clip per second): parsed canonical offsets are
+# cached (bounded), which took clip parsing out of the bulk-insert profile.
+_CANONICAL: dict[str, int] = {}
+_CANONICAL_MAX = 1 << 16
+
+
 def parse_time_offset(v: Any, what: str) -> int:
     """'hh:mm:ss.uuuuuu' (also 'mm:ss.f' or 'ss.f') -> microseconds."""
+    us = _CANONICAL.get(v) if type(v) is str else None
+    if us is not None:
+        return us
     if not isinstance(v, str):
         raise QueryError(f"{what}: expected a string 'hh:mm:ss.uuuuuu', got {v!r}")
     # Fast path for the canonical form.
     if len(v) == 15 and v[2] == ":" and v[5] == ":" and v[8] == "." and v.replace(":", "").replace(".", "").isdigit():
-        return ((int(v[0:2]) * 60 + int(v[3:5])) * 60 + int(v[6:8])) * 1_000_000 + int(v[9:15])
+        us = ((int(v[0:2]) * 60 + int(v[3:5])) * 60 + int(v[6:8])) * 1_000_000 + int(v[9:15])
+        if len(_CANONICAL) < _CANONICAL_MAX:
+            _CANONICAL[v] = us
+        return us
     m = _TIME_RE.match(v.strip())
     if not m:
         raise QueryError(f"{what}: invalid time offset {v!r} (expected 'hh:mm:ss.uuuuuu')")
@@ -92,7 +104,11 @@ def clip_range(body: dict[str, Any]) -> dict[str, Any]:
         a = parse_time_offset(r["start"], "AddClip: time_offset_range.start")
         b = parse_time_offset(r["stop"], "AddClip: time_offset_range.stop")
         rt, start, stop = 3, a, b
-        echo = {"start": format_time_offset(a), "stop": format_time_offset(b)}
+        # echoed in the canonical form (a canonical input is its own canonical form)
+        echo = {
+            "start": r["start"] if r["start"] in _CANONICAL else format_time_offset(a),
+            "stop": r["stop"] if r["stop"] in _CANONICAL else format_time_offset(b),
+        }
     else:
         a, b = r["start"], r["stop"]
         if not all(isinstance(x, int | float) and not isinstance(x, bool) and 0 <= x <= 1 for x in (a, b)):
@@ -106,3 +122,74 @@ def clip_range(body: dict[str, Any]) -> dict[str, Any]:
         "_range_stop": stop,
         "_" + key: echo,
     }
+
+
+IN_RANGE_KEYS = ("in_frame_number_range", "in_time_offset_range", "in_time_fraction_range")
+_UNIT = {"in_frame_number_range": 1, "in_time_fraction_range": 2, "in_time_offset_range": 3}
+
+
+def in_range(body: dict[str, Any], cmd: str) -> tuple[int, float, float] | None:
+    """FindClip's `in_*_range`: -> (range type, start, stop) in that type's unit, or None when absent."""
+    given = [k for k in IN_RANGE_KEYS if k in body]
+    if not given:
+        return None
+    if len(given) > 1:
+        raise QueryError(f"{cmd}: at most one of {', '.join(IN_RANGE_KEYS)} (got {', '.join(given)})")
+    key = given[0]
+    r = body[key]
+    if not isinstance(r, dict) or "start" not in r or "stop" not in r:
+        raise QueryError(f"{cmd}: {key} needs both 'start' and 'stop'")
+    extra = set(r) - {"start", "stop"}
+    if extra:
+        raise QueryError(f"{cmd}: {key}: unknown key {sorted(extra)[0]!r}")
+    rt = _UNIT[key]
+    if rt == 3:
+        a, b = (float(parse_time_offset(r[x], f"{cmd}: {key}.{x}")) for x in ("start", "stop"))
+    else:
+        a, b = r["start"], r["stop"]
+        ok = (
+            (lambda x: isinstance(x, int) and x >= 0)
+            if rt == 1
+            else (lambda x: isinstance(x, int | float) and 0 <= x <= 1)
+        )
+        if not all(ok(x) and not isinstance(x, bool) for x in (a, b)):
+            what = "non-negative integers" if rt == 1 else "numbers in [0, 1]"
+            raise QueryError(f"{cmd}: {key} start/stop must be {what}")
+    if a > b:
+        raise QueryError(f"{cmd}: {key} start is after stop")
+    return rt, float(a), float(b)
+
+
+def clip_inside(clip: dict[str, Any], video: dict[str, Any] | None, want: tuple[int, float, float]) -> bool:
+    """Whether a clip's range lies fully inside `want`, converting between frames, microseconds and
+    fractions with its video's probed `_fps` and `_duration_us` when the units differ (a clip whose
+    video lacks what the conversion needs is not inside)."""
+    rt, lo, hi = want
+    ct, a, b = clip.get("_range_type"), clip.get("_range_start"), clip.get("_range_stop")
+    if ct not in (1, 2, 3) or a is None or b is None:
+        return False
+    a, b = float(a), float(b)
+    if ct != rt:
+        fps = float((video or {}).get("_fps") or 0)
+        dur = float((video or {}).get("_duration_us") or 0)
+        # to microseconds, then to the wanted unit; a frame range's stop frame is inclusive: it ends
+        # where the next frame starts
+        to_us = {
+            1: lambda f, end: (f + (1 if end else 0)) * 1e6 / fps if fps else None,
+            2: lambda x, end: x * dur if dur else None,
+            3: lambda u, end: u,
+        }[ct]
+        ua, ub = to_us(a, False), to_us(b, True)
+        if ua is None or ub is None:
+            return False
+        from_us = {
+            1: lambda u, end: u * fps / 1e6 - (1 if end else 0) if fps else None,
+            2: lambda u, end: u / dur if dur else None,
+            3: lambda u, end: u,
+        }[rt]
+        a2, b2 = from_us(ua, False), from_us(ub, True)
+        if a2 is None or b2 is None:
+            return False
+        a, b = a2, b2
+    eps = 1e-9 * max(1.0, abs(hi))
+    return a >= lo - eps and b <= hi + eps

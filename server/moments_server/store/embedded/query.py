@@ -3,10 +3,10 @@ is_connected_to), the results block, and the response shape (entities, blobs, gr
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from . import jsonio
 from .constraints import compile_constraints, prop_expr, uid_of
 from .errors import QueryError
 from .model import Binding
@@ -72,7 +72,7 @@ def _bind(tx: Tx, body: dict[str, Any], cmd: str, b: Binding) -> None:
 
 
 def _ids_param(ids: list[int]) -> str:
-    return json.dumps(ids)
+    return jsonio.dumps(ids)
 
 
 class Select:
@@ -197,7 +197,7 @@ HIDDEN_SET_KEYS = {"_dimensions", "_engines", "_metrics"}
 
 def _entity(tx: Tx, row: tuple[Any, ...], r: dict[str, Any]) -> dict[str, Any]:
     rid, cls, props_json, set_id, label = row
-    props = json.loads(props_json)
+    props = jsonio.loads(props_json)
     out: dict[str, Any] = {}
     if r.get("all_properties"):
         for k, v in props.items():

@@ -8,6 +8,7 @@ OPEN in SEMANTICS.md).
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -43,8 +44,15 @@ def json_type_name(v: Any) -> str:
     return "object"
 
 
+INT_MIN, INT_MAX = -(1 << 63), (1 << 63) - 1
+
+
 def encode_value(key: str, v: Any) -> Any:
     """Validate one user property value and return its stored form."""
+    if isinstance(v, float) and not math.isfinite(v):
+        raise QueryError(f"Property {key!r}: {v} is not a finite number")
+    if isinstance(v, int) and not isinstance(v, bool) and not INT_MIN <= v <= INT_MAX:
+        raise QueryError(f"Property {key!r}: integer {v} is outside the 64-bit range")
     if v is None or isinstance(v, bool | int | float | str):
         return v
     if isinstance(v, dict) and set(v) == {"_date"}:
@@ -64,7 +72,13 @@ def encode_properties(props: Any) -> dict[str, Any]:
     if not isinstance(props, dict):
         raise QueryError(f"properties must be an object, got {json_type_name(props)}")
     # Fast path (the ingest hot loop): plain scalar values and ordinary names.
-    if all(type(v) in _SCALARS and not k.startswith("_") and '"' not in k and k for k, v in props.items()):
+    for k, v in props.items():
+        t = type(v)
+        if t not in _SCALARS or not k or k[0] == "_" or '"' in k:
+            break
+        if (t is float and not math.isfinite(v)) or (t is int and not INT_MIN <= v <= INT_MAX):
+            break
+    else:
         return dict(props)
     out: dict[str, Any] = {}
     for k, v in props.items():

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
-import json
 import logging
 import secrets
 import ssl as ssl_mod
@@ -31,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from . import jsonio
 from .engine import Engine
 from .protocol import (
     HELLO,
@@ -241,7 +241,7 @@ class WireServer:
                     return
                 js, blobs, token = decode_query(frame)
                 resp, out_blobs = await self._answer(js, blobs, token)
-                await self._write_frame(writer, encode_query(json.dumps(resp), out_blobs))
+                await self._write_frame(writer, encode_query(jsonio.dumps(resp), out_blobs))
         except ProtocolError as e:
             log.warning("wire: closing connection from %s: %s", peer, e)
         except (ConnectionError, ssl_mod.SSLError, asyncio.IncompleteReadError, OSError) as e:
@@ -257,7 +257,7 @@ class WireServer:
 
     async def _answer(self, js: str, blobs: list[bytes], token: str) -> tuple[Any, list[bytes]]:
         try:
-            q = json.loads(js)
+            q = jsonio.loads(js)
         except ValueError as e:
             return {"info": f"Invalid JSON: {e}", "status": -1}, []
         if isinstance(q, list) and len(q) == 1 and isinstance(q[0], dict) and len(q[0]) == 1:
