@@ -29,6 +29,7 @@ from moments_server.service.search import SearchService
 from moments_server.service.videos import VideoService
 from moments_server.store.connector import EmbeddedConnector, open_connector
 from moments_server.store.embedded import WireServer
+from moments_server.store.embedded.credentials import load_tokens, load_users
 from moments_server.transport.auth import TokenAuth
 from moments_server.transport.servicer import VideoSearchServicer
 
@@ -138,7 +139,9 @@ async def _start_wire(settings: Settings, connector: object) -> WireServer | Non
     if not isinstance(connector, EmbeddedConnector):
         raise ValueError("--store-listen serves the embedded store; it cannot front an aperturedb:// store")
     host, _, port = settings.store_listen.rpartition(":")
-    wire = WireServer(connector.engine, host or "127.0.0.1", int(port))
+    data_dir = connector.engine.data_dir
+    users = load_users(data_dir, settings.store_listen_user or None, settings.store_listen_password or None)
+    wire = WireServer(connector.engine, host or "127.0.0.1", int(port), users=users, tokens=load_tokens(data_dir))
     await wire.start()
     return wire
 

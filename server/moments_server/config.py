@@ -23,8 +23,12 @@ class Settings(BaseSettings):
     # Engine of the descriptor set when the server creates it: Flat is exact (about 10 ms a query at 100k
     # frames on 2 cores); HNSW is approximate and the choice for millions of frames.
     descriptor_engine: str = "Flat"
-    # Also serve the embedded store over ApertureDB's wire protocol on host:port (empty = off).
+    # Also serve the embedded store over ApertureDB's wire protocol on host:port (empty = off). Its user: the
+    # one given here, else the store dir's wire_users.json (made at first start, the password printed once);
+    # personal tokens (adbp_...) from wire_tokens.json (python -m moments_server.store.embedded --new-token).
     store_listen: str = ""
+    store_listen_user: str = ""
+    store_listen_password: str = ""
     # With a token set, every VideoSearch call must carry `authorization: Bearer <token>`.
     auth_token: str = ""
     log_level: str = "INFO"

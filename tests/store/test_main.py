@@ -14,6 +14,15 @@ from .conftest import sdk_connector
 
 def test_standalone_listener(tmp_path: Path) -> None:
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[2] / "server"))
+    made = subprocess.run(
+        [sys.executable, "-m", "moments_server.store.embedded", "--data-dir", str(tmp_path), "--new-token", "admin"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
+    token = made.stdout.strip()
+    assert token.startswith("adbp_") and json.loads((tmp_path / "wire_tokens.json").read_text()) == {token: "admin"}
     p = subprocess.Popen(
         [sys.executable, "-m", "moments_server.store.embedded", "--data-dir", str(tmp_path), "--port", "0"],
         stdout=subprocess.PIPE,
@@ -32,6 +41,10 @@ def test_standalone_listener(tmp_path: Path) -> None:
         r, _ = c.query([{"AddEntity": {"class": "X"}}, {"FindEntity": {"with_class": "X", "results": {"count": True}}}])
         assert r[1]["FindEntity"]["count"] == 1
         c.close()
+        t = sdk_connector(port, ssl=True, password="", token=token)
+        r, _ = t.query([{"FindEntity": {"with_class": "X", "results": {"count": True}}}])
+        assert r[0]["FindEntity"]["count"] == 1
+        t.close()
         bad = sdk_connector(port, ssl=True, password="wrong", retry_max_attempts=1)
         try:
             bad.query([{"GetStatus": {}}])

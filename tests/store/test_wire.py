@@ -235,3 +235,27 @@ def test_sdk_verifies_the_self_signed_certificate(engine: Engine, wire: Any, cer
         r, _ = c.query([{"GetStatus": {}}])
         assert r[0]["GetStatus"]["status"] == 0
         c.close()
+
+
+def test_personal_tokens_through_the_sdk(engine: Engine, wire: Any, tmp_path: Any) -> None:
+    from moments_server.store.embedded.credentials import load_tokens, new_token
+
+    token = new_token(tmp_path, USER)
+    other = new_token(tmp_path, "someone-else")
+    assert token.startswith("adbp_") and load_tokens(tmp_path) == {token: USER, other: "someone-else"}
+    assert oct((tmp_path / "wire_tokens.json").stat().st_mode & 0o777) == "0o600"
+    srv = wire(engine, tokens=load_tokens(tmp_path))
+    c = sdk_connector(srv.port, password="", token=token)  # the SDK sends {"username", "token"}
+    r, _ = c.query([{"GetStatus": {}}])
+    assert r[0]["GetStatus"]["status"] == 0
+    c.close()
+    s = raw(srv.port)
+    for body in (
+        {"token": token[:-1] + ("0" if token[-1] != "0" else "1")},  # wrong token
+        {"username": USER, "token": other},  # someone else's token
+        {"token": 42},
+    ):
+        r, _ = send_query(s, [{"Authenticate": body}])
+        assert r == [{"Authenticate": {"info": "Authentication failed: invalid token", "status": -1}}], r
+    r, _ = send_query(s, [{"Authenticate": {"token": other}}])  # no username: the token's own user
+    assert r[0]["Authenticate"]["status"] == 0 and r[0]["Authenticate"]["session_token"].startswith("adbs_")

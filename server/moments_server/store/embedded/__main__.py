@@ -2,9 +2,11 @@
 
 python -m moments_server.store.embedded --data-dir DIR [--host 127.0.0.1] [--port 55555] [--no-ssl]
     [--user U --password P]
+python -m moments_server.store.embedded --data-dir DIR --new-token USER    # prints a personal token
 
 Without --user/--password, the credentials come from DIR/wire_users.json; on first start a user
-`admin` with a random password is made there and the password is printed once.
+`admin` with a random password is made there and the password is printed once. Personal tokens
+(DIR/wire_tokens.json) are accepted by Authenticate in place of a password (credentials.py).
 """
 
 from __future__ import annotations
@@ -12,37 +14,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import logging
-import os
-import secrets
 import signal
 from pathlib import Path
 
+from .credentials import load_tokens, load_users, new_token
 from .engine import Engine
 from .wire import WireServer
-
-
-def load_users(data_dir: Path, user: str | None, password: str | None) -> dict[str, str]:
-    if user and password:
-        return {user: password}
-    path = data_dir / "wire_users.json"
-    if path.exists():
-        users: dict[str, str] = json.loads(path.read_text())
-        return users
-    pw = secrets.token_urlsafe(18)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump({"admin": pw}, f)
-    print(f"Created wire user 'admin' with password: {pw}  (stored in {path})", flush=True)
-    return {"admin": pw}
 
 
 async def main_async(args: argparse.Namespace) -> None:
     engine = Engine(args.data_dir)
     users = load_users(Path(args.data_dir), args.user, args.password)
-    server = WireServer(engine, args.host, args.port, ssl=not args.no_ssl, users=users)
+    tokens = load_tokens(Path(args.data_dir))
+    server = WireServer(engine, args.host, args.port, ssl=not args.no_ssl, users=users, tokens=tokens)
     await server.start()
     print(f"listening on {args.host}:{server.port}", flush=True)
     stop = asyncio.Event()
@@ -63,7 +48,11 @@ def main() -> None:
     p.add_argument("--no-ssl", action="store_true")
     p.add_argument("--user")
     p.add_argument("--password")
+    p.add_argument("--new-token", metavar="USER", help="make a personal token (adbp_...) for USER, print it, exit")
     args = p.parse_args()
+    if args.new_token is not None:
+        print(new_token(Path(args.data_dir), args.new_token), flush=True)
+        return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     asyncio.run(main_async(args))
 

@@ -10,7 +10,8 @@ Per connection: the 8-byte hello (`(version, protocol)`; the reply echoes the pr
 allowed, `(0, 0)` on a version mismatch), then a TLS handshake when the client asked for TLS, then
 one `queryMessage` request/response at a time. `users=None` turns authentication off (any
 Authenticate succeeds and tokens are not checked); otherwise queries need the session token that
-`Authenticate` (username+password) or `RefreshToken` hands out, and are refused with
+`Authenticate` (username + password, or a personal `adbp_` token from `tokens`, see credentials.py)
+or `RefreshToken` hands out, and are refused with
 `{"info": "Not Authenticated!", "status": -1}` without one, as ApertureDB refuses them. A frame over
 `max_message_bytes` or a malformed frame closes that connection with a log line; the listener
 serves everyone else. With `ssl=True` and no certificate in `cert_dir`, a self-signed one is made
@@ -87,8 +88,11 @@ def ensure_self_signed(cert_dir: Path) -> tuple[Path, Path]:
 
 
 class Sessions:
-    def __init__(self, users: dict[str, str] | None, session_ttl: int, refresh_ttl: int) -> None:
+    def __init__(
+        self, users: dict[str, str] | None, session_ttl: int, refresh_ttl: int, tokens: dict[str, str] | None = None
+    ) -> None:
         self.users = users
+        self.tokens = tokens or {}
         self.session_ttl = session_ttl
         self.refresh_ttl = refresh_ttl
         self._sessions: dict[str, float] = {}
@@ -115,6 +119,8 @@ class Sessions:
         if self.users is None:
             return self._issue()
         user, pw = body.get("username"), body.get("password")
+        if pw is None and "token" in body:
+            return self._token(body["token"], user)
         if (
             isinstance(user, str)
             and isinstance(pw, str)
@@ -123,6 +129,18 @@ class Sessions:
         ):
             return self._issue()
         return {"info": "Authentication failed: invalid username or password", "status": -1}
+
+    def _token(self, token: Any, user: Any) -> dict[str, Any]:
+        """A personal token; a username sent beside it (the SDK sends its configured one, often "") must be
+        the token's user when it is not empty."""
+        owner = None
+        if isinstance(token, str):
+            for known, who in self.tokens.items():  # compare_digest each: no early exit on a prefix
+                if secrets.compare_digest(known.encode(), token.encode()):
+                    owner = who
+        if owner is None or (user not in (None, "") and user != owner):
+            return {"info": "Authentication failed: invalid token", "status": -1}
+        return self._issue()
 
     def refresh(self, body: Any) -> dict[str, Any]:
         rt = body.get("refresh_token") if isinstance(body, dict) else None
@@ -152,6 +170,7 @@ class WireServer:
         *,
         ssl: bool = True,
         users: dict[str, str] | None = None,
+        tokens: dict[str, str] | None = None,
         cert_dir: str | Path | None = None,
         max_message_bytes: int = 256 << 20,
         session_ttl_s: int = 36000,
@@ -161,7 +180,7 @@ class WireServer:
         self.host = host
         self.port = port
         self.max_message_bytes = max_message_bytes
-        self.sessions = Sessions(users, session_ttl_s, refresh_ttl_s)
+        self.sessions = Sessions(users, session_ttl_s, refresh_ttl_s, tokens)
         self._ssl_ctx: ssl_mod.SSLContext | None = None
         if ssl:
             cdir = Path(cert_dir) if cert_dir is not None else engine.data_dir / "tls"
