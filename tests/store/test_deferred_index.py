@@ -4,6 +4,7 @@ reopening must not tell the difference."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -138,3 +139,80 @@ def test_flat_sets_and_disabled_deferral_insert_at_commit(tmp_path: Path) -> Non
         make(e, "L2")
         ingest(e, "h", clustered(500, D, clusters=5, seed=18))
         assert e._sets["h"].index.pending == 0 and e._sets["h"].index.index.ntotal == 500
+
+
+def _sqlite_ids(e: Engine) -> list[int]:
+    return [r[0] for r in e._w.execute("SELECT id FROM vectors ORDER BY id")]
+
+
+def _live(vi: Any) -> list[int]:
+    return sorted(int(i) for i in vi.ids() if int(i) not in vi.tombstones)
+
+
+def test_rebuild_meanwhile_adds_and_deletes(tmp_path: Path, paused: None) -> None:
+    """A rebuild driven by hand, with inserts into the old graph and deletes on both sides while it runs."""
+    xb = clustered(5000, D, clusters=20, seed=21)
+    with Engine(tmp_path / "db") as e:
+        make(e, "CS")
+        ingest(e, "h", xb[:3000])
+        vi = e._sets["h"].index
+        vi.drain(3000)
+        assert vi.added_since_build == 3000 and vi.built == 0
+        rb = vectors.Rebuild(vi)
+        assert len(rb.order) == 3000 and not rb.done
+        rb.step(1000)
+        ingest(e, "h", xb[3000:], start=3000)  # committed during the rebuild: into the tail ...
+        vi.drain(1200)  # ... and part of it into the old graph (logged for the swap)
+        r, _ = e.query([{"DeleteDescriptor": {"set": "h", "constraints": {"video_id": ["==", "v3"]}}}])
+        assert r[0]["DeleteDescriptor"]["count"] == 500  # from the snapshot, the drained part and the tail
+        while not rb.step(700):
+            pass
+        before = vi.index
+        rb.finish()
+        assert vi.index is not before and vi._log_adds is None
+        assert _live(vi) == _sqlite_ids(e) and vi.ntotal == 4500
+        assert vi.built == 3000 + 1200 - 420 and vi.added_since_build == 1200 and vi.pending == 720
+        hits = 0
+        keep = np.flatnonzero(np.arange(5000) % 10 != 3)
+        for q in clustered(20, D, clusters=20, seed=22):
+            i, _ = brute(xb[keep], q, K, "CS")
+            got = [g["n"] for g in knn(e, q)]
+            assert all(n % 10 != 3 for n in got)
+            hits += len(set(keep[i].tolist()) & set(got))
+        assert hits >= 0.97 * 20 * K
+
+
+def test_indexer_rebuilds_when_due_and_the_state_persists(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(vectors, "REBUILD_MIN", 1000)
+    xb = clustered(3000, D, clusters=10, seed=23)
+    with Engine(tmp_path / "db") as e:
+        make(e, "L2")
+        ingest(e, "h", xb)
+        assert e.wait_indexed(timeout=120, rebuilds=True)
+        vi = e._sets["h"].index
+        assert vi.built == 3000 and vi.added_since_build == 0 and not vi.rebuild_due
+        assert _live(vi) == _sqlite_ids(e)
+    meta_path = next((tmp_path / "db" / "vectors").glob("*.json"))
+    with Engine(tmp_path / "db") as e:  # the saved graph is the rebuilt one: nothing is due
+        vi = e._sets["h"].index
+        assert (vi.built, vi.added_since_build, vi.rebuild_due) == (3000, 0, False)
+    meta = json.loads(meta_path.read_text())
+    del meta["built"], meta["added_since_build"]  # an index saved before rebuilds existed
+    meta_path.write_text(json.dumps(meta))
+    with Engine(tmp_path / "db") as e:
+        assert e.wait_indexed(timeout=120, rebuilds=True)
+        assert e._sets["h"].index.built == 3000
+
+
+def test_close_abandons_a_running_rebuild(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(vectors, "REBUILD_MIN", 1000)
+    monkeypatch.setattr(vectors, "REBUILD_CHUNK", 1)  # slow: close() finds it running
+    e = Engine(tmp_path / "db")
+    make(e, "IP")
+    ingest(e, "h", clustered(2000, D, clusters=10, seed=24))
+    assert e.wait_indexed(timeout=60)
+    vi = e._sets["h"].index
+    e.close()
+    assert vi._log_adds is None and vi.built == 0 and vi.added_since_build == 2000
+    with Engine(tmp_path / "db") as e2:
+        assert e2._sets["h"].index.ntotal == 2000

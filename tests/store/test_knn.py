@@ -252,7 +252,7 @@ def test_hnsw_parameters_come_from_the_set(tmp_path: Path) -> None:
             )
             assert r == [{"AddDescriptorSet": {"status": 0}}]
             ingest(engine, name, xb)
-        assert engine.wait_indexed(timeout=120)
+        assert engine.wait_indexed(timeout=120, rebuilds=True)  # the graphs the sets settle on
         coarse, fine = _recall(engine, "coarse", xb, queries), _recall(engine, "fine", xb, queries)
         assert fine >= 0.97 and coarse < fine - 0.05, (coarse, fine)
         bad, _ = engine.query(
@@ -260,4 +260,5 @@ def test_hnsw_parameters_come_from_the_set(tmp_path: Path) -> None:
         )
         assert bad["status"] == -1 and "hnsw_m" in bad["info"]
     with Engine(tmp_path / "db") as engine:  # reopened from the persisted index: same parameters
+        assert not engine._sets["coarse"].index.rebuild_due
         assert _recall(engine, "coarse", xb, queries) == coarse

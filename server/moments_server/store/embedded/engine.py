@@ -187,6 +187,7 @@ class Engine:
         self._indexer_wake = threading.Event()
         self._indexer_stop = False
         self._last_write = 0.0
+        self._rebuilding = False
         self._w = self._connect()
         # Checkpoint the WAL every 64 MiB rather than every 4 MiB: bulk ingest commits several MiB of
         # vectors at a time, and checkpointing after each one measured ~30% more commit time.
@@ -203,6 +204,8 @@ class Engine:
             self._next_id = max(top + 1, hw.get("next_id", 1))
             self._next_conn_id = max(ctop + 1, hw.get("next_conn_id", 1))
             self._recover()
+        if any(s.index.pending or s.index.rebuild_due for s in self._sets.values()):
+            self._wake_indexer()  # caught-up rows to insert, or a graph due for a rebuild
 
     # -- connections -----------------------------------------------------------------------------
 
@@ -339,36 +342,67 @@ class Engine:
         self._indexer_wake.set()
 
     def _index_loop(self) -> None:
-        """Move committed tails into their HNSW graphs, a chunk at a time, round-robin over the sets,
-        while no write has run for INDEX_IDLE_S: writers go first (see INDEX_IDLE_S)."""
-        from .vectors import DRAIN_CHUNK
+        """Background graph work, only after INDEX_IDLE_S without a write (writers go first, see
+        INDEX_IDLE_S): first move committed tails into their HNSW graphs, a chunk at a time, round-robin
+        over the sets; then rebuild graphs that are due (vectors.Rebuild), a chunk at a time."""
+        from .vectors import DRAIN_CHUNK, Rebuild
 
-        while not self._indexer_stop:
-            self._indexer_wake.wait()
-            self._indexer_wake.clear()
+        rebuilds: dict[int, Rebuild] = {}
+        try:
             while not self._indexer_stop:
-                busy = [s.index for s in list(self._sets.values()) if s.index.pending]
-                if not busy:
-                    break
+                live = {id(s.index): s.index for s in list(self._sets.values())}
+                for key in [k for k in rebuilds if k not in live]:  # its set was dropped
+                    rebuilds.pop(key).abort()
+                busy = [vi for vi in live.values() if vi.pending]
+                due = [vi for vi in live.values() if id(vi) in rebuilds or vi.rebuild_due]
+                self._rebuilding = bool(due)
+                if not busy and not due:
+                    self._indexer_wake.wait()
+                    self._indexer_wake.clear()
+                    continue
                 quiet = time.monotonic() - self._last_write
                 if self._wlock.locked() or quiet < INDEX_IDLE_S:
                     self._indexer_wake.wait(max(INDEX_IDLE_S - quiet, 0.005))  # close() sets it
                     self._indexer_wake.clear()
                     continue
-                for vi in busy:
-                    vi.drain(DRAIN_CHUNK)
+                if busy:
+                    for vi in busy:
+                        vi.drain(DRAIN_CHUNK)
+                    continue
+                vi = due[0]
+                rb = rebuilds.get(id(vi))
+                if rb is None:
+                    rb = rebuilds[id(vi)] = Rebuild(vi)
+                    log.info("rebuilding an HNSW graph in shuffled order: %d vectors", len(rb.order))
+                if rb.step():
+                    rb.finish()
+                    del rebuilds[id(vi)]
+                    log.info("HNSW graph rebuilt: %d vectors", vi.built)
+        finally:
+            for rb in rebuilds.values():
+                rb.abort()
+            self._rebuilding = False
 
     def pending_vectors(self) -> int:
         """Committed vectors not in their HNSW graph yet (searched exactly meanwhile)."""
         return sum(s.index.pending for s in list(self._sets.values()))
 
-    def wait_indexed(self, timeout: float | None = None) -> bool:
-        """Block until every committed vector is in its graph; False on timeout."""
+    def wait_indexed(self, timeout: float | None = None, rebuilds: bool = False) -> bool:
+        """Block until every committed vector is in its graph (and, with `rebuilds`, until no graph
+        rebuild is due or running); False on timeout."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        while self.pending_vectors():
+
+        def busy() -> bool:
+            if self.pending_vectors():
+                return True
+            if not rebuilds:
+                return False
+            return self._rebuilding or any(s.index.rebuild_due for s in list(self._sets.values()))
+
+        while busy():
             if deadline is not None and time.monotonic() > deadline:
                 return False
-            self._indexer_wake.set()
+            self._wake_indexer()
             time.sleep(0.005)
         return True
 
