@@ -247,14 +247,33 @@ def markdown(meta: dict[str, Any], figures: Iterable[Figure]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_results(out_dir: Path, meta: dict[str, Any], figures: Sequence[Figure]) -> tuple[Path, Path]:
-    """`<machine>-<date>[-quick].json` and `.md` in out_dir; returns both paths."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+def _results_paths(out_dir: Path, meta: dict[str, Any]) -> tuple[Path, Path]:
     stem = f"{machine_slug(meta.get('machine', {}))}-{meta.get('date', 'undated')}"
     if meta.get("quick"):
         stem += "-quick"
-    j = out_dir / f"{stem}.json"
-    md = out_dir / f"{stem}.md"
+    return out_dir / f"{stem}.json", out_dir / f"{stem}.md"
+
+
+def merged(out_dir: Path, meta: dict[str, Any], figures: Sequence[Figure]) -> tuple[dict[str, Any], list[Figure]]:
+    """The day's results file with this run's figures in place of those with the same id (`--merge`): the
+    earlier run's meta is kept, and this run's is listed under `merged_runs`."""
+    j, _ = _results_paths(out_dir, meta)
+    if not j.exists():
+        return meta, list(figures)
+    doc = json.loads(j.read_text())
+    old = [Figure(**{**d, "goal": Goal(**d["goal"]) if d.get("goal") else None}) for d in doc["figures"]]
+    new = {f.id: f for f in figures}
+    out = [new.pop(f.id, f) for f in old] + list(new.values())
+    base = doc["meta"]
+    runs = [r for r in base.get("merged_runs", []) if r.get("started_at") != meta.get("started_at")]
+    base["merged_runs"] = [*runs, {k: meta.get(k) for k in ("started_at", "only", "command", "figure_seconds")}]
+    return base, out
+
+
+def write_results(out_dir: Path, meta: dict[str, Any], figures: Sequence[Figure]) -> tuple[Path, Path]:
+    """`<machine>-<date>[-quick].json` and `.md` in out_dir; returns both paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    j, md = _results_paths(out_dir, meta)
     doc = {"meta": _clean(meta), "figures": [f.as_json() for f in figures]}
     tmp = j.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(doc, indent=2, sort_keys=False) + "\n")

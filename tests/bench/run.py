@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.bench.common import CACHE, RESULTS, Figure, failed, log, machine_info, now_date, write_results
+from tests.bench.common import CACHE, RESULTS, Figure, failed, log, machine_info, merged, now_date, write_results
 
 FIGURES = ("search_latency", "search_throughput", "ingest_throughput", "backfill", "scale", "store_hop", "gpu")
 
@@ -54,7 +54,9 @@ SIZES: dict[str, dict[str, Any]] = {
         "scale_queries": 100,
         "store_queries": 300,
         "filtered_queries": 50,
-        "insert_videos_inproc": 20,
+        "insert_videos_inproc": 40,
+        "insert_rounds": 3,
+        "insert_videos_sustained": 120,
         "insert_videos_tcp": 5,
         "tcp_queries": 200,
     },
@@ -78,6 +80,8 @@ SIZES: dict[str, dict[str, Any]] = {
         "store_queries": 40,
         "filtered_queries": 10,
         "insert_videos_inproc": 2,
+        "insert_rounds": 1,
+        "insert_videos_sustained": 3,
         "insert_videos_tcp": 1,
         "tcp_queries": 30,
     },
@@ -191,6 +195,11 @@ def main(argv: list[str] | None = None) -> int:
         help="only build the caches (model export, test videos, synthetic stores), measure nothing",
     )
     p.add_argument("--keep-work", action="store_true", help="keep the run's scratch folder (server logs, profiles)")
+    p.add_argument(
+        "--merge",
+        action="store_true",
+        help="replace only this run's figures in the day's results file (with --only: re-measure some figures)",
+    )
     args = p.parse_args(argv)
     only = [x.strip() for x in args.only.split(",") if x.strip()] or list(FIGURES)
     unknown = [x for x in only if x not in FIGURES]
@@ -216,6 +225,14 @@ def main(argv: list[str] | None = None) -> int:
     }
     figures: list[Figure] = []
     timings: dict[str, float] = {}
+
+    def save(meta: dict[str, Any], figures: list[Figure]) -> tuple[Path, Path]:
+        return (
+            write_results(args.out, *merged(args.out, meta, figures))
+            if args.merge
+            else write_results(args.out, meta, figures)
+        )
+
     if args.prepare:
         return prepare(ctx)
     try:
@@ -256,14 +273,14 @@ def main(argv: list[str] | None = None) -> int:
             timings[name] = round(time.perf_counter() - t, 1)
             meta["figure_seconds"] = timings
             meta["duration_s"] = round(time.perf_counter() - started, 1)
-            write_results(args.out, meta, figures)  # after each figure, so a crash keeps what was measured
+            save(meta, figures)  # after each figure, so a crash keeps what was measured
     finally:
         ctx.close()
         meta["duration_s"] = round(time.perf_counter() - started, 1)
         meta["figure_seconds"] = timings
         meta["machine"]["loadavg_end"] = list(os.getloadavg())
         meta["stores"] = {k: v[1] for k, v in ctx._stores.items()}
-        j, md = write_results(args.out, meta, figures)
+        j, md = save(meta, figures)
         log(f"wrote {j} and {md} in {meta['duration_s']} s")
         if not args.keep_work:
             shutil.rmtree(work, ignore_errors=True)

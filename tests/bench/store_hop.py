@@ -8,13 +8,17 @@
 - S.filtered: one video of 1,000, p50 at 1M. Goal ≤ 5 ms.
 - S.insert: bulk insert of descriptors with their clips in batched queries (one video of 1,000 frames per
   query), into a fresh store, in-process (goal ≥ 20,000 descriptors/s) and over TCP (reported); the same
-  insert into a Flat set shows what the HNSW graph costs.
+  insert into a Flat set shows what the HNSW graph costs. HNSW graph insertion is deferred (the store's
+  exactly-searched tail, up to TAIL_MAX pending vectors per set): S.insert.inproc is a load within that
+  bound, with the time until the graph holds everything; S.insert.sustained loads past it, where the
+  committing writer inserts into the graph itself.
 - S.reopen / S.rss: opening the 1M store (index loaded, caught up from SQLite) and its process RSS.
   Goal: reopen ≤ 5 s.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import replace
 from typing import Any
@@ -54,13 +58,14 @@ def _tcp_search(ctx: Any, size: str, n: int) -> dict[str, Any]:
     return {"latency_ms": summarize(lat), "ssl": False, "queries": len(q)}
 
 
-def _insert(ctx: Any, videos: int, tcp: bool, engine: str = "HNSW") -> dict[str, Any]:
-    """Insert `videos` synthetic videos (1,000 descriptors + clips each, one query per video) into a fresh store."""
+def _insert(ctx: Any, videos: int, tcp: bool, engine: str = "HNSW", tag: str = "") -> dict[str, Any]:
+    """Insert `videos` synthetic videos (1,000 descriptors + clips each, one query per video) into a fresh
+    store; then wait until the HNSW graph holds every descriptor (in-process only)."""
     from moments_server.store.embedded import Engine
     from tests.bench.data import fill, set_commands
 
     spec = replace(ctx.store_spec("10k"), engine=engine, n_videos=videos)
-    where = ctx.work / f"insert-{'tcp' if tcp else 'inproc'}-{engine}"
+    where = ctx.work / f"insert-{'tcp' if tcp else 'inproc'}-{engine}-{videos}{tag}"
     if tcp:
         from moments_server.store.connector import open_connector
         from tests.live import StoreListener
@@ -78,6 +83,12 @@ def _insert(ctx: Any, videos: int, tcp: bool, engine: str = "HNSW") -> dict[str,
         try:
             eng.query(set_commands(spec))
             stats = fill(eng.query, spec, range(videos), progress_every=0)
+            stats["pending_after_load"] = eng.pending_vectors()
+            t = time.perf_counter()
+            eng.wait_indexed()
+            stats["graph_catch_up_s"] = round(time.perf_counter() - t, 3)
+            load_s = stats["seconds"] - stats["generate_s"]
+            stats["indexed_descriptors_per_s"] = round(stats["descriptors"] / (load_s + stats["graph_catch_up_s"]), 1)
         finally:
             eng.close()
     stats["engine"] = engine
@@ -197,25 +208,63 @@ def run(ctx: Any) -> list[Figure]:
         )
     )
 
+    from moments_server.store.embedded.vectors import TAIL_MAX
+
+    # The inserts commit with fsync: write back what earlier figures left in the page cache first (the 1M
+    # store's build leaves GiBs), so that the fsyncs measured are the inserts' own.
+    os.sync()
     vids = ctx.sizes["insert_videos_inproc"]
-    log(f"  bulk insert in-process: {vids} videos x 1,000 descriptors + clips (HNSW, then Flat)")
-    ins = _insert(ctx, vids, tcp=False)
-    ins_flat = _insert(ctx, vids, tcp=False, engine="Flat")
-    hnsw_share = (
-        max(0.0, 1 - ins["descriptors_per_s"] / ins_flat["descriptors_per_s"]) if ins_flat["descriptors_per_s"] else 0.0
-    )
+    rounds = ctx.sizes["insert_rounds"]
+    log(f"  bulk insert in-process: {vids} videos x 1,000 descriptors + clips, HNSW and Flat in turn, {rounds} rounds")
+    _insert(ctx, 2, tcp=False, tag="-warm-up")  # untimed: this process's first engine writes pay one-off costs
+    runs: dict[str, list[dict[str, Any]]] = {"HNSW": [], "Flat": []}
+    for r in range(rounds):
+        for kind in runs:
+            runs[kind].append(_insert(ctx, vids, tcp=False, engine=kind, tag=f"-{r}"))
+
+    def median_run(xs: list[dict[str, Any]]) -> dict[str, Any]:
+        ranked = sorted(xs, key=lambda x: x["descriptors_per_s"])
+        out = dict(ranked[len(ranked) // 2])
+        out["rounds_descriptors_per_s"] = [x["descriptors_per_s"] for x in xs]
+        return out
+
+    ins, ins_flat = median_run(runs["HNSW"]), median_run(runs["Flat"])
     figs.append(
         Figure(
             "S.insert.inproc",
-            "bulk insert in-process (descriptors + clips, 1 video per query)",
+            f"bulk insert in-process (descriptors + clips, 1 video per query), {vids * 1000:,} descriptors",
             ins["descriptors_per_s"],
             "descriptors/s",
             baseline="same insert into a Flat set",
             baseline_value=ins_flat["descriptors_per_s"],
             goal=Goal("≥ 20,000 descriptors/s", ">=", 20_000.0),
+            params={"tail_max": TAIL_MAX, "videos": vids, "rounds": rounds, "statistic": "median of the rounds"},
             details={"hnsw": ins, "flat": ins_flat},
-            reason=f"HNSW graph insertion takes {hnsw_share:.0%} of the insert time (Flat set: "
-            f"{ins_flat['descriptors_per_s']:,.0f}/s); the rest is SQLite + the query language",
+            reason=f"median of {rounds} rounds (HNSW {ins['rounds_descriptors_per_s']}, Flat "
+            f"{ins_flat['rounds_descriptors_per_s']}); HNSW graph insertion deferred: "
+            f"{ins['pending_after_load']:,} descriptors pending after the "
+            f"load, in the graph {ins['graph_catch_up_s']:.1f} s later ({ins['indexed_descriptors_per_s']:,.0f} "
+            f"descriptors/s load + graph); loads past {TAIL_MAX:,} pending per set: S.insert.sustained",
+        )
+    )
+    sv = ctx.sizes["insert_videos_sustained"]
+    log(f"  bulk insert in-process past the tail bound: {sv} videos (HNSW)")
+    sus = _insert(ctx, sv, tcp=False)
+    figs.append(
+        Figure(
+            "S.insert.sustained",
+            f"bulk insert in-process, {sv * 1000:,} descriptors (past the deferred-insertion bound of {TAIL_MAX:,})"
+            if sv * 1000 > TAIL_MAX
+            else f"bulk insert in-process, {sv * 1000:,} descriptors (within the deferred-insertion bound)",
+            sus["descriptors_per_s"],
+            "descriptors/s",
+            baseline="load within the bound",
+            baseline_value=ins["descriptors_per_s"],
+            params={"tail_max": TAIL_MAX, "videos": sv},
+            details=sus,
+            reason=f"reported (no goal); past {TAIL_MAX:,} pending the committing writer inserts into the graph "
+            f"(~60 us per 512-d vector on one core); {sus['indexed_descriptors_per_s']:,.0f} descriptors/s "
+            f"load + graph",
         )
     )
     tv = ctx.sizes["insert_videos_tcp"]
@@ -236,6 +285,6 @@ def run(ctx: Any) -> list[Figure]:
     built = ctx._stores.get("1M", (None, {}))[1]
     if built and not built.get("reused"):
         b = built["build"]
-        figs[-2].details["1M_store_build"] = b
+        next(f for f in figs if f.id == "S.insert.inproc").details["1M_store_build"] = b
     _ = np
     return figs

@@ -15,6 +15,7 @@ from tests.bench.common import (
     hist_from_prometheus,
     machine_slug,
     markdown,
+    merged,
     percentile,
     summarize,
     write_results,
@@ -116,3 +117,23 @@ def test_results_are_written_as_json_and_markdown(tmp_path: Path) -> None:
     assert "| 1 | latency | 12.5 ms | bare: 10.0 | 1.25 |" in text
     assert "skipped" in text and "a / b" in text
     assert text == markdown(meta, figs)
+
+
+def test_merge_replaces_only_the_rerun_figures(tmp_path: Path) -> None:
+    meta = {"date": "2026-01-02", "machine": {"cpu_count": 2, "cpu_model": "Test CPU"}, "started_at": "a"}
+    first = [
+        Figure("A", "a", 1.0, "ms", goal=Goal("a ≤ 2", "<=", 2.0)).evaluate(),
+        Figure("B", "b", 5.0, "ms", goal=Goal("b ≤ 2", "<=", 2.0)).evaluate(),
+    ]
+    write_results(tmp_path, meta, first)
+    again = {**meta, "started_at": "b", "only": ["x"], "figure_seconds": {"x": 1.0}}
+    m, figs = merged(
+        tmp_path,
+        again,
+        [Figure("B", "b", 1.5, "ms", goal=Goal("b ≤ 2", "<=", 2.0)).evaluate(), Figure("C", "c", 3.0, "ms")],
+    )
+    assert [(f.id, f.value, f.met) for f in figs] == [("A", 1.0, True), ("B", 1.5, True), ("C", 3.0, None)]
+    assert m["started_at"] == "a" and [r["started_at"] for r in m["merged_runs"]] == ["b"]
+    j, _ = write_results(tmp_path, m, figs)
+    assert [f["id"] for f in json.loads(j.read_text())["figures"]] == ["A", "B", "C"]
+    assert merged(tmp_path / "none", again, figs[:1]) == (again, figs[:1])
