@@ -80,6 +80,17 @@ def format_time_offset(us: int) -> str:
     return f"{h:02d}:{m:02d}:{sec:02d}.{micro:06d}"
 
 
+def _start_stop(body: dict[str, Any], key: str, cmd: str) -> dict[str, Any]:
+    """A range parameter's {"start", "stop"} object, both required, nothing else."""
+    r = body[key]
+    if not isinstance(r, dict) or "start" not in r or "stop" not in r:
+        raise QueryError(f"{cmd}: {key} needs both 'start' and 'stop'")
+    extra = set(r) - {"start", "stop"}
+    if extra:
+        raise QueryError(f"{cmd}: {key}: unknown key {sorted(extra)[0]!r}")
+    return r
+
+
 def clip_range(body: dict[str, Any]) -> dict[str, Any]:
     """Validate AddClip's range; return the clip's system properties."""
     given = [k for k in ("frame_number_range", "time_offset_range", "time_fraction_range") if k in body]
@@ -89,12 +100,7 @@ def clip_range(body: dict[str, Any]) -> dict[str, Any]:
             f"must be specified (got {len(given)})"
         )
     key = given[0]
-    r = body[key]
-    if not isinstance(r, dict) or "start" not in r or "stop" not in r:
-        raise QueryError(f"AddClip: {key} needs both 'start' and 'stop'")
-    extra = set(r) - {"start", "stop"}
-    if extra:
-        raise QueryError(f"AddClip: {key}: unknown key {sorted(extra)[0]!r}")
+    r = _start_stop(body, key, "AddClip")
     if key == "frame_number_range":
         a, b = r["start"], r["stop"]
         if not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in (a, b)):
@@ -136,12 +142,7 @@ def in_range(body: dict[str, Any], cmd: str) -> tuple[int, float, float] | None:
     if len(given) > 1:
         raise QueryError(f"{cmd}: at most one of {', '.join(IN_RANGE_KEYS)} (got {', '.join(given)})")
     key = given[0]
-    r = body[key]
-    if not isinstance(r, dict) or "start" not in r or "stop" not in r:
-        raise QueryError(f"{cmd}: {key} needs both 'start' and 'stop'")
-    extra = set(r) - {"start", "stop"}
-    if extra:
-        raise QueryError(f"{cmd}: {key}: unknown key {sorted(extra)[0]!r}")
+    r = _start_stop(body, key, cmd)
     rt = _UNIT[key]
     if rt == 3:
         a, b = (float(parse_time_offset(r[x], f"{cmd}: {key}.{x}")) for x in ("start", "stop"))
