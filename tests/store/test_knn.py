@@ -262,3 +262,23 @@ def test_hnsw_parameters_come_from_the_set(tmp_path: Path) -> None:
     with Engine(tmp_path / "db") as engine:  # reopened from the persisted index: same parameters
         assert not engine._sets["coarse"].index.rebuild_due
         assert _recall(engine, "coarse", xb, queries) == coarse
+
+
+def test_filters_correlated_with_the_vectors_stay_exact_on_hnsw(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A filter that excludes the query's own cluster (a camera, a set of videos): a filtered HNSW graph
+    search stalls among the excluded neighbours; the store answers it exactly."""
+    monkeypatch.setattr(cmd_descriptors, "EXACT_MAX", 100)  # the large-candidate-set path at test size
+    rng = np.random.default_rng(31)
+    centres = rng.standard_normal((10, D)).astype(np.float32) * 4
+    xb = (centres[np.arange(4000) % 10] + 0.3 * rng.standard_normal((4000, D))).astype(np.float32)
+    make_set(engine, "s", "L2", "HNSW")
+    ingest(engine, "s", xb)
+    assert engine.wait_indexed(timeout=120)
+    keep = np.flatnonzero(np.arange(4000) % 10 >= 2)  # videos v2..v9: not the query's cluster
+    for j in range(5):
+        q = centres[j % 2] + 0.3 * rng.standard_normal(D).astype(np.float32)
+        i2, d2 = brute(xb[keep], q, K, "L2")
+        got = knn(engine, "s", q, constraints={"video_id": ["not in", ["v0", "v1"]]})
+        assert_exact(got, keep[i2], d2)

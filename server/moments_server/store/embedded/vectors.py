@@ -240,6 +240,8 @@ class VectorIndex:
         self.added_since_build = 0  # vectors inserted chunk by chunk since then
         self._log_adds: list[np.ndarray] | None = None  # while a rebuild runs: ids inserted into the old graph
         self._log_dels: list[np.ndarray] | None = None  # ... and ids deleted from it
+        self._id_map_cache: tuple[tuple[int, int], np.ndarray] | None = None
+        self._version = 0  # bumped whenever the graph object or its positions change (under the write lock)
 
     @property
     def rebuild_due(self) -> bool:
@@ -285,6 +287,7 @@ class VectorIndex:
             self.index.add_with_ids(x, ids64)
             self.last_id = max(self.last_id, int(ids64.max()))
             self.dirty = True
+            self._version += 1
 
     def drain(self, n: int) -> int:
         """Move up to `n` tail vectors into the graph; -> how many are still pending."""
@@ -298,6 +301,7 @@ class VectorIndex:
                 self.added_since_build += len(ids)
                 self.tail.drop_front(len(ids))  # only now: `pending` counts what is not searchable in the graph
                 self.dirty = True
+                self._version += 1
             return len(self.tail)
 
     def remove(self, ids: np.ndarray) -> None:
@@ -315,6 +319,7 @@ class VectorIndex:
             else:
                 self.index.remove_ids(faiss.IDSelectorBatch(ids64))
             self.dirty = True
+            self._version += 1
 
     def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Search prepared queries over the whole set; ids are -1 where fewer than k exist."""
@@ -345,25 +350,52 @@ class VectorIndex:
         return self.index.search(q, kk)
 
     def search_subset(self, q: np.ndarray, k: int, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Search only `ids` (a large filtered candidate set) in the index."""
+        """Exact top k among `ids` (a large filtered candidate set).
+
+        Flat: the index with an IDSelector. HNSW: not the graph: a filtered graph search loses most of
+        the answer when the filter and the vectors are correlated (one camera, a set of videos): on
+        100k CLIP-like frames, recall@10 0.62 / 0.36 / 0.19 for filters passing 60 / 30 / 10 % of the
+        videos, efSearch 128. Instead the graph's own flat storage is scanned with the filter as a
+        bitmap (exact; distances only for the ids that pass)."""
         limit_omp_threads()
         ids = np.ascontiguousarray(ids, dtype=np.int64)
-        sel = faiss.IDSelectorBatch(ids)
         with self.lock.read():
             kk = min(k, len(ids))
-            if self.hnsw:
-                params: Any = faiss.SearchParametersHNSW(  # type: ignore[attr-defined]
-                    sel=sel, efSearch=max(self.params.ef_search, kk)
-                )
+            if not self.index.ntotal:
+                found = _empty(q.shape[0])
+            elif self.hnsw:
+                found = self._scan_storage(q, kk, ids)
             else:
-                params = faiss.SearchParameters(sel=sel)  # type: ignore[call-arg]
-            found = self.index.search(q, kk, params=params) if self.index.ntotal else _empty(q.shape[0])
+                sel = faiss.IDSelectorBatch(ids)
+                found = self.index.search(q, kk, params=faiss.SearchParameters(sel=sel))  # type: ignore[call-arg]
             if not len(self.tail):
                 return found
             _, pos = self.tail.positions(np.sort(ids))
             if not len(pos):
                 return found
             return _merge(found, _exact(q, self.tail.vecs[pos], self.tail.ids[pos], kk, self.metric), kk, self.metric)
+
+    def _scan_storage(self, q: np.ndarray, k: int, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Exact search of `ids` over an HNSW graph's flat storage (positions translated to ids)."""
+        graph: Any = faiss.downcast_index(self.index.index)
+        storage = faiss.downcast_index(graph.storage)
+        bits = np.zeros(int(ids.max()) + 1, dtype=bool)
+        bits[ids] = True
+        bitmap = np.packbits(bits, bitorder="little")
+        inner = faiss.IDSelectorBitmap(len(bitmap), faiss.swig_ptr(bitmap))
+        sel = faiss.IDSelectorTranslated(self.index.id_map, inner)
+        d, pos = storage.search(q, k, params=faiss.SearchParameters(sel=sel))  # type: ignore[call-arg]
+        id_map = self._id_map()
+        return d, np.where(pos >= 0, id_map[np.maximum(pos, 0)], -1)
+
+    def _id_map(self) -> np.ndarray:
+        """Position -> id of the graph, cached while the graph is unchanged (callers hold the read lock)."""
+        key = (self._version, int(self.index.ntotal))
+        cached = self._id_map_cache
+        if cached is None or cached[0] != key:
+            cached = (key, faiss.vector_to_array(self.index.id_map).astype(np.int64))
+            self._id_map_cache = cached
+        return cached[1]
 
     def reconstruct(self, ids: np.ndarray) -> np.ndarray | None:
         """The prepared vectors of `ids` from memory; None when one of them is not in the index."""
@@ -512,6 +544,7 @@ class Rebuild:
             vi.added_since_build = len(added)
             vi._log_adds = vi._log_dels = None
             vi.dirty = True
+            vi._version += 1
 
     def abort(self) -> None:
         with self.vi.lock.write():
