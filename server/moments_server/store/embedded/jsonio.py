@@ -1,4 +1,4 @@
-"""JSON on the store's hot paths (every row's properties, wire frames): orjson, which measured ~8x
+"""JSON on the store's hot paths (every row's properties, wire frames): orjson, which measured ~6x
 faster than the standard library on the small property objects a bulk insert writes per row.
 
 Same contract as json.dumps/json.loads for what the store handles: str out, str or bytes in, dict
