@@ -23,8 +23,6 @@ import time
 from dataclasses import replace
 from typing import Any
 
-import numpy as np
-
 from tests.bench.common import Figure, Goal, log, summarize
 from tests.bench.scale import run_probe
 
@@ -286,5 +284,4 @@ def run(ctx: Any) -> list[Figure]:
     if built and not built.get("reused"):
         b = built["build"]
         next(f for f in figs if f.id == "S.insert.inproc").details["1M_store_build"] = b
-    _ = np
     return figs

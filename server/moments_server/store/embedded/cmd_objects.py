@@ -225,15 +225,20 @@ def update_objects(tx: Tx, cmd: str, body: dict[str, Any]) -> dict[str, Any]:
         rows = tx.conn.execute(
             "SELECT id, props FROM objects WHERE id IN (SELECT value FROM json_each(?))", (_ids_param(ids),)
         ).fetchall()
-        upd = []
-        for rid, pj in rows:
-            p = jsonio.loads(pj)
-            for k in remove:
-                p.pop(k, None)
-            p.update(props)
-            upd.append((jsonio.dumps(p), rid))
-        tx.conn.executemany("UPDATE objects SET props=? WHERE id=?", upd)
+        _rewrite_props(tx, "objects", rows, props, remove)
     return {"count": len(ids), "status": 0}
+
+
+def _rewrite_props(tx: Tx, table: str, rows: list[tuple[int, str]], props: dict[str, Any], remove: list[str]) -> None:
+    """Update*/UpdateConnection: drop `remove`, then set `props`, on each (id, props JSON) row of `table`."""
+    upd = []
+    for rid, pj in rows:
+        p = jsonio.loads(pj)
+        for k in remove:
+            p.pop(k, None)
+        p.update(props)
+        upd.append((jsonio.dumps(p), rid))
+    tx.conn.executemany(f"UPDATE {table} SET props=? WHERE id=?", upd)
 
 
 def delete_ids(tx: Tx, ids: list[int]) -> None:
@@ -397,14 +402,7 @@ def update_connection(tx: Tx, cmd: str, body: dict[str, Any]) -> dict[str, Any]:
     remove = body.get("remove_props", [])
     where, params = _conn_select(tx, body, cmd)
     rows = tx.conn.execute(f"SELECT c.id, c.props FROM conns c WHERE {where}", params).fetchall()
-    upd = []
-    for cid, pj in rows:
-        p = jsonio.loads(pj)
-        for k in remove:
-            p.pop(k, None)
-        p.update(props)
-        upd.append((jsonio.dumps(p), cid))
-    tx.conn.executemany("UPDATE conns SET props=? WHERE id=?", upd)
+    _rewrite_props(tx, "conns", rows, props, remove)
     return {"count": len(rows), "status": 0}
 
 

@@ -184,6 +184,7 @@ class Engine:
         self._sets_by_id: dict[int, SetInfo] = {}
         self._deferred = deferred_index
         self._indexer: threading.Thread | None = None
+        self._indexer_lock = threading.Lock()  # starting it (once, from whichever thread commits first)
         self._indexer_wake = threading.Event()
         self._indexer_stop = False
         self._last_write = 0.0
@@ -335,7 +336,7 @@ class Engine:
 
     def _wake_indexer(self) -> None:
         if self._indexer is None and not self._closed:
-            with self._readers_lock:
+            with self._indexer_lock:
                 if self._indexer is None:
                     self._indexer = threading.Thread(target=self._index_loop, name="moments-indexer", daemon=True)
                     self._indexer.start()

@@ -161,36 +161,34 @@ def in_range(body: dict[str, Any], cmd: str) -> tuple[int, float, float] | None:
     return rt, float(a), float(b)
 
 
+FRAMES, FRACTION, TIME_US = 1, 2, 3  # _range_type values
+
+
+def _us_per_unit(unit: int, video: dict[str, Any] | None) -> float | None:
+    """Microseconds per frame / per whole video / per microsecond; None when the video lacks the field."""
+    if unit == TIME_US:
+        return 1.0
+    v = float((video or {}).get("_fps" if unit == FRAMES else "_duration_us") or 0)
+    if not v:
+        return None
+    return 1e6 / v if unit == FRAMES else v
+
+
 def clip_inside(clip: dict[str, Any], video: dict[str, Any] | None, want: tuple[int, float, float]) -> bool:
     """Whether a clip's range lies fully inside `want`, converting between frames, microseconds and
     fractions with its video's probed `_fps` and `_duration_us` when the units differ (a clip whose
     video lacks what the conversion needs is not inside)."""
     rt, lo, hi = want
     ct, a, b = clip.get("_range_type"), clip.get("_range_start"), clip.get("_range_stop")
-    if ct not in (1, 2, 3) or a is None or b is None:
+    if ct not in (FRAMES, FRACTION, TIME_US) or a is None or b is None:
         return False
     a, b = float(a), float(b)
     if ct != rt:
-        fps = float((video or {}).get("_fps") or 0)
-        dur = float((video or {}).get("_duration_us") or 0)
-        # to microseconds, then to the wanted unit; a frame range's stop frame is inclusive: it ends
-        # where the next frame starts
-        to_us = {
-            1: lambda f, end: (f + (1 if end else 0)) * 1e6 / fps if fps else None,
-            2: lambda x, end: x * dur if dur else None,
-            3: lambda u, end: u,
-        }[ct]
-        ua, ub = to_us(a, False), to_us(b, True)
-        if ua is None or ub is None:
+        src, dst = _us_per_unit(ct, video), _us_per_unit(rt, video)
+        if src is None or dst is None:
             return False
-        from_us = {
-            1: lambda u, end: u * fps / 1e6 - (1 if end else 0) if fps else None,
-            2: lambda u, end: u / dur if dur else None,
-            3: lambda u, end: u,
-        }[rt]
-        a2, b2 = from_us(ua, False), from_us(ub, True)
-        if a2 is None or b2 is None:
-            return False
-        a, b = a2, b2
+        # a frame range's stop frame is inclusive: it ends where the next frame starts
+        stop_us = (b + (1 if ct == FRAMES else 0)) * src
+        a, b = a * src / dst, stop_us / dst - (1 if rt == FRAMES else 0)
     eps = 1e-9 * max(1.0, abs(hi))
     return a >= lo - eps and b <= hi + eps
