@@ -51,6 +51,7 @@ from . import jsonio
 from .blobs import BlobFiles
 from .errors import QueryError
 from .model import Binding, SetInfo
+from .readcache import ReadCache
 from .vectors import HnswParams, VectorIndex
 
 log = logging.getLogger(__name__)
@@ -106,6 +107,18 @@ class Tx:
     vec_removes: dict[int, list[int]] = field(default_factory=dict)
     new_sets: dict[str, SetInfo] = field(default_factory=dict)
     dropped_sets: set[str] = field(default_factory=set)
+    # Readers: the read cache's generation at the start (None for writers, which never use the cache).
+    snap: int | None = None
+    # Writers: existing objects whose row or connections change (the read cache forgets them at commit);
+    # ids from first_new_id on were made by this transaction and are in no cache.
+    touched: set[int] = field(default_factory=set)
+    first_new_id: int = 0
+    # Decoded properties of rows read through the cache, for the response builder.
+    props_of: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+    def touch(self, ids: Any) -> None:
+        first = self.first_new_id
+        self.touched.update(i for i in ids if i < first)
 
     def next_blob(self, cmd: str) -> bytes:
         if self.blob_pos >= len(self.blobs_in):
@@ -127,6 +140,12 @@ class Tx:
             self.p_objects.clear()
         if self.p_conns:
             c.executemany("INSERT INTO conns VALUES (?,?,?,?,?)", self.p_conns)
+            first = self.first_new_id
+            for conn in self.p_conns:  # an existing object's edges change
+                if conn[2] < first:
+                    self.touched.add(conn[2])
+                if conn[3] < first:
+                    self.touched.add(conn[3])
             self.p_conns.clear()
         if self.p_vectors:
             c.executemany("INSERT INTO vectors VALUES (?,?,?)", self.p_vectors)
@@ -165,6 +184,7 @@ class Engine:
         indexed_properties: Sequence[str] = DEFAULT_INDEXED,
         omp_threads: int | None = 1,
         deferred_index: bool = True,
+        read_cache_rows: int = 250_000,
     ) -> None:
         from . import vectors
 
@@ -189,6 +209,7 @@ class Engine:
         self._indexer_stop = False
         self._last_write = 0.0
         self._rebuilding = False
+        self.cache = ReadCache(read_cache_rows)
         self._w = self._connect()
         # Checkpoint the WAL every 64 MiB rather than every 4 MiB: bulk ingest commits several MiB of
         # vectors at a time, and checkpointing after each one measured ~30% more commit time.
@@ -446,6 +467,10 @@ class Engine:
         blobs: Sequence[bytes],
     ) -> tuple[Any, list[bytes]]:
         tx = Tx(self, conn, write, blobs)
+        if write:
+            tx.first_new_id = self._next_id
+        else:
+            tx.snap = self.cache.snapshot()  # before the first read: see readcache.py
         conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
         results: list[dict[str, Any]] = []
         i = 0
@@ -462,10 +487,13 @@ class Engine:
                     "INSERT OR REPLACE INTO meta VALUES ('next_id', ?), ('next_conn_id', ?)",
                     (self._next_id, self._next_conn_id),
                 )
+                self.cache.invalidate(tx.touched)
             conn.execute("COMMIT")
         except Exception as e:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
+            if write:
+                self.cache.committed()
             self.blob_files.remove(tx.new_files)
             if isinstance(e, QueryError):
                 info = e.message
@@ -474,6 +502,7 @@ class Engine:
                 info = f"Internal error: {type(e).__name__}: {e}"
             return {"FailedCommand": {names[i]: commands[i][names[i]]}, "info": info, "status": -1}, []
         if write:
+            self.cache.committed()
             self._apply(tx)
         return results, tx.out_blobs
 
