@@ -180,3 +180,45 @@ def test_the_cache_is_bounded_and_can_be_off() -> None:
     assert many.stats() == {"rows": 0, "edges": 0, "dirty": 0}
     many.put_rows({1: row(1, "x")}, old)
     assert many.rows([1], old)[1] == [1]
+
+
+def test_a_replica_in_another_engine_answers_as_its_owner(tmp_path: Path, mp4: bytes) -> None:
+    """replica.py: a read-only Engine on the owner's data dir follows its writes (new vectors, the change
+    log's touched objects, removed vectors, new sets) and answers every read as the owner does."""
+    owner = Engine(tmp_path / "db")
+    rng = random.Random(11)
+    videos = [f"v{i}" for i in range(3)]
+    try:
+        replica = Engine(tmp_path / "db", replica=True)  # before the set exists: it must follow its creation
+        try:
+            owner.query([{"AddDescriptorSet": {"name": SET, "dimensions": DIMS, "metric": "CS"}}])
+            for vid in videos:
+                add_video(owner, rng, vid, 5, mp4)
+            queries = [vec(rng) for _ in range(4)]
+            refused, _ = replica.query([{"AddEntity": {"class": "Note"}}])
+            assert refused["status"] == -1 and "read-only replica" in refused["info"]
+            for step in range(40):
+                for q in queries:
+                    for f in ({}, {"constraints": {"tag": ["==", "b"]}}):
+                        assert search(replica, q, **f) == search(owner, q, **f), f"step {step}"
+                _, write = random_write(rng, step, videos)
+                response, _ = owner.query(write)
+                assert isinstance(response, list), response
+                if step % 10 == 9:
+                    add_video(owner, rng, f"late-{step}", 3, mp4)
+            count = [{"FindDescriptor": {"set": SET, "results": {"count": True}}}]
+            assert replica.query(count)[0] == owner.query(count)[0]
+            assert replica.replica is not None and replica.replica.seq > 0
+            # the replica's FAISS copy holds the owner's vectors, removals included
+            assert replica._sets[SET].index.ntotal == owner._sets[SET].index.ntotal
+        finally:
+            replica.close()
+        # a replica opened later starts from the same state
+        late = Engine(tmp_path / "db", replica=True)
+        try:
+            for q in queries:
+                assert search(late, q) == search(owner, q)
+        finally:
+            late.close()
+    finally:
+        owner.close()

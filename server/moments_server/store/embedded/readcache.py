@@ -103,22 +103,30 @@ class ReadCache:
                     del table[k]
 
     # -- the writer -----------------------------------------------------------------------------------
-    def invalidate(self, ids: set[int]) -> None:
-        """Before a write commits: forget `ids` and mark them changed as of the next generation."""
+    def invalidate(self, ids: set[int], at: int | None = None) -> None:
+        """Before a write commits: forget `ids` and mark them changed as of the next generation (or of
+        generation `at`: a replica's, from the owner's change log)."""
         if not ids:
             return
         with self._lock:
-            pending = self._gen + 1
+            pending = self._gen + 1 if at is None else at
             if len(self._dirty) + len(ids) > self.dirty_max:
-                self._rows.clear()
-                self._edges.clear()
-                self._dirty.clear()
-                self._floor = pending
+                self._drop_all(pending)
                 return
             for i in ids:
                 self._dirty[i] = pending
                 self._rows.pop(i, None)
                 self._edges.pop(i, None)
+
+    def invalidate_all(self, at: int) -> None:
+        with self._lock:
+            self._drop_all(at)
+
+    def _drop_all(self, floor: int) -> None:
+        self._rows.clear()
+        self._edges.clear()
+        self._dirty.clear()
+        self._floor = floor
 
     def committed(self) -> None:
         with self._lock:
