@@ -16,6 +16,7 @@ CHECKPOINT ?=
 MODELS_DIR ?= models
 DATA_DIR ?= data
 LISTEN ?= 127.0.0.1:50051
+WORKERS ?=
 
 .PHONY: install protos export serve test lint bench bench-prepare clean
 
@@ -44,7 +45,7 @@ export: install
 serve: install
 	$(PY) -m moments_server.launch --models-dir $(MODELS_DIR) --data-dir $(DATA_DIR) --listen $(LISTEN) \
 		$(if $(MODEL),--model $(MODEL)) $(if $(PRETRAINED),--pretrained $(PRETRAINED)) \
-		$(if $(CHECKPOINT),--checkpoint $(CHECKPOINT))
+		$(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) $(if $(WORKERS),--workers $(WORKERS))
 
 test: install
 	$(PY) -m pytest -q

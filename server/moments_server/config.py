@@ -23,6 +23,15 @@ class Settings(BaseSettings):
     # Engine of the descriptor set when the server creates it: Flat is exact (about 10 ms a query at 100k
     # frames on 2 cores); HNSW is approximate and the choice for millions of frames.
     descriptor_engine: str = "Flat"
+    # Server processes sharing the listening port (workers.py): each has its own onnxruntime sessions and
+    # gRPC server; the embedded store has one owner (the launching process) and a read replica in each
+    # worker. 0 = as many as the host's cores (see workers.auto_workers).
+    workers: int = Field(1, description="server processes sharing the port; 0 = one per core")
+    # Set by the launcher for its workers: the embedded store DIR is followed as a read replica and
+    # writes go to this ApertureDB URL (the owner's wire listener on loopback).
+    store_writer: str = ""
+    # Set by the launcher: this process is worker N of several sharing the port (-1: it serves alone).
+    worker_index: int = -1
     # Also serve the embedded store over ApertureDB's wire protocol on host:port (empty = off). Its user: the
     # one given here, else the store dir's wire_users.json (made at first start, the password printed once);
     # personal tokens (adbp_...) from wire_tokens.json (python -m moments_server.store.embedded --new-token).
@@ -61,6 +70,13 @@ class Settings(BaseSettings):
     max_concurrent_ingests: int = 8
     store_threads: int = 8
     grace_s: float = 10.0
+
+    @field_validator("workers")
+    @classmethod
+    def _not_negative(cls, v: int) -> int:
+        if v < 0:
+            raise ValueError("must be >= 0 (0 = one per core)")
+        return v
 
     @field_validator("text_max_batch", "image_max_batch", "max_top_k", "max_queue", "store_threads")
     @classmethod
