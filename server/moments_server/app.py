@@ -33,6 +33,7 @@ from moments_server.store.embedded import Engine, WireServer
 from moments_server.store.embedded.credentials import load_tokens, load_users
 from moments_server.transport.auth import TokenAuth
 from moments_server.transport.servicer import VideoSearchServicer
+from moments_server.transport.tls import server_credentials
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,8 @@ async def start(settings: Settings) -> Running:
         manifest.embed_dim,
         manifest.descriptor_set,
     )
-    metrics_port = metrics.serve_metrics(settings.metrics_listen)  # first: a port in use fails the start cleanly
+    creds = server_credentials(settings)  # a TLS or listen setting that cannot work fails before anything starts
+    metrics_port = metrics.serve_metrics(settings.metrics_listen)  # and a metrics port in use, cleanly
     executor = ThreadPoolExecutor(max_workers=settings.store_threads, thread_name_prefix="store")
     loop = asyncio.get_running_loop()
     connector = await loop.run_in_executor(executor, open_connector, settings.store, settings.store_writer)
@@ -114,7 +116,7 @@ async def start(settings: Settings) -> Running:
     moments_pb2_grpc.add_VideoSearchServicer_to_server(VideoSearchServicer(ingest, search, videos), server)
 
     try:
-        port = server.add_insecure_port(settings.listen)
+        port = server.add_secure_port(settings.listen, creds) if creds else server.add_insecure_port(settings.listen)
     except RuntimeError:  # grpc: "Failed to bind to address"
         port = 0
     if port == 0:

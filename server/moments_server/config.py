@@ -38,6 +38,13 @@ class Settings(BaseSettings):
     store_listen: str = ""
     store_listen_user: str = ""
     store_listen_password: str = ""
+    # TLS for the gRPC listener (PEM files). With a client CA, callers must present a certificate it
+    # signed (mTLS). Without TLS the server listens on loopback only, unless allow_insecure (say, behind a
+    # proxy that terminates TLS).
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    allow_insecure: bool = False
     # With a token set, every VideoSearch call must carry `authorization: Bearer <token>`.
     auth_token: str = ""
     log_level: str = "INFO"

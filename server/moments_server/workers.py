@@ -106,8 +106,10 @@ class Launcher:
     async def run(self) -> None:
         from moments_server import metrics
         from moments_server.app import start_wire_listener
+        from moments_server.transport.tls import server_credentials
 
         s = self.settings
+        server_credentials(s)  # TLS and plaintext rules: refused here rather than in every worker
         check_port_free(s.listen)
         env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=str(self.metrics_dir))
         owner = wire = public_wire = None

@@ -41,6 +41,7 @@ class AsyncClient:
         token: str | None = None,
         tls: c.TlsArg = None,
         *,
+        client_cert: c.ClientCert | None = None,
         timeout: float = c.DEFAULT_TIMEOUT_S,
         ingest_timeout: float = c.DEFAULT_INGEST_TIMEOUT_S,
         options: Sequence[tuple[str, Any]] = (),
@@ -49,7 +50,7 @@ class AsyncClient:
         self.target = target
         self.timeout = timeout
         self.ingest_timeout = ingest_timeout
-        creds = c.credentials(tls)
+        creds = c.credentials(tls, client_cert)
         opts = c.channel_options(options)
         self._channel = (
             grpc.aio.secure_channel(target, creds, options=opts)

@@ -177,7 +177,10 @@ def fmt_bytes(n: float) -> str:
 
 def client_of(args: argparse.Namespace) -> Client:
     tls: bool | str | None = args.ca_cert or (True if args.tls else None)
-    return Client(args.target, token=args.token or None, tls=tls, timeout=args.timeout)
+    if bool(args.client_cert) != bool(args.client_key):
+        raise SystemExit("moments: --client-cert and --client-key go together")
+    cert = (args.client_cert, args.client_key) if args.client_cert else None
+    return Client(args.target, token=args.token or None, tls=tls, client_cert=cert, timeout=args.timeout)
 
 
 @dataclass
@@ -660,7 +663,24 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_argument(
             "--tls", action="store_true", default=default(False), help="use TLS with the system's root certificates"
         )
-        g.add_argument("--ca-cert", metavar="PEM", default=default(None), help="use TLS with this CA bundle")
+        g.add_argument(
+            "--ca-cert",
+            metavar="PEM",
+            default=default(os.environ.get("MOMENTS_CA_CERT")),
+            help="use TLS with this CA bundle (env MOMENTS_CA_CERT)",
+        )
+        g.add_argument(
+            "--client-cert",
+            metavar="PEM",
+            default=default(os.environ.get("MOMENTS_CLIENT_CERT")),
+            help="client certificate for servers that require one (mTLS; env MOMENTS_CLIENT_CERT)",
+        )
+        g.add_argument(
+            "--client-key",
+            metavar="PEM",
+            default=default(os.environ.get("MOMENTS_CLIENT_KEY")),
+            help="its private key (env MOMENTS_CLIENT_KEY)",
+        )
         return p
 
     common = server_options(suppress=True)

@@ -45,7 +45,8 @@ class Client:
     """A connection to a Moments server (thread-safe; share one per process).
 
     ``target`` is ``host:port``; ``token`` is sent as ``authorization: Bearer <token>``; ``tls`` is None
-    (plaintext), True (system roots), a CA bundle path, or :class:`grpc.ChannelCredentials`.
+    (plaintext), True (system roots), a CA bundle path, or :class:`grpc.ChannelCredentials`;
+    ``client_cert`` is (certificate PEM path, key PEM path) for servers that require client certificates.
     """
 
     def __init__(
@@ -54,6 +55,7 @@ class Client:
         token: str | None = None,
         tls: c.TlsArg = None,
         *,
+        client_cert: c.ClientCert | None = None,
         timeout: float = c.DEFAULT_TIMEOUT_S,
         ingest_timeout: float = c.DEFAULT_INGEST_TIMEOUT_S,
         options: Sequence[tuple[str, Any]] = (),
@@ -62,7 +64,7 @@ class Client:
         self.target = target
         self.timeout = timeout
         self.ingest_timeout = ingest_timeout
-        creds = c.credentials(tls)
+        creds = c.credentials(tls, client_cert)
         opts = c.channel_options(options)
         self._channel = (
             grpc.secure_channel(target, creds, options=opts) if creds else grpc.insecure_channel(target, options=opts)
