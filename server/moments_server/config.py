@@ -75,6 +75,10 @@ class Settings(BaseSettings):
     max_frames: int = 36_000
     max_embed_items: int = 256
     max_concurrent_ingests: int = 8
+    # LIVE ingest: seconds of video per committed segment (a header may ask for another within the bounds).
+    live_segment_s: float = 4.0
+    live_segment_min_s: float = 0.5
+    live_segment_max_s: float = 60.0
     store_threads: int = 8
     grace_s: float = 10.0
 

@@ -73,6 +73,16 @@ def probe(path: Path) -> VideoInfo:
         container.close()
 
 
+def scaled_rgb(frame: av.VideoFrame, size: int) -> np.ndarray:
+    """The frame scaled by swscale (shorter side to `size`), turned upright, centre-cropped: uint8 RGB."""
+    w, h = scaled_size(frame.width, frame.height, size)
+    rgb = frame.reformat(width=w, height=h, format="rgb24", interpolation="AREA").to_ndarray()
+    turns = round(frame.rotation / 90) % 4 if frame.rotation else 0
+    if turns:
+        rgb = np.rot90(rgb, k=turns)
+    return center_crop(rgb, size)
+
+
 def sample(
     path: Path,
     fps: float,
@@ -104,16 +114,11 @@ def sample(
                 if slot <= last_slot:
                     continue
                 last_slot = slot
-                w, h = scaled_size(frame.width, frame.height, size)
-                rgb = frame.reformat(width=w, height=h, format="rgb24", interpolation="AREA").to_ndarray()
-                turns = round(frame.rotation / 90) % 4 if frame.rotation else 0
-                if turns:
-                    rgb = np.rot90(rgb, k=turns)
                 # The last window ends with the stream (when its duration is known and inside the window).
                 window_end = (slot + 1) / fps
                 if slot / fps < info_duration < window_end:
                     window_end = info_duration
-                yield SampledFrame(kept, max(t, 0.0), slot / fps, window_end, center_crop(rgb, size))
+                yield SampledFrame(kept, max(t, 0.0), slot / fps, window_end, scaled_rgb(frame, size))
                 kept += 1
                 if max_frames and kept >= max_frames:
                     return
