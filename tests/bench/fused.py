@@ -1,8 +1,8 @@
 """Figure 8: fused against unfused towers on the CPU (issue 11). The same model directory's plain fp32 graphs
 (text.onnx, image.onnx) and fused fp32 graphs (text.fused.onnx, image.fused.onnx: one onnxruntime Attention
 node per layer, SkipLayerNorm and BiasGelu), each in a session built as the server builds it, timed in
-alternating blocks at the same batch sizes. value = fused items/s at the best batch of the set, baseline =
-unfused items/s at that batch, ratio = fused / unfused. Goal: >= 1.15x."""
+alternating blocks at the same batch sizes. value = fused items/s at its best batch of the set, baseline =
+unfused items/s at its best batch, ratio = fused / unfused. Goal: >= 1.15x."""
 
 from __future__ import annotations
 
@@ -63,17 +63,25 @@ def run(ctx: Any) -> list[Figure]:
                     best[k] = max(best[k], _rate(g, x, block_s))
             per_batch[b] = {"unfused_per_s": round(best["fp32"], 2), "fused_per_s": round(best["fp32_fused"], 2)}
             log(f"  {tower} batch {b}: unfused {best['fp32']:.1f}/s, fused {best['fp32_fused']:.1f}/s")
-        b_best = max(per_batch, key=lambda b: per_batch[b]["fused_per_s"])
+        # each graph at its own best batch of the set (the throughput a batcher would reach with it)
+        b_f = max(per_batch, key=lambda b: per_batch[b]["fused_per_s"])
+        b_u = max(per_batch, key=lambda b: per_batch[b]["unfused_per_s"])
         unit = "frames/s" if tower == "image" else "texts/s"
         fig = Figure(
             f"8.{tower}",
             f"fused vs unfused {tower} tower (CPU, fp32)",
-            per_batch[b_best]["fused_per_s"],
+            per_batch[b_f]["fused_per_s"],
             unit,
-            baseline=f"unfused {tower}.onnx at batch {b_best}, same run, alternating blocks",
-            baseline_value=per_batch[b_best]["unfused_per_s"],
+            baseline=f"unfused {tower}.onnx at its best batch ({b_u}), same run, alternating blocks",
+            baseline_value=per_batch[b_u]["unfused_per_s"],
             goal=GOAL,
-            params={"batches": list(batches), "threads": threads, "rounds": rounds, "block_s": block_s},
+            params={
+                "batches": list(batches),
+                "threads": threads,
+                "rounds": rounds,
+                "block_s": block_s,
+                "fused_batch": b_f,
+            },
             details={
                 "per_batch": per_batch,
                 "ratio_per_batch": {b: round(v["fused_per_s"] / v["unfused_per_s"], 3) for b, v in per_batch.items()},
@@ -84,6 +92,6 @@ def run(ctx: Any) -> list[Figure]:
         ).evaluate()
         if fig.met is False:
             per = fig.details["ratio_per_batch"]
-            fig.reason = f"fused/unfused measured {fig.ratio}x at batch {b_best}; per batch {per}"
+            fig.reason = f"fused/unfused measured {fig.ratio}x (best batch of each); per batch {per}"
         figures.append(fig)
     return figures
