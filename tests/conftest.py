@@ -19,7 +19,8 @@ SHAPES_SEED = 0
 def export_env() -> dict[str, str]:
     """Environment for ``python -m moments_export`` subprocesses (torch stays out of the test process)."""
     env = dict(os.environ)
-    paths = [str(REPO / "export"), str(REPO / "clients" / "python")]
+    # server too: the export verifies graphs at the optimisation level the server's sessions use
+    paths = [str(REPO / "export"), str(REPO / "server"), str(REPO / "clients" / "python")]
     env["PYTHONPATH"] = os.pathsep.join(paths + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     return env
 

@@ -36,6 +36,13 @@ def _verified(
             f"{key} graphs disagree with torch: text cosine min {v['text_cosine_min']:.5f}, "
             f"image {v['image_cosine_min']:.5f} (need >= {min_cos})"
         )
+    if providers[0] != "CPUExecutionProvider":  # verified on the GPU above; on the CPU as well
+        v["cpu"] = verify.verify_pair(text, image, refs, dim, min_cos, ["CPUExecutionProvider"])
+        if not v["cpu"]["ok"]:
+            raise VerificationFailed(
+                f"{key} graphs disagree with torch on the CPU provider: text cosine min "
+                f"{v['cpu']['text_cosine_min']:.5f}, image {v['cpu']['image_cosine_min']:.5f} (need >= {min_cos})"
+            )
     if key.endswith("_fused"):
         plain = key.removesuffix("_fused")
         v["vs_unfused"] = verify.compare_graphs(_paths(work, key), _paths(work, plain), refs, min_cos)

@@ -63,9 +63,10 @@ def optimization_level(path: Path) -> ort.GraphOptimizationLevel:
 
     onnxruntime 1.32's CPU provider segfaults while creating a session for the plain fp16 graphs at
     ORT_ENABLE_ALL: the NCHWc layout transformer that only that level adds crashes on them (measured: the
-    session builds and runs with it in ``disabled_optimizers``, and at ORT_ENABLE_EXTENDED). That level's
-    other passes are CPU layout changes for fp32 convolutions, so fp16 graphs lose nothing on CUDA and run
-    (fp16 nodes cast to fp32 by the CPU provider) when the export verifies them on the CPU.
+    session builds and runs with it in ``disabled_optimizers``, and at ORT_ENABLE_EXTENDED). What ORT_ENABLE_ALL
+    adds over EXTENDED are layout transformations (NCHWc/NHWC) for the CPU provider's convolutions, which the
+    CUDA provider (where fp16 is served) does not take by default; on the CPU (where the export verifies fp16
+    graphs) the provider runs their fp16 nodes through inserted casts to fp32.
     """
     if ".fp16." in path.name:
         return ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
