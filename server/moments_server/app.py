@@ -141,10 +141,11 @@ async def start(settings: Settings) -> Running:
     await health.set("", health_pb2.HealthCheckResponse.SERVING)
     await health.set(SERVICE, health_pb2.HealthCheckResponse.SERVING)
     log.info(
-        "serving %s (%s, %s) on %s port %d, store %s, metrics port %s",
+        "serving %s (%s, %s, %s graphs) on %s port %d, store %s, metrics port %s",
         manifest.name,
         image.provider,
         image.precision,
+        "fused" if image.fused else "unfused",
         settings.listen,
         port,
         settings.store,

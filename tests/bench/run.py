@@ -11,6 +11,7 @@ beside it. Figures are modules of this package, each with `run(ctx) -> list[Figu
     scale              5  10k/100k/1M stored frames: p50, RSS, recall@10, filtered exactness
     store_hop          6  FindDescriptor→FindClip vs bare FAISS; the store figures of issue 3
     gpu                7  CUDA provider + fp16 (skipped with the reason where there is no CUDA)
+    fused              8  fused vs unfused towers on the CPU (same model directory, alternating blocks)
 """
 
 from __future__ import annotations
@@ -29,7 +30,16 @@ from typing import Any
 
 from tests.bench.common import CACHE, RESULTS, Figure, failed, log, machine_info, merged, now_date, write_results
 
-FIGURES = ("search_latency", "search_throughput", "ingest_throughput", "backfill", "scale", "store_hop", "gpu")
+FIGURES = (
+    "search_latency",
+    "search_throughput",
+    "ingest_throughput",
+    "backfill",
+    "scale",
+    "store_hop",
+    "gpu",
+    "fused",
+)
 
 # Every size the run uses; recorded in the JSON. Full sizes are chosen so that a run with the caches
 # warm (model export, test videos, synthetic stores) takes under 20 minutes on the 2-core machine.
