@@ -173,12 +173,13 @@ def ingest_header(
     thumbnails: bool,
     sha256: str | None,
     size: int | None,
+    keyframes: bool = False,
 ) -> pb.IngestHeader:
     check_video_id(video_id)
     header = pb.IngestHeader(
         video_id=video_id,
         filename=filename,
-        sampling=pb.SamplingOptions(fps=fps, max_frames=max_frames),
+        sampling=pb.SamplingOptions(fps=fps, max_frames=max_frames, keyframes=keyframes),
         replace=replace,
         thumbnails=thumbnails,
         sha256=sha256 or "",

@@ -164,6 +164,7 @@ class AsyncClient:
         *,
         fps: float = 1.0,
         max_frames: int = 0,
+        keyframes: bool = False,
         replace: bool = False,
         thumbnails: bool = False,
         sha256: str | bool | None = None,
@@ -177,7 +178,16 @@ class AsyncClient:
         try:
             digest = (await asyncio.to_thread(c.sha256_of, upload)) if sha256 is True else (sha256 or None)
             header = c.ingest_header(
-                video_id, upload.filename, metadata, fps, max_frames, replace, thumbnails, digest, upload.size
+                video_id,
+                upload.filename,
+                metadata,
+                fps,
+                max_frames,
+                replace,
+                thumbnails,
+                digest,
+                upload.size,
+                keyframes=keyframes,
             )
         except BaseException:
             upload.close()
@@ -225,6 +235,7 @@ class AsyncClient:
         *,
         fps: float = 1.0,
         max_frames: int = 0,
+        keyframes: bool = False,
         replace: bool = False,
         thumbnails: bool = False,
         sha256: str | bool | None = None,
@@ -241,6 +252,7 @@ class AsyncClient:
             metadata,
             fps=fps,
             max_frames=max_frames,
+            keyframes=keyframes,
             replace=replace,
             thumbnails=thumbnails,
             sha256=sha256,

@@ -308,6 +308,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
                         meta,
                         fps=args.fps,
                         max_frames=args.max_frames,
+                        keyframes=args.keyframes,
                         replace=args.replace,
                         thumbnails=args.thumbnails,
                         on_progress=on_event,
@@ -712,6 +713,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--replace", action="store_true", help="replace videos whose id exists")
     p.add_argument("--fps", type=float, default=1.0, help="frames per second to sample (default %(default)s)")
     p.add_argument("--max-frames", type=int, default=0, help="stop after this many frames per video (0 = no limit)")
+    p.add_argument(
+        "--keyframes",
+        action="store_true",
+        help="keep only keyframes (at most one per 1/fps window): far less decoding, frames as far apart as keyframes",
+    )
     p.add_argument("--thumbnails", action="store_true", help="store a small JPEG per sampled frame")
     p.add_argument("--json", action="store_true", help="print the summary as JSON (no progress bars)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")

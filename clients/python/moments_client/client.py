@@ -193,6 +193,7 @@ class Client:
         *,
         fps: float = 1.0,
         max_frames: int = 0,
+        keyframes: bool = False,
         replace: bool = False,
         thumbnails: bool = False,
         sha256: str | bool | None = None,
@@ -204,14 +205,24 @@ class Client:
         :class:`IngestAccepted`, :class:`IngestProgress` events and finally :class:`IngestDone`.
 
         The file is opened before the call (an unreadable path raises OSError). Closing the iterator early
-        cancels the upload, which leaves nothing of the video on the server. ``sha256=True`` hashes a
-        seekable source first so that the server verifies the upload.
+        cancels the upload, which leaves nothing of the video on the server. ``keyframes=True`` keeps only
+        keyframes (``SamplingOptions.keyframes``: far less decoding, frames as far apart as keyframes).
+        ``sha256=True`` hashes a seekable source first so that the server verifies the upload.
         """
         upload = c.open_upload(source, filename)
         try:
             digest = c.sha256_of(upload) if sha256 is True else (sha256 or None)
             header = c.ingest_header(
-                video_id, upload.filename, metadata, fps, max_frames, replace, thumbnails, digest, upload.size
+                video_id,
+                upload.filename,
+                metadata,
+                fps,
+                max_frames,
+                replace,
+                thumbnails,
+                digest,
+                upload.size,
+                keyframes=keyframes,
             )
         except BaseException:
             upload.close()
@@ -257,6 +268,7 @@ class Client:
         *,
         fps: float = 1.0,
         max_frames: int = 0,
+        keyframes: bool = False,
         replace: bool = False,
         thumbnails: bool = False,
         sha256: str | bool | None = None,
@@ -274,6 +286,7 @@ class Client:
             metadata,
             fps=fps,
             max_frames=max_frames,
+            keyframes=keyframes,
             replace=replace,
             thumbnails=thumbnails,
             sha256=sha256,

@@ -208,7 +208,16 @@ class IngestService:
         def produce() -> float:
             started = time.perf_counter()
             try:
-                for frame in sample(path, fps, max_frames, self.embedder.image_size, on_decoded, stop.is_set):
+                sampled = sample(
+                    path,
+                    fps,
+                    max_frames,
+                    self.embedder.image_size,
+                    on_decoded,
+                    stop.is_set,
+                    keyframes=header.sampling.keyframes,
+                )
+                for frame in sampled:
                     thumb = _thumbnail(frame.rgb) if want_thumbs else None
                     asyncio.run_coroutine_threadsafe(queue.put((frame, thumb)), loop).result()
                 asyncio.run_coroutine_threadsafe(queue.put(_END), loop).result()
