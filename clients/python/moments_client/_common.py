@@ -174,6 +174,8 @@ def ingest_header(
     sha256: str | None,
     size: int | None,
     keyframes: bool = False,
+    live: bool = False,
+    segment_s: float = 0.0,
 ) -> pb.IngestHeader:
     check_video_id(video_id)
     header = pb.IngestHeader(
@@ -184,6 +186,8 @@ def ingest_header(
         thumbnails=thumbnails,
         sha256=sha256 or "",
         size_bytes=size or 0,
+        mode=pb.INGEST_MODE_LIVE if live else pb.INGEST_MODE_UNSPECIFIED,
+        segment_s=segment_s,
     )
     for key, value in (metadata or {}).items():
         header.metadata[key].CopyFrom(to_value(value))
@@ -264,3 +268,10 @@ def sha256_of(upload: Upload) -> str:
         digest.update(chunk)
     f.seek(pos)
     return digest.hexdigest()
+
+
+def ingest_deadline(default: float, given: float | None, live: bool) -> float | None:
+    """An upload gets the client's ingest timeout; a live stream, which may never end, none unless given."""
+    if given is not None:
+        return given
+    return None if live else default

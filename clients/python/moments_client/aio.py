@@ -165,6 +165,8 @@ class AsyncClient:
         fps: float = 1.0,
         max_frames: int = 0,
         keyframes: bool = False,
+        live: bool = False,
+        segment_s: float = 0.0,
         replace: bool = False,
         thumbnails: bool = False,
         sha256: str | bool | None = None,
@@ -188,6 +190,8 @@ class AsyncClient:
                 digest,
                 upload.size,
                 keyframes=keyframes,
+                live=live,
+                segment_s=segment_s,
             )
         except BaseException:
             upload.close()
@@ -212,7 +216,7 @@ class AsyncClient:
                 raise
 
         call = self._stub.Ingest(
-            requests(), timeout=self.ingest_timeout if timeout is None else timeout, metadata=self._metadata
+            requests(), timeout=c.ingest_deadline(self.ingest_timeout, timeout, live), metadata=self._metadata
         )
         try:
             async for message in call:
@@ -236,6 +240,8 @@ class AsyncClient:
         fps: float = 1.0,
         max_frames: int = 0,
         keyframes: bool = False,
+        live: bool = False,
+        segment_s: float = 0.0,
         replace: bool = False,
         thumbnails: bool = False,
         sha256: str | bool | None = None,
@@ -253,6 +259,8 @@ class AsyncClient:
             fps=fps,
             max_frames=max_frames,
             keyframes=keyframes,
+            live=live,
+            segment_s=segment_s,
             replace=replace,
             thumbnails=thumbnails,
             sha256=sha256,

@@ -194,6 +194,8 @@ class Client:
         fps: float = 1.0,
         max_frames: int = 0,
         keyframes: bool = False,
+        live: bool = False,
+        segment_s: float = 0.0,
         replace: bool = False,
         thumbnails: bool = False,
         sha256: str | bool | None = None,
@@ -208,6 +210,9 @@ class Client:
         cancels the upload, which leaves nothing of the video on the server. ``keyframes=True`` keeps only
         keyframes (``SamplingOptions.keyframes``: far less decoding, frames as far apart as keyframes).
         ``sha256=True`` hashes a seekable source first so that the server verifies the upload.
+        ``live=True`` sends a stream that may never end (INGEST_MODE_LIVE): the server commits it every
+        ``segment_s`` seconds of video, reported as :class:`IngestCommitted` events, searchable at once; such a
+        call has no deadline unless ``timeout`` is given.
         """
         upload = c.open_upload(source, filename)
         try:
@@ -223,6 +228,8 @@ class Client:
                 digest,
                 upload.size,
                 keyframes=keyframes,
+                live=live,
+                segment_s=segment_s,
             )
         except BaseException:
             upload.close()
@@ -245,7 +252,7 @@ class Client:
                 raise
 
         call = self._stub.Ingest(
-            requests(), timeout=self.ingest_timeout if timeout is None else timeout, metadata=self._metadata
+            requests(), timeout=c.ingest_deadline(self.ingest_timeout, timeout, live), metadata=self._metadata
         )
         try:
             for message in call:
@@ -269,6 +276,8 @@ class Client:
         fps: float = 1.0,
         max_frames: int = 0,
         keyframes: bool = False,
+        live: bool = False,
+        segment_s: float = 0.0,
         replace: bool = False,
         thumbnails: bool = False,
         sha256: str | bool | None = None,
@@ -287,6 +296,8 @@ class Client:
             fps=fps,
             max_frames=max_frames,
             keyframes=keyframes,
+            live=live,
+            segment_s=segment_s,
             replace=replace,
             thumbnails=thumbnails,
             sha256=sha256,
