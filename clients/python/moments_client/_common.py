@@ -7,6 +7,7 @@ import io
 import json
 import os
 import re
+import socket
 from collections.abc import AsyncIterable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,39 @@ VIDEO_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 Source: TypeAlias = str | os.PathLike[str] | bytes | bytearray | memoryview | IO[bytes] | Iterable[bytes]
 AsyncSource: TypeAlias = Source | AsyncIterable[bytes]
 TlsArg: TypeAlias = bool | str | os.PathLike[str] | grpc.ChannelCredentials | None
+
+
+def balanced_target(target: str) -> tuple[str, list[tuple[str, Any]]]:
+    """Several servers, "host1:port1,host2:port2": one channel balancing its calls over all of them.
+
+    The host names are resolved here and handed to gRPC as one address list with its round_robin policy (a
+    `dns:///name:port` target balances over the addresses DNS gives, as gRPC does by itself). With TLS the
+    certificate is checked against the first host's name. A single target is returned as it is."""
+    parts = [p.strip() for p in target.split(",") if p.strip()]
+    if len(parts) < 2:
+        if target.startswith("dns:"):
+            return target, [("grpc.lb_policy_name", "round_robin")]
+        return target, []
+    addresses: list[str] = []
+    family = "ipv4"
+    for part in parts:
+        host, sep, port = part.rpartition(":")
+        if not sep or not port.isdigit():
+            raise ValueError(f"{part!r} in the target list is not host:port")
+        host = host.strip("[]")
+        infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+        if not infos:
+            raise ValueError(f"cannot resolve {host!r}")
+        fam, _, _, _, sockaddr = infos[0]
+        if fam == socket.AF_INET6:
+            family = "ipv6"
+            addresses.append(f"[{sockaddr[0]}]:{port}")
+        else:
+            addresses.append(f"{sockaddr[0]}:{port}")
+    first_host = parts[0].rpartition(":")[0].strip("[]")
+    options: list[tuple[str, Any]] = [("grpc.lb_policy_name", "round_robin")]
+    options.append(("grpc.ssl_target_name_override", first_host))
+    return f"{family}:{','.join(addresses)}", options
 
 
 def channel_options(extra: Sequence[tuple[str, Any]] = ()) -> list[tuple[str, Any]]:

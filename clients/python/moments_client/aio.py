@@ -51,7 +51,8 @@ class AsyncClient:
         self.timeout = timeout
         self.ingest_timeout = ingest_timeout
         creds = c.credentials(tls, client_cert)
-        opts = c.channel_options(options)
+        target, balancing = c.balanced_target(target)
+        opts = c.channel_options([*balancing, *options])
         self._channel = (
             grpc.aio.secure_channel(target, creds, options=opts)
             if creds

@@ -710,7 +710,8 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_argument(
             "--target",
             default=default(os.environ.get("MOMENTS_TARGET", DEFAULT_TARGET)),
-            help=f"host:port of the server (env MOMENTS_TARGET; default {DEFAULT_TARGET})",
+            help=f"host:port of the server, or several comma-separated (balanced round-robin) (env MOMENTS_TARGET; "
+            f"default {DEFAULT_TARGET})",
         )
         g.add_argument(
             "--token",

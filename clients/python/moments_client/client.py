@@ -44,7 +44,9 @@ ProgressCallback = Callable[[IngestEvent], None]
 class Client:
     """A connection to a Moments server (thread-safe; share one per process).
 
-    ``target`` is ``host:port``; ``token`` is sent as ``authorization: Bearer <token>``; ``tls`` is None
+    ``target`` is ``host:port``, or several (``host1:port1,host2:port2``: calls are balanced over them
+    round-robin; ``dns:///name:port`` balances over the addresses DNS gives); ``token`` is sent as
+    ``authorization: Bearer <token>``; ``tls`` is None
     (plaintext), True (system roots), a CA bundle path, or :class:`grpc.ChannelCredentials`;
     ``client_cert`` is (certificate PEM path, key PEM path) for servers that require client certificates.
     """
@@ -65,7 +67,8 @@ class Client:
         self.timeout = timeout
         self.ingest_timeout = ingest_timeout
         creds = c.credentials(tls, client_cert)
-        opts = c.channel_options(options)
+        target, balancing = c.balanced_target(target)
+        opts = c.channel_options([*balancing, *options])
         self._channel = (
             grpc.secure_channel(target, creds, options=opts) if creds else grpc.insecure_channel(target, options=opts)
         )
