@@ -23,6 +23,10 @@ class ResourceExhausted(MomentsError):
     code = "RESOURCE_EXHAUSTED"
 
 
+class Overloaded(ResourceExhausted):
+    """Full for now (every slot taken): worth retrying later, unlike a request that is too large."""
+
+
 class DataLoss(MomentsError):
     code = "DATA_LOSS"
 

@@ -26,7 +26,7 @@ from moments_server import metrics
 from moments_server.catalog.catalog import Catalog
 from moments_server.catalog.model import VIDEO_ID, FrameRecord, VideoRecord
 from moments_server.config import Settings
-from moments_server.errors import AlreadyExists, DataLoss, InvalidArgument, ResourceExhausted
+from moments_server.errors import AlreadyExists, DataLoss, InvalidArgument, Overloaded, ResourceExhausted
 from moments_server.inference.batcher import Lane
 from moments_server.inference.embedder import Embedder
 from moments_server.service.live import LiveIngest
@@ -89,7 +89,7 @@ class IngestService:
         validate_header(header, self.settings)
         metadata = metadata_from_request(header.metadata)
         if self._slots.locked():
-            raise ResourceExhausted(
+            raise Overloaded(
                 f"{self.settings.max_concurrent_ingests} ingests are running; retry when one finishes"
             )
         if header.video_id in self._in_flight:

@@ -13,7 +13,7 @@ import grpc
 
 from moments_server import metrics
 from moments_server.catalog.catalog import ModelMismatch, StoreError, VideoGone
-from moments_server.errors import MomentsError
+from moments_server.errors import MomentsError, Overloaded
 from moments_server.inference.batcher import Expired, QueueFull
 from moments_server.inference.preprocess import BadImage
 from moments_server.video.decode import BadVideo
@@ -47,6 +47,13 @@ def deadline_of(context: grpc.aio.ServicerContext) -> float | None:
     return None if remaining is None else time.perf_counter() + remaining
 
 
+# When the server is full for now (a queue at its bound, every ingest slot taken) or the store is away, the caller is
+# told when to retry: gRPC's retry pushback trailer, which gRPC's own retry policy (the Python client's service
+# config retries UNAVAILABLE) honours, and which other callers can read.
+RETRY_PUSHBACK = "grpc-retry-pushback-ms"
+RETRY_AFTER_MS = 250
+
+
 def rpc(method: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Wrap a servicer method: map exceptions to statuses, record metrics."""
 
@@ -67,7 +74,9 @@ def rpc(method: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
                 code, message = status_of(e)
                 if code == grpc.StatusCode.INTERNAL:
                     log.exception("%s failed", method)
-                await context.abort(code, message)
+                retry = isinstance(e, QueueFull | Overloaded) or code == grpc.StatusCode.UNAVAILABLE
+                trailers = ((RETRY_PUSHBACK, str(RETRY_AFTER_MS)),) if retry else ()
+                await context.abort(code, message, trailers)
             finally:
                 name = code.name if isinstance(code, grpc.StatusCode) else str(code)
                 metrics.RPC_CALLS.labels(method, name).inc()

@@ -26,7 +26,7 @@ class Aborted(Exception):
 
 
 class GrowingSource(io.RawIOBase):
-    def __init__(self, max_buffered: int = 64 << 20) -> None:
+    def __init__(self, max_buffered: int = 8 << 20) -> None:
         self.max_buffered = max_buffered
         self._chunks: deque[memoryview] = deque()
         self._buffered = 0
