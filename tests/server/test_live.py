@@ -51,9 +51,11 @@ class Feed:
             yield pb.IngestRequest(chunk=self.data[i : i + 8192])
 
 
-def search(stub: pb_grpc.VideoSearchStub, text: str, video_id: str, **filters: object) -> list[pb.Moment]:
+def search(
+    stub: pb_grpc.VideoSearchStub, text: str, video_id: str, top_k: int = 5, **filters: object
+) -> list[pb.Moment]:
     f = pb.SearchFilters(video_ids=[video_id], **filters)  # type: ignore[arg-type]
-    return list(stub.Search(pb.SearchRequest(text=text, top_k=5, filters=f), timeout=30).moments)
+    return list(stub.Search(pb.SearchRequest(text=text, top_k=top_k, filters=f), timeout=30).moments)
 
 
 def test_a_live_stream_is_searchable_while_it_runs_then_complete(server: LiveServer, stream_bytes: bytes) -> None:
@@ -139,3 +141,101 @@ def test_deleting_a_live_video_ends_its_stream(server: LiveServer, stream_bytes:
         )
         with pytest.raises(grpc.RpcError):
             stub.GetVideo(pb.GetVideoRequest(video_id="cam-deleted"), timeout=30)
+
+
+def moments_of(stub: pb_grpc.VideoSearchStub, video_id: str) -> list[tuple[float, float]]:
+    """(frame second, score) of every stored frame of the video, for a few queries: equal lists mean the
+    same frames (same times, same pixels, so the same embeddings)."""
+    out = []
+    for color, shape in SHAPES:
+        for m in search(stub, f"a {color} {shape}", video_id, top_k=50):
+            out.append((m.best_frame_s, round(m.score, 5)))
+    return sorted(out)
+
+
+def send_until_commit(stub: pb_grpc.VideoSearchStub, feed: Feed, media_s: float) -> tuple[str, int]:
+    """Stream until a commit reaches `media_s`, then drop the connection; -> (upload_id, committed bytes)."""
+    call = stub.Ingest(iter(feed), timeout=120)
+    upload_id, committed = "", 0
+    for ev in call:
+        if ev.WhichOneof("event") == "accepted":
+            upload_id = ev.accepted.upload_id
+        if ev.WhichOneof("event") == "committed":
+            committed = ev.committed.bytes
+            if ev.committed.media_s >= media_s:
+                call.cancel()
+                break
+    feed.release.set()
+    return upload_id, committed
+
+
+def resume(stub: pb_grpc.VideoSearchStub, video_id: str, data: bytes, upload_id: str, offset: int) -> pb.IngestDone:
+    header = pb.IngestHeader(
+        video_id=video_id, mode=pb.INGEST_MODE_LIVE, segment_s=1.0, resume_upload_id=upload_id, resume_offset=offset
+    )
+    requests = [pb.IngestRequest(header=header)]
+    requests += [pb.IngestRequest(chunk=data[i : i + 8192]) for i in range(offset, len(data), 8192)]
+    events = list(stub.Ingest(iter(requests), timeout=120))
+    accepted = events[0].accepted
+    assert accepted.upload_id == upload_id and accepted.offset == offset and accepted.media_s > 0
+    assert events[-1].WhichOneof("event") == "done", events[-1]
+    return events[-1].done
+
+
+def test_a_dropped_stream_resumes_where_the_server_stands(server: LiveServer, stream_bytes: bytes) -> None:
+    with grpc.insecure_channel(server.target) as ch:
+        stub = pb_grpc.VideoSearchStub(ch)
+        whole = Feed("cam-whole", stream_bytes, hold_at=1 << 30, segment_s=1.0)
+        list(stub.Ingest(iter(whole), timeout=120))
+        feed = Feed("cam-resumed", stream_bytes, hold_at=len(stream_bytes) // 2, segment_s=1.0)
+        upload_id, committed = send_until_commit(stub, feed, 5.0)
+        assert upload_id and 0 < committed < len(stream_bytes)
+        # the wrong offset, an unknown upload: precise refusals that name what to do
+        for uid, offset, code, words in (
+            (upload_id, committed + 1, grpc.StatusCode.FAILED_PRECONDITION, f"resume from offset {committed}"),
+            ("nope", committed, grpc.StatusCode.NOT_FOUND, "no live upload"),
+        ):
+            with pytest.raises(grpc.RpcError) as e:
+                resume(stub, "cam-resumed", stream_bytes, uid, offset)
+            assert e.value.code() == code and words in (e.value.details() or ""), e.value.details()
+        done = resume(stub, "cam-resumed", stream_bytes, upload_id, committed)
+        assert done.video.state == "complete" and done.frames == 16
+        assert done.video.size_bytes == len(stream_bytes)  # every byte stored once
+        # the same frames as the unbroken stream: none missing, none twice
+        assert moments_of(stub, "cam-resumed") == moments_of(stub, "cam-whole")
+
+
+def test_a_stream_resumes_after_the_server_is_killed(
+    shapes_model_dir: Path, stream_bytes: bytes, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    first = LiveServer(shapes_model_dir, f"embedded:{data}", tmp_path)
+    try:
+        with grpc.insecure_channel(first.target) as ch:
+            stub = pb_grpc.VideoSearchStub(ch)
+            list(stub.Ingest(iter(Feed("whole", stream_bytes, hold_at=1 << 30, segment_s=1.0)), timeout=120))
+            feed = Feed("killed", stream_bytes, hold_at=len(stream_bytes) // 2, segment_s=1.0)
+            call = stub.Ingest(iter(feed), timeout=120)
+            upload_id, committed = "", 0
+            for ev in call:
+                if ev.WhichOneof("event") == "accepted":
+                    upload_id = ev.accepted.upload_id
+                if ev.WhichOneof("event") == "committed":
+                    committed = ev.committed.bytes
+                    if ev.committed.media_s >= 4.0:
+                        first.stop(sig_kill=True)  # mid-stream, between commits
+                        break
+            feed.release.set()
+    finally:
+        first.stop(sig_kill=True)
+    second = LiveServer(shapes_model_dir, f"embedded:{data}", tmp_path)
+    try:
+        with grpc.insecure_channel(second.target) as ch:
+            stub = pb_grpc.VideoSearchStub(ch)
+            video = stub.GetVideo(pb.GetVideoRequest(video_id="killed"), timeout=30)
+            assert video.size_bytes >= committed and video.state == "live"  # what was reported committed is there
+            done = resume(stub, "killed", stream_bytes, upload_id, video.size_bytes)
+            assert done.video.state == "complete" and done.frames == 16
+            assert moments_of(stub, "killed") == moments_of(stub, "whole")
+    finally:
+        second.stop()

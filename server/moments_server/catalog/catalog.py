@@ -156,6 +156,29 @@ class Catalog:
                 raise VideoGone(f"video {video.video_id!r} was deleted while it was streaming") from None
             raise
 
+    def find_upload(self, upload_id: str) -> VideoRecord | None:
+        response, _ = self.run(queries.find_upload(upload_id), kind="find_upload")
+        entities = _first(response, "FindVideo").get("entities") or []
+        return VideoRecord.from_properties(entities[0]) if entities else None
+
+    def stored_bytes(self, video_id: str, start: int, end: int) -> bytes:
+        """Bytes [start, end) of a LIVE video's stream, from its blob and its segment blobs."""
+        response, blobs = self.run(queries.stored_bytes(video_id, start, end), kind="stored_bytes")
+        video = (_first(response, "FindVideo").get("entities") or [{}])[0]
+        pieces: list[tuple[int, bytes]] = []
+        if "_blob_index" in video:
+            pieces.append((0, blobs[video["_blob_index"]]))
+        for seg in response[1]["FindBlob"].get("entities") or []:
+            pieces.append((int(seg["byte_start"]), blobs[seg["_blob_index"]]))
+        out = bytearray()
+        for at, data in sorted(pieces, key=lambda p: p[0]):
+            lo, hi = max(start, at), min(end, at + len(data))
+            if lo < hi:
+                out += data[lo - at : hi - at]
+        if len(out) != max(end - start, 0):
+            raise StoreError(f"video {video_id!r}: bytes {start}-{end} are not all stored ({len(out)} found)")
+        return bytes(out)
+
     def set_state(self, video: VideoRecord) -> None:
         self.run(queries.set_state(video), kind="set_state")
 

@@ -23,6 +23,11 @@ VIDEO_FIELDS = (
     "size_bytes",
     "sha256",
     "state",
+    # LIVE streams: how to resume one (service/live.py)
+    "upload_id",
+    "stream_start_s",
+    "init_end",
+    "restart_offset",
 )
 FRAME_FIELDS = ("video_id", "frame_s", "start_s", "end_s", "state")
 RESERVED_KEYS = frozenset(VIDEO_FIELDS) | frozenset(FRAME_FIELDS)
@@ -65,6 +70,13 @@ class VideoRecord:
     sha256: str
     metadata: dict[str, PropertyValue] = field(default_factory=dict)
     state: str = COMPLETE
+    # LIVE: the id a broken stream resumes with, its first timestamp (stream seconds), where its container
+    # header ends (bytes a restarted demuxer reads first) and the byte offset of a keyframe a decoder can
+    # restart from after the committed part
+    upload_id: str = ""
+    stream_start_s: float = 0.0
+    init_end: int = 0
+    restart_offset: int = 0
 
     def properties(self) -> dict[str, Any]:
         props: dict[str, Any] = {
@@ -83,6 +95,13 @@ class VideoRecord:
             "sha256": self.sha256,
             "state": self.state,
         }
+        if self.upload_id:
+            props.update(
+                upload_id=self.upload_id,
+                stream_start_s=self.stream_start_s,
+                init_end=self.init_end,
+                restart_offset=self.restart_offset,
+            )
         props.update(self.metadata)
         return props
 
@@ -104,6 +123,10 @@ class VideoRecord:
             sha256=str(props.get("sha256", "")),
             metadata=user_metadata(props),
             state=str(props.get("state", COMPLETE)),  # videos stored before states existed are uploads
+            upload_id=str(props.get("upload_id", "")),
+            stream_start_s=float(props.get("stream_start_s", 0.0)),
+            init_end=int(props.get("init_end", 0)),
+            restart_offset=int(props.get("restart_offset", 0)),
         )
 
 

@@ -131,7 +131,34 @@ def live_totals(video: VideoRecord) -> dict[str, Any]:
         "frames": video.frames,
         "size_bytes": video.size_bytes,
         "duration_s": video.duration_s,
+        "restart_offset": video.restart_offset,
     }
+
+
+def find_upload(upload_id: str) -> list[Command]:
+    return [{"FindVideo": {"constraints": {"upload_id": ["==", upload_id]}, "results": {"all_properties": True}}}]
+
+
+def stored_bytes(video_id: str, start: int, end: int) -> list[Command]:
+    """The blobs of a LIVE video that hold bytes [start, end): its own (the first segment), then its segments."""
+    return [
+        {
+            "FindVideo": {
+                "_ref": 1,
+                "constraints": _by_video(video_id),
+                "blobs": True,
+                "results": {"list": ["video_id"]},
+            }
+        },
+        {
+            "FindBlob": {
+                "is_connected_to": {"ref": 1, "connection_class": SEGMENT_EDGE},
+                "constraints": {"byte_end": [">", start], "byte_start": ["<", end]},
+                "blobs": True,
+                "results": {"list": ["byte_start", "byte_end"], "sort": {"key": "byte_start", "order": "ascending"}},
+            }
+        },
+    ]
 
 
 def set_state(video: VideoRecord) -> list[Command]:
@@ -140,18 +167,6 @@ def set_state(video: VideoRecord) -> list[Command]:
     return [
         {"UpdateVideo": {"constraints": by_video, "properties": live_totals(video)}},
         {"UpdateDescriptor": {"constraints": by_video, "properties": {"state": video.state}}},
-    ]
-
-
-def segment_blobs(video_id: str) -> list[Command]:
-    return [
-        {
-            "FindBlob": {
-                "constraints": _by_video(video_id),
-                "blobs": True,
-                "results": {"list": ["segment"], "sort": {"key": "segment", "order": "ascending"}},
-            }
-        }
     ]
 
 

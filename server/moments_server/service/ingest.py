@@ -61,9 +61,11 @@ def validate_header(header: pb.IngestHeader, settings: Settings) -> None:
             )
         if header.sha256:
             raise InvalidArgument("sha256 checks a whole upload; a LIVE stream has none: leave it empty")
+        if header.resume_upload_id and header.replace:
+            raise InvalidArgument("a resumed stream continues its video: replace does not apply")
         return  # a live stream has no size to check
-    if header.segment_s:
-        raise InvalidArgument("segment_s is for LIVE ingests (mode = INGEST_MODE_LIVE)")
+    if header.segment_s or header.resume_upload_id:
+        raise InvalidArgument("segment_s and resume_upload_id are for LIVE ingests (mode = INGEST_MODE_LIVE)")
     if header.size_bytes > settings.max_upload_bytes:
         raise ResourceExhausted(
             f"the upload is {header.size_bytes} bytes; the server takes at most {settings.max_upload_bytes}"
@@ -82,36 +84,45 @@ class IngestService:
         self.embedder = embedder
         self.catalog = catalog
         self.executor = executor
-        self._in_flight: set[str] = set()
+        self._in_flight: dict[str, asyncio.Task] = {}  # video id -> the call ingesting it
         self._slots = asyncio.Semaphore(settings.max_concurrent_ingests)
 
     async def ingest(self, header: pb.IngestHeader, chunks: AsyncIterator[bytes], emit: Emit) -> None:
         validate_header(header, self.settings)
         metadata = metadata_from_request(header.metadata)
         if self._slots.locked():
-            raise Overloaded(
-                f"{self.settings.max_concurrent_ingests} ingests are running; retry when one finishes"
-            )
-        if header.video_id in self._in_flight:
+            raise Overloaded(f"{self.settings.max_concurrent_ingests} ingests are running; retry when one finishes")
+        running = self._in_flight.get(header.video_id)
+        if running is not None and header.resume_upload_id:
+            # A resume supersedes the stream it continues: after a dropped link the old call may linger
+            # until keepalive notices; it is ended here (what it committed stays) before this one starts.
+            running.cancel()
+            await asyncio.wait({running}, timeout=self.settings.grace_s)
+        elif running is not None:
             raise AlreadyExists(f"video {header.video_id!r} is being ingested by another stream right now")
+        if header.video_id in self._in_flight:
+            raise AlreadyExists(f"video {header.video_id!r} is still being ingested by another stream; retry")
+        task = asyncio.current_task()
+        assert task is not None
         async with self._slots:
-            self._in_flight.add(header.video_id)
+            self._in_flight[header.video_id] = task
             try:
                 await self._ingest(header, metadata, chunks, emit)
             finally:
-                self._in_flight.discard(header.video_id)
+                if self._in_flight.get(header.video_id) is task:
+                    del self._in_flight[header.video_id]
 
     async def _ingest(self, header: pb.IngestHeader, metadata: dict, chunks: AsyncIterator[bytes], emit: Emit) -> None:
         loop = asyncio.get_running_loop()
         t0 = time.perf_counter()
+        if header.mode == pb.INGEST_MODE_LIVE:
+            live = LiveIngest(self.settings, self.embedder, self.catalog, self.executor, _thumbnail)
+            await live.run(header, metadata, chunks, emit)
+            return
         existing = await loop.run_in_executor(self.executor, self.catalog.get_video, header.video_id)
         if existing is not None and not header.replace:
             raise AlreadyExists(f"video {header.video_id!r} exists; set replace to overwrite it")
         await emit(pb.IngestEvent(accepted=pb.IngestAccepted(video_id=header.video_id, replacing=existing is not None)))
-        if header.mode == pb.INGEST_MODE_LIVE:
-            live = LiveIngest(self.settings, self.embedder, self.catalog, self.executor, _thumbnail)
-            await live.run(header, metadata, existing is not None, chunks, emit)
-            return
 
         progress = pb.IngestProgress()
         suffix = Path(header.filename).suffix[:16] if header.filename else ""

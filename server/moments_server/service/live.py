@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import secrets
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -31,7 +32,7 @@ from moments_server import metrics
 from moments_server.catalog.catalog import Catalog
 from moments_server.catalog.model import COMPLETE, INTERRUPTED, LIVE, FrameRecord, VideoRecord
 from moments_server.config import Settings
-from moments_server.errors import InvalidArgument, ResourceExhausted
+from moments_server.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from moments_server.inference.batcher import Lane
 from moments_server.inference.embedder import Embedder
 from moments_server.service.videos import video_message
@@ -67,24 +68,70 @@ class LiveIngest:
         self.executor = executor
         self.thumbnail = thumbnail
 
-    async def run(
-        self, header: pb.IngestHeader, metadata: dict, replace: bool, chunks: AsyncIterator[bytes], emit: Emit
-    ) -> None:
+    async def _resumed(self, header: pb.IngestHeader) -> VideoRecord:
+        """The video of the upload to resume, checked against the header."""
+        loop = asyncio.get_running_loop()
+        video = await loop.run_in_executor(self.executor, self.catalog.find_upload, header.resume_upload_id)
+        if video is None or video.video_id != header.video_id:
+            raise NotFound(
+                f"no live upload {header.resume_upload_id!r} of video {header.video_id!r}: start a new stream"
+            )
+        if video.state == COMPLETE:
+            raise FailedPrecondition(f"video {video.video_id!r} is complete: its stream has nothing to resume")
+        if header.resume_offset != video.size_bytes:
+            raise FailedPrecondition(
+                f"the server has stored {video.size_bytes} bytes of upload {video.upload_id!r}; "
+                f"resume from offset {video.size_bytes} (not {header.resume_offset})"
+            )
+        return video
+
+    async def run(self, header: pb.IngestHeader, metadata: dict, chunks: AsyncIterator[bytes], emit: Emit) -> None:
         loop = asyncio.get_running_loop()
         t0 = time.perf_counter()
         s = self.settings
         seg_s = header.segment_s or s.live_segment_s
         fps = header.sampling.fps or 1.0
         per_segment = max(1, round(seg_s * fps))  # sampling windows in a segment
+        video: VideoRecord | None = None
+        replace = False
+        if header.resume_upload_id:
+            video = await self._resumed(header)
+        else:
+            existing = await loop.run_in_executor(self.executor, self.catalog.get_video, header.video_id)
+            if existing is not None and not header.replace:
+                raise AlreadyExists(f"video {header.video_id!r} exists; pass --replace (replace=true) to overwrite it")
+            replace = existing is not None
+        upload_id = video.upload_id if video else secrets.token_urlsafe(12)
+        accepted = pb.IngestAccepted(video_id=header.video_id, replacing=replace, upload_id=upload_id)
+        if video is not None:
+            accepted.offset, accepted.media_s = video.size_bytes, video.duration_s
+        await emit(pb.IngestEvent(accepted=accepted))
+
         source = GrowingSource()
         pending = bytearray()  # received, not stored yet
-        stored = 0
+        stored = video.size_bytes if video else 0
         received = [0]
         info: dict[str, object] = {}
-        video: VideoRecord | None = None
-        frames_total = 0
+        frames_total = video.frames if video else 0
         segments = 0
         state_written = False
+        # keyframes the demuxer saw: (media time, offset in the whole stream) - where a resume restarts
+        keyframes: list[tuple[float, int]] = []
+        init_end = video.init_end if video else 0
+        restart = video.restart_offset if video else 0
+
+        def stream_offset(pos: int) -> int:  # a resumed source is the header, then the stream from `restart`
+            return pos if video is None or pos < init_end else restart + (pos - init_end)
+
+        if video is not None:  # a resumed stream: the container header, then from the last restart point
+            prefix = await loop.run_in_executor(
+                self.executor,
+                lambda: (
+                    self.catalog.stored_bytes(header.video_id, 0, init_end)
+                    + self.catalog.stored_bytes(header.video_id, restart, stored)
+                ),
+            )
+            await loop.run_in_executor(self.executor, source.feed, prefix)
 
         async def receive() -> None:
             last = time.perf_counter()
@@ -110,7 +157,17 @@ class LiveIngest:
 
         def produce() -> None:
             try:
-                for frame in sample_stream(source, fps, self.embedder.image_size, stop.is_set, info):
+                frames = sample_stream(
+                    source,
+                    fps,
+                    self.embedder.image_size,
+                    stop.is_set,
+                    info,
+                    start_s=video.stream_start_s if video else None,
+                    after_s=video.duration_s if video else 0.0,
+                    on_keyframe=lambda t, pos: keyframes.append((t, stream_offset(pos))),
+                )
+                for frame in frames:
                     thumb = self.thumbnail(frame.rgb) if header.thumbnails else None
                     asyncio.run_coroutine_threadsafe(queue.put((frame, thumb)), loop).result()
                 asyncio.run_coroutine_threadsafe(queue.put(_END), loop).result()
@@ -128,6 +185,8 @@ class LiveIngest:
             media_s = seg.frames[-1].end_s if seg.frames else (video.duration_s if video else 0.0)
             vectors = np.stack(seg.vectors) if seg.vectors else np.zeros((0, self.embedder.dim), np.float32)
             thumbs = seg.thumbs if header.thumbnails else None
+            # a later resume restarts decoding at the last keyframe at or before the committed end
+            restart_at = max((pos for t, pos in list(keyframes) if t <= media_s + 1e-6), default=0)
             if video is None:
                 if not seg.frames:
                     raise InvalidArgument("the stream ended before any frame could be sampled from it")
@@ -146,6 +205,10 @@ class LiveIngest:
                     sha256="",
                     metadata=metadata,
                     state=LIVE,
+                    upload_id=upload_id,
+                    stream_start_s=float(info.get("start_s", 0.0)),  # type: ignore[arg-type]
+                    init_end=keyframes[0][1] if keyframes else 0,
+                    restart_offset=restart_at,
                 )
                 record = video
                 await loop.run_in_executor(
@@ -154,7 +217,8 @@ class LiveIngest:
                 )
             else:
                 video.frames, video.duration_s = frames_total, max(video.duration_s, media_s)
-                video.size_bytes = stored + len(blob)
+                video.size_bytes, video.state = stored + len(blob), LIVE
+                video.restart_offset = max(video.restart_offset, restart_at)
                 record, start = video, stored
                 await loop.run_in_executor(
                     self.executor,
@@ -169,7 +233,7 @@ class LiveIngest:
         receiver = asyncio.ensure_future(receive())
         producer = loop.run_in_executor(self.executor, produce)
         in_flight: list[tuple[SampledFrame, bytes | None, asyncio.Future]] = []
-        seg = _Segment(0)
+        seg = _Segment(math.floor((video.duration_s if video else 0.0) / seg_s + 1e-9))
         try:
             getter: asyncio.Future[object] = asyncio.ensure_future(queue.get())
             while True:

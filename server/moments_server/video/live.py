@@ -91,14 +91,24 @@ def sample_stream(
     size: int,
     should_stop: Callable[[], bool] | None = None,
     info: dict[str, object] | None = None,
+    *,
+    start_s: float | None = None,
+    after_s: float = -1.0,
+    base_offset: int = 0,
+    on_keyframe: Callable[[float, int], None] | None = None,
 ) -> Iterator[SampledFrame]:
-    """The first frame of each 1/fps window of the stream, as it decodes; `info` gets the stream's codec,
-    size, frame rate and container once open. Raises BadVideo naming the byte offset where the stream
-    stopped decoding."""
+    """The first frame of each 1/fps window of the stream, as it decodes.
+
+    Times count from `start_s` (the stream's first timestamp, in the stream's seconds; None: this
+    source's first frame, which `info["start_s"]` then reports); windows starting before `after_s` are
+    skipped (a resumed stream's committed part). `on_keyframe(time_s, byte offset)` hears of every
+    keyframe packet (offsets count from `base_offset`, where this source starts in the whole stream): a
+    decoder can restart there. `info` gets the codec, size, frame rate and container once open. Raises
+    BadVideo naming the byte offset where the stream stopped decoding."""
     try:
         container = av.open(source, mode="r")
     except av.error.FFmpegError as e:
-        raise BadVideo(f"cannot read the stream as a video (at byte {source.consumed}): {e}") from e
+        raise BadVideo(f"cannot read the stream as a video (at byte {base_offset + source.consumed}): {e}") from e
     try:
         if not container.streams.video:
             raise BadVideo("the stream holds no video stream")
@@ -106,29 +116,39 @@ def sample_stream(
         # slice threads only: frame threads hold back as many frames as they are, which a live viewer waits for
         stream.thread_type = "SLICE"
         rate = float(stream.average_rate or stream.guessed_rate or 25)
+        tb = float(stream.time_base) if stream.time_base else 1 / 90000
         if info is not None:
             ctx = stream.codec_context
             info.update(codec=ctx.name, width=ctx.width, height=ctx.height, fps=rate, container=container.format.name)
-        start: float | None = None
-        last_slot = -1
+        last_slot = math.ceil(after_s * fps - 1e-6) - 1 if after_s > 0 else -1  # the windows before after_s
         kept = decoded = 0
         try:
-            for frame in container.decode(stream):
-                decoded += 1
-                if should_stop is not None and should_stop():
-                    return
-                t_abs = frame.time if frame.time is not None else (decoded - 1) / rate
-                if start is None:
-                    start = t_abs
-                t = max(t_abs - start, 0.0)
-                slot = math.floor(t * fps + 1e-6)
-                if slot <= last_slot:
-                    continue
-                last_slot = slot
-                yield SampledFrame(kept, t, slot / fps, (slot + 1) / fps, scaled_rgb(frame, size))
-                kept += 1
+            for packet in container.demux(stream):
+                if packet.is_keyframe and packet.pos is not None and packet.pts is not None:
+                    if start_s is None:
+                        start_s = float(packet.pts) * tb
+                    if on_keyframe is not None:
+                        on_keyframe(float(packet.pts) * tb - start_s, base_offset + packet.pos)
+                for frame in packet.decode():
+                    decoded += 1
+                    if should_stop is not None and should_stop():
+                        return
+                    t_abs = frame.time if frame.time is not None else (decoded - 1) / rate
+                    if start_s is None:
+                        start_s = t_abs
+                    if info is not None:
+                        info.setdefault("start_s", start_s)
+                    t = max(t_abs - start_s, 0.0)
+                    slot = math.floor(t * fps + 1e-6)
+                    if slot <= last_slot:
+                        continue
+                    last_slot = slot
+                    yield SampledFrame(kept, t, slot / fps, (slot + 1) / fps, scaled_rgb(frame, size))
+                    kept += 1
         except av.error.FFmpegError as e:
-            raise BadVideo(f"the stream stopped decoding at byte {source.consumed} after {decoded} frames: {e}") from e
+            raise BadVideo(
+                f"the stream stopped decoding at byte {base_offset + source.consumed} after {decoded} frames: {e}"
+            ) from e
         if decoded == 0:
             raise BadVideo("the stream holds no decodable frame")
     finally:
