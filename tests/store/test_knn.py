@@ -282,3 +282,15 @@ def test_filters_correlated_with_the_vectors_stay_exact_on_hnsw(
         i2, d2 = brute(xb[keep], q, K, "L2")
         got = knn(engine, "s", q, constraints={"video_id": ["not in", ["v0", "v1"]]})
         assert_exact(got, keep[i2], d2)
+
+
+@pytest.mark.parametrize("metric", ["CS", "IP", "L2"])
+@pytest.mark.parametrize("engine_name", ["Flat", "HNSW"])
+def test_equal_distances_come_back_in_insertion_order(engine: Engine, metric: str, engine_name: str) -> None:
+    """ApertureDB returns ties in insertion order (SEMANTICS.md §5); faiss's IP heaps reversed them."""
+    engine.query([{"AddDescriptorSet": {"name": "t", "dimensions": 2, "metric": metric, "engine": engine_name}}])
+    v = np.array([1, 0], "<f4").tobytes()
+    for i in range(5):
+        engine.query([{"AddDescriptor": {"set": "t", "properties": {"n": i}}}], [v])
+    r, _ = engine.query([{"FindDescriptor": {"set": "t", "k_neighbors": 5, "results": {"list": ["n"]}}}], [v])
+    assert [e["n"] for e in r[0]["FindDescriptor"]["entities"]] == [0, 1, 2, 3, 4]
