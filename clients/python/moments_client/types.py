@@ -359,6 +359,19 @@ class Limits:
     image_max_batch: int
     max_fps: float
     max_frames: int
+    # 0 where the server does not report them (older servers).
+    max_metadata_keys: int = 0
+    max_metadata_key_chars: int = 0
+    max_metadata_value_bytes: int = 0
+    max_metadata_bytes: int = 0
+    max_query_chars: int = 0
+    max_image_bytes: int = 0
+    max_image_pixels: int = 0
+    max_video_pixels: int = 0
+    max_video_duration_s: float = 0.0
+    max_response_bytes: int = 0
+    max_concurrent_ingests: int = 0
+    max_message_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -394,6 +407,18 @@ class Info:
                 lim.image_max_batch,
                 lim.max_fps,
                 lim.max_frames,
+                lim.max_metadata_keys,
+                lim.max_metadata_key_chars,
+                lim.max_metadata_value_bytes,
+                lim.max_metadata_bytes,
+                lim.max_query_chars,
+                lim.max_image_bytes,
+                lim.max_image_pixels,
+                lim.max_video_pixels,
+                lim.max_video_duration_s,
+                lim.max_response_bytes,
+                lim.max_concurrent_ingests,
+                lim.max_message_bytes,
             ),
             r.version,
         )
