@@ -129,3 +129,20 @@ def test_an_unknown_key_error_stays_short_with_many_known_keys() -> None:
     with pytest.raises(InvalidArgument) as err:
         build_constraints(pb.SearchFilters(conditions=[cond("video_id", C.EQ, s("a"))]), known)
     assert "filters.video_ids" in str(err.value) and "--video" in str(err.value)
+
+
+def test_a_strip_of_an_image_is_cut_before_scaling() -> None:
+    """A 1 x 1,753,216 PNG (found by the property tests) scaled by its short side needed gigabytes."""
+    import io
+
+    from PIL import Image
+
+    from moments_server.inference.preprocess import decode_image
+
+    out = io.BytesIO()
+    Image.new("RGB", (2, 400_000), "red").save(out, format="PNG")
+    rgb = decode_image(out.getvalue(), 224)
+    assert rgb.shape == (224, 224, 3) and tuple(rgb[112, 112]) == (255, 0, 0)
+    square = io.BytesIO()
+    Image.new("RGB", (300, 200), "blue").save(square, format="PNG")
+    assert decode_image(square.getvalue(), 224).shape == (224, 224, 3)

@@ -62,6 +62,23 @@ def check_image(data: bytes, max_bytes: int, max_pixels: int, where: str = "the 
         )
 
 
+# Beyond this long:short ratio the long side is cut down (centred) before scaling: the centre crop keeps
+# only the middle square anyway, and scaling a 1 x 1,000,000 strip to a short side of 224 would allocate
+# gigabytes. Ordinary pictures (up to 3:1) are not touched.
+MAX_ASPECT = 3
+
+
+def _trim_aspect(img: Image.Image) -> Image.Image:
+    w, h = img.size
+    if max(w, h) <= MAX_ASPECT * min(w, h):
+        return img
+    if w > h:
+        left = (w - MAX_ASPECT * h) // 2
+        return img.crop((left, 0, left + MAX_ASPECT * h, h))
+    top = (h - MAX_ASPECT * w) // 2
+    return img.crop((0, top, w, top + MAX_ASPECT * w))
+
+
 def decode_image(data: bytes, size: int) -> np.ndarray:
     opened = _open(data)
     try:
@@ -72,5 +89,6 @@ def decode_image(data: bytes, size: int) -> np.ndarray:
         raise BadImage(f"cannot decode the image: {e}") from e
     if img.width < 1 or img.height < 1:
         raise BadImage("the image has no pixels")
+    img = _trim_aspect(img)
     img = img.resize(scaled_size(img.width, img.height, size), Image.Resampling.BICUBIC)
     return center_crop(np.asarray(img, dtype=np.uint8), size)

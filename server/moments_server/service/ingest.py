@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 
 Emit = Callable[[pb.IngestEvent], Awaitable[None]]
 PROGRESS_EVERY_S = 0.25
+# Frames are scaled to the model's size by their shorter side: a 2 x 4,000,000 video would scale to gigabytes.
+MAX_VIDEO_ASPECT = 8
 _END = object()
 
 
@@ -64,6 +66,11 @@ def check_video(info: VideoInfo, settings: Settings) -> None:
         raise InvalidArgument(
             f"the video is {info.width}x{info.height} ({info.width * info.height} pixels); the server takes at most "
             f"{settings.max_video_pixels} pixels a frame: scale it down first"
+        )
+    short_side = min(info.width, info.height)
+    if short_side > 0 and max(info.width, info.height) > MAX_VIDEO_ASPECT * short_side:
+        raise InvalidArgument(
+            f"the video is {info.width}x{info.height}; the server takes frames up to {MAX_VIDEO_ASPECT}:1 wide or tall"
         )
     if not math.isfinite(info.duration_s) or info.duration_s > settings.max_video_duration_s:
         raise InvalidArgument(
