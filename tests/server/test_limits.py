@@ -236,3 +236,15 @@ def test_reflection_v1_is_served(limited: Limited) -> None:
             assert {"moments.v1.VideoSearch", "grpc.reflection.v1.ServerReflection"} <= names, version
             assert v1_file.file_descriptor_response.file_descriptor_proto, v1_file
             assert moments_file.file_descriptor_response.file_descriptor_proto
+
+
+def test_the_python_client_reports_trimmed_pages(limited: Limited) -> None:
+    from moments_client import Client
+
+    with Client(limited.server.target) as client:
+        result = client.search("a red circle", top_k=20)
+        assert result.trimmed and result.next_page_token and 0 < len(result) < 6
+        assert result.to_json()["trimmed"] is True
+        page = client.list_videos_page(page_size=10)
+        assert page.trimmed and page.next_page_token
+        assert sorted(v.video_id for v in client.list_videos(page_size=10))[:3] == ["big-0", "big-1", "big-2"]

@@ -472,6 +472,8 @@ def cmd_search(args: argparse.Namespace) -> int:
             fmt_meta(m.metadata),
         )
     out.print(table)
+    if result.trimmed:
+        out.print("fewer moments than asked: the page reached the server's response limit")
     if result.next_page_token:
         out.print(f"more: --page-token {result.next_page_token}")
     t = result.timing

@@ -196,6 +196,8 @@ class SearchResult:
     moments: list[Moment]
     next_page_token: str | None
     timing: Timing
+    # Fewer than top_k because the page would have passed the server's response limit; the token goes on.
+    trimmed: bool = False
 
     def __iter__(self) -> Iterator[Moment]:
         return iter(self.moments)
@@ -208,12 +210,18 @@ class SearchResult:
 
     @classmethod
     def from_proto(cls, r: pb.SearchResponse) -> SearchResult:
-        return cls([Moment.from_proto(m) for m in r.moments], r.next_page_token or None, Timing.from_proto(r.timing))
+        return cls(
+            [Moment.from_proto(m) for m in r.moments],
+            r.next_page_token or None,
+            Timing.from_proto(r.timing),
+            r.trimmed,
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
             "moments": [m.to_json() for m in self.moments],
             "next_page_token": self.next_page_token,
+            "trimmed": self.trimmed,
             "timing": vars(self.timing),
         }
 
@@ -260,6 +268,7 @@ class Video:
 class VideoPage:
     videos: list[Video]
     next_page_token: str | None
+    trimmed: bool = False  # fewer than page_size, to stay within the server's response limit
 
 
 @dataclass(frozen=True)
