@@ -124,6 +124,8 @@ def parse_where(items: Sequence[str]) -> list[tuple[str, str, Any]]:
         if not m:
             raise UsageError(f"--where {item!r}: expected key=value, key!=value, key>=value, ... or 'key in a,b'")
         key, op, raw = m.group(1), m.group(2).strip(), m.group(3)
+        if key == "video_id":
+            raise UsageError(f"--where {item!r}: video ids are not metadata; use --video ID (repeatable)")
         if op == "in":
             triples.append((key, "in", [parse_value(v) for v in raw.split(",") if v.strip()]))
         else:
