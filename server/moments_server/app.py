@@ -15,7 +15,6 @@ from dataclasses import dataclass
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
-from grpc_reflection.v1alpha import reflection
 
 from moments.v1 import moments_pb2, moments_pb2_grpc
 from moments_server import metrics
@@ -32,6 +31,7 @@ from moments_server.store.connector import EmbeddedConnector, open_connector
 from moments_server.store.embedded import Engine, WireServer
 from moments_server.store.embedded.credentials import load_tokens, load_users
 from moments_server.transport.auth import TokenAuth
+from moments_server.transport.reflection import enable_reflection
 from moments_server.transport.servicer import VideoSearchServicer
 from moments_server.transport.tls import server_credentials
 
@@ -90,9 +90,7 @@ async def start(settings: Settings) -> Running:
     await health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
     await health.set(SERVICE, health_pb2.HealthCheckResponse.NOT_SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    reflection.enable_server_reflection(
-        (SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
-    )
+    enable_reflection((SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name), server)
 
     text, image = await loop.run_in_executor(
         None, load_towers, manifest, settings.device, settings.threads, settings.ort_spinning

@@ -71,6 +71,21 @@ class Settings(BaseSettings):
     max_page_depth: int = 1000
     max_upload_bytes: int = 2 * 1024**3
     max_message_bytes: int = 8 * 1024**2
+    # Every response is sized to this (a client's default receive limit is 4 MiB): Search and ListVideos pages
+    # are trimmed to fit (next_page_token goes on from the first moment left out), a lone video is refused.
+    max_response_bytes: int = Field(4 * 1024**2 - 64 * 1024, description="largest response the server sends")
+    # Caller metadata per video; it is copied onto every frame, so it is bounded (checked at the header).
+    max_metadata_keys: int = 64
+    max_metadata_key_chars: int = Field(64, description="1..64")
+    max_metadata_value_bytes: int = 4096
+    max_metadata_bytes: int = 16 * 1024
+    # Query images: encoded bytes and decoded pixels (checked from the header, before decoding).
+    max_image_bytes: int = 8 * 1024**2
+    max_image_pixels: int = 50_000_000
+    max_query_chars: int = 1000
+    # Videos: width x height and duration, checked when the upload is probed, before decoding.
+    max_video_pixels: int = 4096 * 4096
+    max_video_duration_s: float = 6 * 3600.0
     max_fps: float = 30.0
     max_frames: int = 36_000
     max_embed_items: int = 256
@@ -89,11 +104,33 @@ class Settings(BaseSettings):
             raise ValueError("must be >= 0 (0 = one per core)")
         return v
 
-    @field_validator("text_max_batch", "image_max_batch", "max_top_k", "max_queue", "store_threads")
+    @field_validator(
+        "text_max_batch",
+        "image_max_batch",
+        "max_top_k",
+        "max_queue",
+        "store_threads",
+        "max_response_bytes",
+        "max_metadata_keys",
+        "max_metadata_value_bytes",
+        "max_metadata_bytes",
+        "max_image_bytes",
+        "max_image_pixels",
+        "max_query_chars",
+        "max_video_pixels",
+        "max_video_duration_s",
+    )
     @classmethod
-    def _positive(cls, v: int) -> int:
-        if v <= 0:
+    def _positive(cls, v: float) -> float:
+        if not v > 0:
             raise ValueError("must be > 0")
+        return v
+
+    @field_validator("max_metadata_key_chars")
+    @classmethod
+    def _key_chars(cls, v: int) -> int:
+        if not 1 <= v <= 64:
+            raise ValueError("must be between 1 and 64 (the store's key pattern)")
         return v
 
     @property

@@ -3,6 +3,9 @@
 With no model named it serves ViT-B-32 (laion2b_s34b_b79k) when those weights are cached or can be
 fetched; when they cannot (offline), it says so in a banner and serves the offline `shapes-demo` model.
 A model named explicitly never falls back. Only the export subprocess imports torch.
+
+The probe for ViT-B-32's weights takes seconds; its failure is remembered in `<models-dir>/.default-unavailable`
+for a day, so that the next `make serve` falls back at once (delete the file to probe again).
 """
 
 from __future__ import annotations
@@ -11,11 +14,14 @@ import argparse
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 DEFAULT_MODEL, DEFAULT_PRETRAINED = "ViT-B-32", "laion2b_s34b_b79k"
 FALLBACK = "shapes-demo"
 EXIT_WEIGHTS_UNAVAILABLE = 3
+UNAVAILABLE_MARK = ".default-unavailable"
+REMEMBER_S = 24 * 3600.0
 
 BANNER = """
 ================================================================================
@@ -57,12 +63,39 @@ def ensure(model: str, pretrained: str | None, checkpoint: str | None, models_di
     return (0, found) if found else export(model, pretrained, checkpoint, models_dir)
 
 
+def _remembered_unavailable(models_dir: Path) -> bool:
+    mark = models_dir / UNAVAILABLE_MARK
+    try:
+        age = time.time() - mark.stat().st_mtime
+    except OSError:
+        return False
+    if age >= REMEMBER_S:
+        return False
+    print(
+        f"make serve: {DEFAULT_MODEL} weights were unavailable {age / 60:.0f} min ago (remembered in {mark}; "
+        "delete it to try again)",
+        file=sys.stderr,
+        flush=True,
+    )
+    return True
+
+
 def choose_model(args: argparse.Namespace) -> Path:
     models_dir = Path(args.models_dir)
+    mark = models_dir / UNAVAILABLE_MARK
     if args.model:  # explicit: never fall back
         code, directory = ensure(args.model, args.pretrained, args.checkpoint, models_dir)
     else:
-        code, directory = ensure(DEFAULT_MODEL, DEFAULT_PRETRAINED, None, models_dir)
+        name = f"{DEFAULT_MODEL}__{DEFAULT_PRETRAINED}"
+        if _existing(models_dir, name) is None and _remembered_unavailable(models_dir):
+            code, directory = EXIT_WEIGHTS_UNAVAILABLE, None
+        else:
+            code, directory = ensure(DEFAULT_MODEL, DEFAULT_PRETRAINED, None, models_dir)
+            if code == EXIT_WEIGHTS_UNAVAILABLE:
+                models_dir.mkdir(parents=True, exist_ok=True)
+                mark.touch()
+            elif code == 0:
+                mark.unlink(missing_ok=True)
         if code == EXIT_WEIGHTS_UNAVAILABLE:
             print(BANNER.format(model=DEFAULT_MODEL, pretrained=DEFAULT_PRETRAINED), file=sys.stderr, flush=True)
             code, directory = ensure(FALLBACK, None, None, models_dir)

@@ -15,7 +15,7 @@ import pytest
 from moments.v1 import moments_pb2 as pb
 from moments.v1 import moments_pb2_grpc as pb_grpc
 from moments_client import Client, MomentsError
-from moments_client.cli import parse_meta, parse_value, parse_where
+from moments_client.cli import UsageError, parse_meta, parse_value, parse_where
 from moments_client.types import conditions
 
 
@@ -115,6 +115,8 @@ def test_values_and_conditions() -> None:
         ("w", ">", 5.0),
         ("v", "==", 6.0),
     ]
+    with pytest.raises(UsageError, match="--video"):
+        parse_where(["video_id=cam-1"])
     conds = conditions({"floor": (">=", 2), "site": ["a", "b"], "ok": True})
     assert [(c.key, pb.Condition.Op.Name(c.op), len(c.values)) for c in conds] == [
         ("floor", "GE", 1),

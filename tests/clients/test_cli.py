@@ -213,3 +213,11 @@ def test_thumbnails_are_saved(library: Library, tmp_path: Path) -> None:
     (jpeg,) = out.glob("01-clip-thumbs-*.jpg")
     assert jpeg.read_bytes()[:2] == b"\xff\xd8"
     assert 2.0 <= float(jpeg.stem.split("-")[-1].rstrip("s")) < 4.0
+
+
+def test_the_upload_rate_is_the_uploads_not_diluted_by_processing() -> None:
+    from moments_client.cli import upload_rate
+
+    # 93 KiB received in 0.05 s: the rich speed column showed "19 bytes/s" once decoding took seconds.
+    assert upload_rate(93 * 1024, 0.05) == "1.8 MiB/s"
+    assert upload_rate(0, 1.0) == "" and upload_rate(10, 0.0) == ""

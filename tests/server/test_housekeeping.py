@@ -46,7 +46,9 @@ def test_reingest_replace_and_delete(library: Library, tmp_path: Path) -> None:
     last_progress = [e.progress for e in events if e.WhichOneof("event") == "progress"][-1]
     assert last_progress.bytes_received == first.stat().st_size and last_progress.frames_stored == 3
 
-    assert code_of(lambda: ingest(library.stub, first, "swap")) == grpc.StatusCode.ALREADY_EXISTS
+    with pytest.raises(grpc.RpcError) as exists:
+        ingest(library.stub, first, "swap")
+    assert exists.value.code() == grpc.StatusCode.ALREADY_EXISTS and "--replace" in str(exists.value.details())
 
     second = tmp_path / "second.mp4"
     write_shapes_video(second, [("orange", "triangle")], seconds_each=2.0, seed=12)

@@ -55,7 +55,7 @@ def test_filters_become_constraints() -> None:
 @pytest.mark.parametrize(
     ("filters", "message"),
     [
-        (pb.SearchFilters(conditions=[cond("nope", C.EQ, s("x"))]), "known keys: camera, floor, outdoor, shot"),
+        (pb.SearchFilters(conditions=[cond("nope", C.EQ, s("x"))]), "known keys include: camera, floor, outdoor, shot"),
         (pb.SearchFilters(conditions=[cond("floor", C.EQ, s("x"))]), "holds number values"),
         (pb.SearchFilters(conditions=[cond("floor", C.EQ, n(1), n(2))]), "exactly one value"),
         (pb.SearchFilters(conditions=[cond("camera", C.IN)]), "at least one value"),
@@ -116,3 +116,33 @@ def test_page_tokens_are_bound_to_their_query() -> None:
 def test_time_offset_format() -> None:
     assert time_offset(0) == "00:00:00.000000"
     assert time_offset(3725.25) == "01:02:05.250000"
+
+
+def test_an_unknown_key_error_stays_short_with_many_known_keys() -> None:
+    known = {f"key_{i:04d}_{'x' * 40}": "string" for i in range(2000)}
+    known["camera"] = "string"
+    with pytest.raises(InvalidArgument) as err:
+        build_constraints(pb.SearchFilters(conditions=[cond("camra", C.EQ, s("n"))]), known)
+    message = str(err.value)
+    assert len(message) < 600, len(message)  # was every key: over gRPC's 8 KiB header limit
+    assert "'camra'" in message and "2001 known" in message and "camera" in message and "more" in message
+    with pytest.raises(InvalidArgument) as err:
+        build_constraints(pb.SearchFilters(conditions=[cond("video_id", C.EQ, s("a"))]), known)
+    assert "filters.video_ids" in str(err.value) and "--video" in str(err.value)
+
+
+def test_a_strip_of_an_image_is_cut_before_scaling() -> None:
+    """A 1 x 1,753,216 PNG (found by the property tests) scaled by its short side needed gigabytes."""
+    import io
+
+    from PIL import Image
+
+    from moments_server.inference.preprocess import decode_image
+
+    out = io.BytesIO()
+    Image.new("RGB", (2, 400_000), "red").save(out, format="PNG")
+    rgb = decode_image(out.getvalue(), 224)
+    assert rgb.shape == (224, 224, 3) and tuple(rgb[112, 112]) == (255, 0, 0)
+    square = io.BytesIO()
+    Image.new("RGB", (300, 200), "blue").save(square, format="PNG")
+    assert decode_image(square.getvalue(), 224).shape == (224, 224, 3)

@@ -282,3 +282,34 @@ def test_filters_correlated_with_the_vectors_stay_exact_on_hnsw(
         i2, d2 = brute(xb[keep], q, K, "L2")
         got = knn(engine, "s", q, constraints={"video_id": ["not in", ["v0", "v1"]]})
         assert_exact(got, keep[i2], d2)
+
+
+@pytest.mark.parametrize("metric", ["CS", "IP", "L2"])
+@pytest.mark.parametrize("engine_name", ["Flat", "HNSW"])
+def test_equal_distances_come_back_in_insertion_order(engine: Engine, metric: str, engine_name: str) -> None:
+    """ApertureDB returns ties in insertion order (SEMANTICS.md §5); faiss's IP heaps reversed them."""
+    engine.query([{"AddDescriptorSet": {"name": "t", "dimensions": 2, "metric": metric, "engine": engine_name}}])
+    v = np.array([1, 0], "<f4").tobytes()
+    for i in range(5):
+        engine.query([{"AddDescriptor": {"set": "t", "properties": {"n": i}}}], [v])
+    r, _ = engine.query([{"FindDescriptor": {"set": "t", "k_neighbors": 5, "results": {"list": ["n"]}}}], [v])
+    assert [e["n"] for e in r[0]["FindDescriptor"]["entities"]] == [0, 1, 2, 3, 4]
+
+
+def test_results_group_counts_the_hits_per_value(engine: Engine) -> None:
+    """results.group → groups:[{key…, _group_count}] (SEMANTICS.md 8), on a kNN FindDescriptor too."""
+    engine.query([{"AddDescriptorSet": {"name": "g", "dimensions": 2, "metric": "L2"}}])
+    for i, cam in enumerate(["north", "south", "north", "north"]):
+        vec = np.array([i, 0], "<f4").tobytes()
+        engine.query([{"AddDescriptor": {"set": "g", "properties": {"cam": cam, "n": i}}}], [vec])
+    q = np.array([0, 0], "<f4").tobytes()
+    r, _ = engine.query([{"FindDescriptor": {"set": "g", "k_neighbors": 3, "results": {"group": ["cam"]}}}], [q])
+    assert r[0]["FindDescriptor"]["groups"] == [
+        {"_group_count": 2, "cam": "north"},
+        {"_group_count": 1, "cam": "south"},
+    ]
+    r, _ = engine.query([{"FindDescriptor": {"set": "g", "results": {"group": ["cam", "missing"], "list": ["n"]}}}])
+    body = r[0]["FindDescriptor"]
+    assert body["groups"][0] == {"_group_count": 3, "cam": "north", "missing": None} and len(body["entities"]) == 4
+    r, _ = engine.query([{"FindDescriptor": {"set": "g", "results": {"group": "cam"}}}])
+    assert isinstance(r, dict) and r["status"] == -1 and "results.group" in r["info"], r

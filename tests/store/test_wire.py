@@ -259,3 +259,62 @@ def test_personal_tokens_through_the_sdk(engine: Engine, wire: Any, tmp_path: An
         assert r == [{"Authenticate": {"info": "Authentication failed: invalid token", "status": -1}}], r
     r, _ = send_query(s, [{"Authenticate": {"token": other}}])  # no username: the token's own user
     assert r[0]["Authenticate"]["status"] == 0 and r[0]["Authenticate"]["session_token"].startswith("adbs_")
+
+
+def test_a_frame_before_authentication_is_never_held(engine: Engine, wire: Any) -> None:
+    """Before authenticating, a connection's frame over 64 KiB is read past, not buffered (a 32 MiB frame
+    would otherwise cost the listener 32 MiB), and answered Not Authenticated; after it, the full size."""
+    import tracemalloc
+
+    srv = wire(engine)
+    big = encode_query(json.dumps([{"GetStatus": {}}]), [b"\0" * (32 << 20)])
+    s = raw(srv.port)
+    tracemalloc.start()
+    try:
+        s.sendall(struct.pack("@I", len(big)))
+        view = memoryview(big)
+        for i in range(0, len(big), 1 << 20):
+            s.sendall(view[i : i + (1 << 20)])
+        n = struct.unpack("@I", recv_exact(s, 4))[0]
+        js, _, _ = decode_query(recv_exact(s, n))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert json.loads(js) == {"info": "Not Authenticated!", "status": -1}
+    assert peak < 8 << 20, f"the listener held {peak} bytes for an unauthenticated frame"
+    # The same connection, once authenticated, takes a large frame.
+    token = login(s)
+    r, _ = send_query(s, [{"GetStatus": {}}], [b"\0" * (1 << 20)], token=token)
+    assert r != {"info": "Not Authenticated!", "status": -1}
+    s.close()
+
+
+def test_a_session_shared_by_a_new_connection_survives_a_large_first_query(
+    engine: Engine, wire: Any, mp4: bytes
+) -> None:
+    """The SDK's clones share one session: a clone's first frame may be a large query with a valid token on a
+    connection that has not authenticated. It is refused unread, the SDK refreshes and resends."""
+    srv = wire(engine)
+    first = sdk_connector(srv.port)
+    assert first.query([{"GetStatus": {}}])[0][0]["GetStatus"]["status"] == 0
+    clone = first.clone()
+    blob = mp4 * (1 + (200 << 10) // len(mp4))
+    r, _ = clone.query([{"AddBlob": {"properties": {"name": "big"}}}], [blob])
+    assert r[0]["AddBlob"]["status"] == 0, r
+    r, blobs = first.query([{"FindBlob": {"constraints": {"name": ["==", "big"]}, "blobs": True}}])
+    assert blobs == [blob]
+    first.close()
+    clone.close()
+
+
+def test_slow_and_surplus_connections_are_closed(engine: Engine, wire: Any) -> None:
+    srv = wire(engine, pre_auth_timeout_s=0.5, max_connections=2)
+    quiet = raw(srv.port)  # says hello, then nothing
+    assert closed(quiet)
+    a, b = raw(srv.port), raw(srv.port)
+    extra = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+    assert closed(extra)
+    for s in (a, b, quiet, extra):
+        s.close()
+    time.sleep(0.2)
+    still_serving(srv.port)

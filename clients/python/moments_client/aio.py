@@ -138,7 +138,7 @@ class AsyncClient:
     ) -> VideoPage:
         request = pb.ListVideosRequest(page_size=page_size, page_token=page_token or "")
         r = await self._call("ListVideos", request, timeout)
-        return VideoPage([Video.from_proto(v) for v in r.videos], r.next_page_token or None)
+        return VideoPage([Video.from_proto(v) for v in r.videos], r.next_page_token or None, r.trimmed)
 
     async def list_videos(self, page_size: int = 100, *, timeout: float | None = None) -> AsyncIterator[Video]:
         token: str | None = None

@@ -34,7 +34,6 @@ from rich.progress import (
     TaskID,
     TextColumn,
     TimeElapsedColumn,
-    TransferSpeedColumn,
 )
 from rich.table import Table
 
@@ -126,6 +125,8 @@ def parse_where(items: Sequence[str]) -> list[tuple[str, str, Any]]:
         if not m:
             raise UsageError(f"--where {item!r}: expected key=value, key!=value, key>=value, ... or 'key in a,b'")
         key, op, raw = m.group(1), m.group(2).strip(), m.group(3)
+        if key == "video_id":
+            raise UsageError(f"--where {item!r}: video ids are not metadata; use --video ID (repeatable)")
         if op == "in":
             triples.append((key, "in", [parse_value(v) for v in raw.split(",") if v.strip()]))
         else:
@@ -163,6 +164,11 @@ def fmt_time(rfc3339: str) -> str:
         return datetime.fromisoformat(rfc3339).astimezone().strftime("%Y-%m-%d %H:%M:%S")
     except ValueError:
         return rfc3339
+
+
+def upload_rate(received: int, seconds: float) -> str:
+    """Bytes received over the seconds the upload has taken, e.g. "1.2 MiB/s"."""
+    return f"{fmt_bytes(received / seconds)}/s" if seconds > 0 and received > 0 else ""
 
 
 def fmt_bytes(n: float) -> str:
@@ -312,7 +318,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             TextColumn("{task.description}", justify="left"),
             BarColumn(),
             DownloadColumn(binary_units=True),
-            TransferSpeedColumn(),
+            TextColumn("{task.fields[rate]}", justify="right"),
             TextColumn("{task.fields[stage]}"),
             TimeElapsedColumn(),
             console=err,
@@ -321,12 +327,15 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         )
         total_bytes = sum(j.size or 0 for j in todo)
         with progress:
-            overall = progress.add_task(f"[bold]total ({len(todo)} files)", total=total_bytes or None, stage="")
+            overall = progress.add_task(
+                f"[bold]total ({len(todo)} files)", total=total_bytes or None, stage="", rate=""
+            )
+            overall_started = time.monotonic()
             tasks: dict[str, TaskID] = {}
             for job in todo:
                 # started when its upload starts, finished when the server is done (not when the last byte is sent)
                 tasks[job.video_id] = progress.add_task(
-                    escape(job.video_id), total=job.size or None, stage="queued", start=False
+                    escape(job.video_id), total=job.size or None, stage="queued", start=False, rate=""
                 )
             lock = threading.Lock()
             sent_so_far: dict[str, int] = {}
@@ -352,7 +361,13 @@ def cmd_ingest(args: argparse.Namespace) -> int:
                         with lock:
                             delta = received - sent_so_far.get(job.video_id, 0)
                             sent_so_far[job.video_id] = received
-                        progress.update(overall, advance=max(delta, 0))
+                            all_sent = sum(sent_so_far.values())
+                        now = time.monotonic()
+                        progress.update(
+                            overall, advance=max(delta, 0), rate=upload_rate(all_sent, now - overall_started)
+                        )
+                        if delta > 0:  # the upload's rate; decoding and embedding after it do not dilute it
+                            progress.update(task, rate=upload_rate(received, now - started))
                         stage = "uploading"
                         if event.frames_decoded or event.frames_embedded:
                             stage = f"{event.frames_embedded} frames embedded"
@@ -525,6 +540,8 @@ def cmd_search(args: argparse.Namespace) -> int:
             fmt_meta(m.metadata),
         )
     out.print(table)
+    if result.trimmed:
+        out.print("fewer moments than asked: the page reached the server's response limit")
     if result.next_page_token:
         out.print(f"more: --page-token {result.next_page_token}")
     t = result.timing
@@ -559,6 +576,21 @@ def cmd_info(args: argparse.Namespace) -> int:
         ("max fps", f"{lim.max_fps:g}"),
         ("max frames", str(lim.max_frames)),
         ("batch (text/image)", f"{lim.text_max_batch}/{lim.image_max_batch}"),
+    ]
+    if lim.max_metadata_keys:  # servers before these limits do not report them
+        rows += [
+            (
+                "metadata per video",
+                f"{lim.max_metadata_keys} keys, {fmt_bytes(lim.max_metadata_value_bytes)} a value, "
+                f"{fmt_bytes(lim.max_metadata_bytes)} in all",
+            ),
+            ("query text", f"{lim.max_query_chars} characters"),
+            ("query image", f"{fmt_bytes(lim.max_image_bytes)}, {lim.max_image_pixels / 1e6:g} megapixels"),
+            ("video", f"{lim.max_video_pixels / 1e6:g} megapixels, {lim.max_video_duration_s / 3600:g} h"),
+            ("max response", fmt_bytes(lim.max_response_bytes)),
+            ("concurrent ingests", str(lim.max_concurrent_ingests)),
+        ]
+    rows += [
         ("version", info.version),
     ]
     for k, v in rows:

@@ -166,7 +166,7 @@ class Client:
         self, page_size: int = 100, page_token: str | None = None, *, timeout: float | None = None
     ) -> VideoPage:
         r = self._call("ListVideos", pb.ListVideosRequest(page_size=page_size, page_token=page_token or ""), timeout)
-        return VideoPage([Video.from_proto(v) for v in r.videos], r.next_page_token or None)
+        return VideoPage([Video.from_proto(v) for v in r.videos], r.next_page_token or None, r.trimmed)
 
     def list_videos(self, page_size: int = 100, *, timeout: float | None = None) -> Iterator[Video]:
         """Every stored video in ingest order, fetching pages of ``page_size`` as the iteration goes."""

@@ -197,6 +197,8 @@ class SearchResult:
     moments: list[Moment]
     next_page_token: str | None
     timing: Timing
+    # Fewer than top_k because the page would have passed the server's response limit; the token goes on.
+    trimmed: bool = False
 
     def __iter__(self) -> Iterator[Moment]:
         return iter(self.moments)
@@ -209,12 +211,18 @@ class SearchResult:
 
     @classmethod
     def from_proto(cls, r: pb.SearchResponse) -> SearchResult:
-        return cls([Moment.from_proto(m) for m in r.moments], r.next_page_token or None, Timing.from_proto(r.timing))
+        return cls(
+            [Moment.from_proto(m) for m in r.moments],
+            r.next_page_token or None,
+            Timing.from_proto(r.timing),
+            r.trimmed,
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
             "moments": [m.to_json() for m in self.moments],
             "next_page_token": self.next_page_token,
+            "trimmed": self.trimmed,
             "timing": vars(self.timing),
         }
 
@@ -264,6 +272,7 @@ class Video:
 class VideoPage:
     videos: list[Video]
     next_page_token: str | None
+    trimmed: bool = False  # fewer than page_size, to stay within the server's response limit
 
 
 @dataclass(frozen=True)
@@ -377,6 +386,19 @@ class Limits:
     image_max_batch: int
     max_fps: float
     max_frames: int
+    # 0 where the server does not report them (older servers).
+    max_metadata_keys: int = 0
+    max_metadata_key_chars: int = 0
+    max_metadata_value_bytes: int = 0
+    max_metadata_bytes: int = 0
+    max_query_chars: int = 0
+    max_image_bytes: int = 0
+    max_image_pixels: int = 0
+    max_video_pixels: int = 0
+    max_video_duration_s: float = 0.0
+    max_response_bytes: int = 0
+    max_concurrent_ingests: int = 0
+    max_message_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -412,6 +434,18 @@ class Info:
                 lim.image_max_batch,
                 lim.max_fps,
                 lim.max_frames,
+                lim.max_metadata_keys,
+                lim.max_metadata_key_chars,
+                lim.max_metadata_value_bytes,
+                lim.max_metadata_bytes,
+                lim.max_query_chars,
+                lim.max_image_bytes,
+                lim.max_image_pixels,
+                lim.max_video_pixels,
+                lim.max_video_duration_s,
+                lim.max_response_bytes,
+                lim.max_concurrent_ingests,
+                lim.max_message_bytes,
             ),
             r.version,
         )

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import difflib
+import math
 from typing import Any
 
 from moments.v1 import moments_pb2 as pb
 from moments_server.catalog.catalog import value_type
 from moments_server.catalog.model import COMPLETE, METADATA_KEY, VIDEO_ID
 from moments_server.errors import InvalidArgument
-from moments_server.service.values import to_property
+from moments_server.service.values import short, to_property
 
 _OPS = {
     pb.Condition.EQ: "==",
@@ -21,6 +23,24 @@ _OPS = {
 }
 MAX_VIDEO_IDS = 1000
 MAX_CONDITIONS = 32
+# An unknown key's error names at most this many known keys (the closest first): the message travels in
+# an 8 KiB gRPC header.
+SUGGESTED_KEYS = 5
+
+
+def unknown_key_message(where: str, key: str, known: dict[str, str]) -> str:
+    if key == "video_id":
+        return (
+            f"{where}: video_id is not caller metadata; to search some videos only, set filters.video_ids "
+            "(CLI: --video ID, repeatable)"
+        )
+    if not known:
+        return f"{where}: no stored video has metadata key {key!r} (no video has metadata yet)"
+    close = difflib.get_close_matches(key, list(known), n=SUGGESTED_KEYS, cutoff=0.6)
+    shown = close + [k for k in sorted(known) if k not in close][: SUGGESTED_KEYS - len(close)]
+    more = f", and {len(known) - len(shown)} more" if len(known) > len(shown) else ""
+    hint = "did you mean" if close else "known keys include"
+    return f"{where}: no stored video has metadata key {key!r} ({len(known)} known; {hint}: {', '.join(shown)}{more})"
 
 
 def build_constraints(filters: pb.SearchFilters, known: dict[str, str]) -> dict[str, list[Any]] | None:
@@ -31,9 +51,12 @@ def build_constraints(filters: pb.SearchFilters, known: dict[str, str]) -> dict[
             raise InvalidArgument(f"filters.video_ids holds {len(filters.video_ids)} ids; at most {MAX_VIDEO_IDS}")
         for vid in filters.video_ids:
             if not VIDEO_ID.match(vid):
-                raise InvalidArgument(f"filters.video_ids: {vid!r} is not a valid video id")
+                raise InvalidArgument(f"filters.video_ids: {short(vid)} is not a valid video id")
         constraints["video_id"] = ["in", list(dict.fromkeys(filters.video_ids))]
     has_start, has_end = filters.HasField("start_s"), filters.HasField("end_s")
+    for name, given in (("start_s", has_start), ("end_s", has_end)):
+        if given and not math.isfinite(getattr(filters, name)):
+            raise InvalidArgument(f"filters.{name} must be a finite number of seconds, got {getattr(filters, name)}")
     if has_start and filters.start_s < 0:
         raise InvalidArgument("filters.start_s must be >= 0")
     if has_start and has_end and filters.end_s < filters.start_s:
@@ -52,10 +75,9 @@ def build_constraints(filters: pb.SearchFilters, known: dict[str, str]) -> dict[
     for i, cond in enumerate(filters.conditions):
         where = f"filters.conditions[{i}]"
         if not METADATA_KEY.match(cond.key):
-            raise InvalidArgument(f"{where}: {cond.key!r} is not a metadata key")
+            raise InvalidArgument(f"{where}: {short(cond.key)} is not a metadata key")
         if cond.key not in known:
-            names = ", ".join(sorted(known)) or "none yet"
-            raise InvalidArgument(f"{where}: no stored video has metadata key {cond.key!r} (known keys: {names})")
+            raise InvalidArgument(unknown_key_message(where, cond.key, known))
         if cond.op not in _OPS:
             raise InvalidArgument(f"{where}: op must be one of EQ, NE, LT, LE, GT, GE, IN")
         values = [to_property(v, where) for v in cond.values]

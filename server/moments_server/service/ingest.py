@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import math
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -33,12 +34,14 @@ from moments_server.service.live import LiveIngest
 from moments_server.service.values import metadata_from_request
 from moments_server.service.videos import video_message
 from moments_server.video.decode import SampledFrame, VideoInfo, probe, sample
-from moments_server.video.spool import Spool, UploadTooLarge
+from moments_server.video.spool import Spool, UploadTooLarge, sweep
 
 log = logging.getLogger(__name__)
 
 Emit = Callable[[pb.IngestEvent], Awaitable[None]]
 PROGRESS_EVERY_S = 0.25
+# Frames are scaled to the model's size by their shorter side: a 2 x 4,000,000 video would scale to gigabytes.
+MAX_VIDEO_ASPECT = 8
 _END = object()
 
 
@@ -46,8 +49,8 @@ def validate_header(header: pb.IngestHeader, settings: Settings) -> None:
     if not VIDEO_ID.match(header.video_id):
         raise InvalidArgument("header.video_id must be 1-128 characters of [A-Za-z0-9._:-]")
     fps = header.sampling.fps
-    if fps < 0 or fps > settings.max_fps:
-        raise InvalidArgument(f"sampling.fps must be in (0, {settings.max_fps}]; 0 means 1")
+    if not math.isfinite(fps) or fps < 0 or fps > settings.max_fps:
+        raise InvalidArgument(f"sampling.fps must be in (0, {settings.max_fps}]; 0 means 1; got {fps}")
     if header.sampling.max_frames > settings.max_frames:
         raise InvalidArgument(f"sampling.max_frames must be at most {settings.max_frames}")
     if header.sha256 and (len(header.sha256) != 64 or any(c not in "0123456789abcdef" for c in header.sha256)):
@@ -72,6 +75,35 @@ def validate_header(header: pb.IngestHeader, settings: Settings) -> None:
         )
 
 
+def check_video(info: VideoInfo, settings: Settings) -> None:
+    """Refuse, from the probe and before any frame is decoded, videos the server does not take."""
+    if info.width * info.height > settings.max_video_pixels:
+        raise InvalidArgument(
+            f"the video is {info.width}x{info.height} ({info.width * info.height} pixels); the server takes at most "
+            f"{settings.max_video_pixels} pixels a frame: scale it down first"
+        )
+    short_side = min(info.width, info.height)
+    if short_side > 0 and max(info.width, info.height) > MAX_VIDEO_ASPECT * short_side:
+        raise InvalidArgument(
+            f"the video is {info.width}x{info.height}; the server takes frames up to {MAX_VIDEO_ASPECT}:1 wide or tall"
+        )
+    if not math.isfinite(info.duration_s) or info.duration_s > settings.max_video_duration_s:
+        raise InvalidArgument(
+            f"the video lasts {info.duration_s:.0f} s; the server takes at most {settings.max_video_duration_s:.0f} s: "
+            "split it into parts"
+        )
+
+
+def check_size(header: pb.IngestHeader, received: int, finished: bool) -> None:
+    """header.size_bytes, when given, must be what arrives: no more while receiving, exactly that at the end."""
+    declared = header.size_bytes
+    if declared and (received > declared or (finished and received != declared)):
+        raise DataLoss(
+            f"the header says size_bytes={declared}, {'at least ' if not finished else ''}{received} bytes arrived; "
+            "resend the video with its true size (or size_bytes=0 when unknown)"
+        )
+
+
 def _thumbnail(rgb: np.ndarray) -> bytes:
     out = io.BytesIO()
     Image.fromarray(rgb).save(out, format="JPEG", quality=85)
@@ -86,10 +118,12 @@ class IngestService:
         self.executor = executor
         self._in_flight: dict[str, asyncio.Task] = {}  # video id -> the call ingesting it
         self._slots = asyncio.Semaphore(settings.max_concurrent_ingests)
+        # Uploads of a server killed mid-ingest are never finished: clear them before taking new ones.
+        sweep(settings.spool_dir)
 
     async def ingest(self, header: pb.IngestHeader, chunks: AsyncIterator[bytes], emit: Emit) -> None:
         validate_header(header, self.settings)
-        metadata = metadata_from_request(header.metadata)
+        metadata = metadata_from_request(header.metadata, self.settings)
         if self._slots.locked():
             raise Overloaded(f"{self.settings.max_concurrent_ingests} ingests are running; retry when one finishes")
         running = self._in_flight.get(header.video_id)
@@ -121,7 +155,9 @@ class IngestService:
             return
         existing = await loop.run_in_executor(self.executor, self.catalog.get_video, header.video_id)
         if existing is not None and not header.replace:
-            raise AlreadyExists(f"video {header.video_id!r} exists; set replace to overwrite it")
+            raise AlreadyExists(
+                f"video {header.video_id!r} exists; set IngestHeader.replace (CLI: --replace) to overwrite it"
+            )
         await emit(pb.IngestEvent(accepted=pb.IngestAccepted(video_id=header.video_id, replacing=existing is not None)))
 
         progress = pb.IngestProgress()
@@ -134,6 +170,7 @@ class IngestService:
                     spool.write(chunk)
                 except UploadTooLarge as e:
                     raise ResourceExhausted(str(e)) from e
+                check_size(header, spool.size, finished=False)
                 metrics.INGEST_BYTES.inc(len(chunk))
                 progress.bytes_received = spool.size
                 if time.perf_counter() - last >= PROGRESS_EVERY_S:
@@ -143,10 +180,12 @@ class IngestService:
             received = time.perf_counter()
             if spool.size == 0:
                 raise InvalidArgument("the upload is empty: send the video's bytes as chunks after the header")
+            check_size(header, spool.size, finished=True)
             if header.sha256 and header.sha256 != digest:
                 raise DataLoss(f"the upload's sha256 is {digest}, the header says {header.sha256}; resend the video")
             await emit(pb.IngestEvent(progress=progress))
             info = await loop.run_in_executor(self.executor, probe, spool.path)
+            check_video(info, self.settings)
             frames, vectors, thumbs, decode_s, embed_s = await self._embed_video(header, spool.path, progress, emit)
             if not frames:
                 raise InvalidArgument("no frame could be sampled from the video")

@@ -12,10 +12,12 @@ from concurrent.futures import Executor
 from moments.v1 import moments_pb2 as pb
 from moments_server.catalog.catalog import Catalog
 from moments_server.config import Settings
-from moments_server.errors import InvalidArgument
+from moments_server.errors import InvalidArgument, ResourceExhausted
 from moments_server.inference.embedder import Embedder
+from moments_server.inference.preprocess import check_image
 from moments_server.service.filters import build_constraints
 from moments_server.service.moments import DEFAULT_MERGE_TOLERANCE, to_moments
+from moments_server.service.sizing import fit
 from moments_server.service.values import fill_metadata
 
 DEFAULT_TOP_K = 10
@@ -84,8 +86,13 @@ class SearchService:
         if kind == "text":
             if not request.text.strip():
                 raise InvalidArgument("the text query is empty")
+            if len(request.text) > self.settings.max_query_chars:
+                raise InvalidArgument(
+                    f"the text query has {len(request.text)} characters; at most {self.settings.max_query_chars}"
+                )
             embedded = await self.embedder.embed_texts([request.text], deadline=deadline)
         elif kind == "image":
+            check_image(request.image, self.settings.max_image_bytes, self.settings.max_image_pixels, "the query image")
             embedded = await self.embedder.embed_images([request.image], deadline=deadline)
         else:
             raise InvalidArgument("the request needs a query: set text or image")
@@ -109,7 +116,16 @@ class SearchService:
             fill_metadata(out.metadata, m.metadata)
             if m.thumbnail:
                 out.thumbnail_jpeg = m.thumbnail
-        if len(moments) > offset + top_k:
+        kept = fit(response, "moments", self.settings.max_response_bytes)
+        if page and kept == 0:
+            raise ResourceExhausted(
+                f"one moment alone is over the server's response limit ({self.settings.max_response_bytes} bytes); "
+                "search without include_thumbnails, or ask the operator about the video's metadata"
+            )
+        if kept < len(page):
+            response.trimmed = True
+            response.next_page_token = encode_page_token(offset + kept, fingerprint)
+        elif len(moments) > offset + top_k:
             response.next_page_token = encode_page_token(offset + top_k, fingerprint)
         response.timing.queue_ms = embedded.queue_s * 1e3
         response.timing.inference_ms = embedded.inference_s * 1e3

@@ -11,8 +11,10 @@ from moments.v1 import moments_pb2 as pb
 from moments_server.catalog.catalog import Catalog
 from moments_server.catalog.model import VIDEO_ID, VideoRecord
 from moments_server.config import Settings
-from moments_server.errors import InvalidArgument, NotFound
+from moments_server.errors import InvalidArgument, NotFound, ResourceExhausted
 from moments_server.inference.embedder import Embedder
+from moments_server.inference.preprocess import check_image
+from moments_server.service.sizing import fit
 from moments_server.service.values import fill_metadata
 
 VERSION = "0.1.0"
@@ -61,7 +63,13 @@ class VideoService:
         video = await self._call(self.catalog.get_video, video_id)
         if video is None:
             raise NotFound(f"no video with id {video_id!r}")
-        return video_message(video)
+        message = video_message(video)
+        if message.ByteSize() > self.settings.max_response_bytes:
+            raise ResourceExhausted(
+                f"video {video_id!r} is {message.ByteSize()} bytes with its metadata, over the server's response "
+                f"limit of {self.settings.max_response_bytes}; re-ingest it with less metadata (replace)"
+            )
+        return message
 
     async def list(self, request: pb.ListVideosRequest) -> pb.ListVideosResponse:
         size = request.page_size or DEFAULT_PAGE
@@ -73,9 +81,20 @@ class VideoService:
                 offset = int(base64.urlsafe_b64decode(request.page_token.encode()).decode())
             except ValueError as e:
                 raise InvalidArgument("page_token is malformed; pass next_page_token from a previous response") from e
+            if offset < 0:
+                raise InvalidArgument("page_token is malformed; pass next_page_token from a previous response")
         videos, more = await self._call(self.catalog.list_videos, offset, size)
         response = pb.ListVideosResponse(videos=[video_message(v) for v in videos])
-        if more:
+        kept = fit(response, "videos", self.settings.max_response_bytes)
+        if videos and kept == 0:
+            raise ResourceExhausted(
+                f"the video at position {offset} alone is over the server's response limit "
+                f"({self.settings.max_response_bytes} bytes); re-ingest it with less metadata (replace)"
+            )
+        if kept < len(videos):
+            response.trimmed = True
+            response.next_page_token = base64.urlsafe_b64encode(str(offset + kept).encode()).decode()
+        elif more:
             response.next_page_token = base64.urlsafe_b64encode(str(offset + size).encode()).decode()
         return response
 
@@ -95,6 +114,11 @@ class VideoService:
             raise InvalidArgument("nothing to embed: set texts or images")
         if n > self.settings.max_embed_items:
             raise InvalidArgument(f"at most {self.settings.max_embed_items} items per call, got {n}")
+        for i, text in enumerate(request.texts):
+            if len(text) > self.settings.max_query_chars:
+                raise InvalidArgument(f"texts[{i}] has {len(text)} characters; at most {self.settings.max_query_chars}")
+        for i, image in enumerate(request.images):
+            check_image(image, self.settings.max_image_bytes, self.settings.max_image_pixels, f"images[{i}]")
         if request.texts:
             embedded = await self.embedder.embed_texts(list(request.texts), deadline=deadline)
         else:
@@ -130,6 +154,18 @@ class VideoService:
                 image_max_batch=self.embedder.image_batcher.max_batch,
                 max_fps=s.max_fps,
                 max_frames=s.max_frames,
+                max_metadata_keys=s.max_metadata_keys,
+                max_metadata_key_chars=s.max_metadata_key_chars,
+                max_metadata_value_bytes=s.max_metadata_value_bytes,
+                max_metadata_bytes=s.max_metadata_bytes,
+                max_query_chars=s.max_query_chars,
+                max_image_bytes=s.max_image_bytes,
+                max_image_pixels=s.max_image_pixels,
+                max_video_pixels=s.max_video_pixels,
+                max_video_duration_s=s.max_video_duration_s,
+                max_response_bytes=s.max_response_bytes,
+                max_concurrent_ingests=s.max_concurrent_ingests,
+                max_message_bytes=s.max_message_bytes,
                 live_segment_s=s.live_segment_s,
                 live_segment_min_s=s.live_segment_min_s,
                 live_segment_max_s=s.live_segment_max_s,

@@ -375,6 +375,8 @@ def _conn_select(tx: Tx, body: dict[str, Any], cmd: str) -> tuple[str, list[Any]
 def find_connection(tx: Tx, cmd: str, body: dict[str, Any]) -> dict[str, Any]:
 
     r = _results(body, cmd)
+    if "group" in r:
+        raise QueryError(f"{cmd}: results: unsupported parameter 'group'")
     where, params = _conn_select(tx, body, cmd)
     q = f"SELECT c.id, c.cls, c.props, c.src, c.dst FROM conns c WHERE {where} ORDER BY c.id"
     limit = _int(body, "limit", cmd, r.get("limit"))

@@ -177,7 +177,7 @@ def _results(body: dict[str, Any], cmd: str) -> dict[str, Any]:
     r = body.get("results", {})
     if not isinstance(r, dict):
         raise QueryError(f"{cmd}: results must be an object")
-    allowed = {"list", "all_properties", "count", "limit", "sort", "group_by_source"}
+    allowed = {"list", "all_properties", "count", "limit", "sort", "group_by_source", "group"}
     extra = set(r) - allowed
     if extra:
         raise QueryError(f"{cmd}: results: unsupported parameter {sorted(extra)[0]!r}")
@@ -186,7 +186,26 @@ def _results(body: dict[str, Any], cmd: str) -> dict[str, Any]:
     for k in ("all_properties", "count", "group_by_source"):
         if k in r and not isinstance(r[k], bool):
             raise QueryError(f"{cmd}: results.{k} must be a boolean")
+    if "group" in r:
+        g = r["group"]
+        if not isinstance(g, list) or not g or not all(isinstance(k, str) for k in g):
+            raise QueryError(f"{cmd}: results.group must be a non-empty array of property names")
+        if body.get("group_by_source") or r.get("group_by_source"):
+            raise QueryError(f"{cmd}: group_by_source cannot be combined with group")
     return r
+
+
+def _groups(rows: list[tuple[Any, ...]], keys: list[str]) -> list[dict[str, Any]]:
+    """results.group: one entry per distinct combination of the keys' values, in order of first appearance,
+    with `_group_count` (SEMANTICS.md 8). A missing property groups as null."""
+    counts: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        props = jsonio.loads(row[2])
+        values = {k: decode_value(props[k]) if k in props else None for k in keys}
+        ident = jsonio.dumps([values[k] for k in keys])
+        entry = counts.setdefault(ident, {**values, "_group_count": 0})
+        entry["_group_count"] += 1
+    return [_sorted(e) for e in counts.values()]
 
 
 def _wants_props(r: dict[str, Any]) -> bool:
@@ -308,6 +327,8 @@ def _respond(
     resp: dict[str, Any] = {"status": 0}
     if r.get("count"):
         resp["count"] = len(rows)
+    if r.get("group"):
+        resp["groups"] = _groups(rows, r["group"])
     entities: list[dict[str, Any]] = []
     if "uniqueids" in body:
         _bool(body, "uniqueids", cmd)

@@ -16,6 +16,12 @@ or `RefreshToken` hands out, and are refused with
 `max_message_bytes` or a malformed frame closes that connection with a log line; the listener
 serves everyone else. With `ssl=True` and no certificate in `cert_dir`, a self-signed one is made
 there at first start.
+
+Per-connection limits: until the connection has authenticated (a successful Authenticate or RefreshToken
+on it, or a query carrying a valid session token), a frame holds at most `pre_auth_max_bytes` (64 KiB);
+a larger one is read past without being kept and answered "Not Authenticated!" (the SDK then refreshes
+its session on that connection and resends), and each such frame must arrive within `pre_auth_timeout_s`.
+At most `max_connections` connections are served at once; more are closed at once.
 """
 
 from __future__ import annotations
@@ -47,6 +53,17 @@ from .protocol import (
 log = logging.getLogger(__name__)
 
 NOT_AUTHENTICATED = {"info": "Not Authenticated!", "status": -1}
+PRE_AUTH_MAX_BYTES = 64 << 10
+PRE_AUTH_TIMEOUT_S = 30.0
+MAX_CONNECTIONS = 256
+_DRAIN_CHUNK = 64 << 10
+
+
+class _Oversized:
+    """A pre-authentication frame that was read past, not kept."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
 
 
 def ensure_self_signed(cert_dir: Path) -> tuple[Path, Path]:
@@ -175,11 +192,17 @@ class WireServer:
         max_message_bytes: int = 256 << 20,
         session_ttl_s: int = 36000,
         refresh_ttl_s: int = 360000,
+        pre_auth_max_bytes: int = PRE_AUTH_MAX_BYTES,
+        pre_auth_timeout_s: float = PRE_AUTH_TIMEOUT_S,
+        max_connections: int = MAX_CONNECTIONS,
     ) -> None:
         self.engine = engine
         self.host = host
         self.port = port
         self.max_message_bytes = max_message_bytes
+        self.pre_auth_max_bytes = min(pre_auth_max_bytes, max_message_bytes)
+        self.pre_auth_timeout_s = pre_auth_timeout_s
+        self.max_connections = max_connections
         self.sessions = Sessions(users, session_ttl_s, refresh_ttl_s, tokens)
         self._ssl_ctx: ssl_mod.SSLContext | None = None
         if ssl:
@@ -211,7 +234,16 @@ class WireServer:
                 await self._server.wait_closed()
             self._server = None
 
-    async def _read_frame(self, reader: asyncio.StreamReader) -> bytes | None:
+    async def _read_frame(self, reader: asyncio.StreamReader, authenticated: bool = True) -> bytes | _Oversized | None:
+        """One frame; before authentication within pre_auth_timeout_s, and one over pre_auth_max_bytes is
+        read past (never held in memory) and comes back as _Oversized."""
+        if not authenticated:
+            try:
+                return await asyncio.wait_for(self._read_pre_auth(reader), self.pre_auth_timeout_s)
+            except TimeoutError:
+                raise ProtocolError(
+                    f"no complete frame within {self.pre_auth_timeout_s:.0f} s before authentication"
+                ) from None
         try:
             head = await reader.readexactly(LEN.size)
         except asyncio.IncompleteReadError as e:
@@ -221,10 +253,50 @@ class WireServer:
         (n,) = LEN.unpack(head)
         if n > self.max_message_bytes:
             raise ProtocolError(f"message of {n} bytes is over the limit of {self.max_message_bytes}")
+        return await self._read_body(reader, n)
+
+    async def _read_body(self, reader: asyncio.StreamReader, n: int) -> bytes:
         try:
             return await reader.readexactly(n)
         except asyncio.IncompleteReadError as e:
             raise ProtocolError(f"connection closed after {len(e.partial)} of {n} bytes") from None
+
+    async def _read_hello(self, reader: asyncio.StreamReader) -> bytes | None:
+        try:
+            head = await asyncio.wait_for(reader.readexactly(LEN.size), self.pre_auth_timeout_s)
+        except asyncio.IncompleteReadError as e:
+            if e.partial:
+                raise ProtocolError("truncated length prefix") from None
+            return None
+        except TimeoutError:
+            raise ProtocolError(f"no hello within {self.pre_auth_timeout_s:.0f} s") from None
+        (n,) = LEN.unpack(head)
+        if n != HELLO.size:
+            raise ProtocolError(f"hello of {n} bytes")
+        try:
+            return await asyncio.wait_for(self._read_body(reader, n), self.pre_auth_timeout_s)
+        except TimeoutError:
+            raise ProtocolError(f"no hello within {self.pre_auth_timeout_s:.0f} s") from None
+
+    async def _read_pre_auth(self, reader: asyncio.StreamReader) -> bytes | _Oversized | None:
+        try:
+            head = await reader.readexactly(LEN.size)
+        except asyncio.IncompleteReadError as e:
+            if e.partial:
+                raise ProtocolError("truncated length prefix") from None
+            return None
+        (n,) = LEN.unpack(head)
+        if n > self.max_message_bytes:
+            raise ProtocolError(f"message of {n} bytes is over the limit of {self.max_message_bytes}")
+        if n <= self.pre_auth_max_bytes:
+            return await self._read_body(reader, n)
+        left = n
+        while left:
+            chunk = await reader.read(min(left, _DRAIN_CHUNK))
+            if not chunk:
+                raise ProtocolError(f"connection closed after {n - left} of {n} bytes")
+            left -= len(chunk)
+        return _Oversized(n)
 
     @staticmethod
     async def _write_frame(writer: asyncio.StreamWriter, body: bytes) -> None:
@@ -234,14 +306,17 @@ class WireServer:
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._conns.add(task)
         peer = writer.get_extra_info("peername")
+        if len(self._conns) >= self.max_connections:
+            log.warning("wire: refusing %s: %d connections are open (the limit)", peer, len(self._conns))
+            writer.transport.abort()
+            return
+        self._conns.add(task)
+        authenticated = self.sessions.users is None
         try:
-            hello = await self._read_frame(reader)
+            hello = await self._read_hello(reader)
             if hello is None:
                 return
-            if len(hello) != HELLO.size:
-                raise ProtocolError(f"hello of {len(hello)} bytes")
             version, proto = HELLO.unpack(hello)
             allowed = PROTOCOL_TCP | (PROTOCOL_SSL if self._ssl_ctx else 0)
             if version != PROTOCOL_VERSION:
@@ -255,11 +330,16 @@ class WireServer:
                 assert self._ssl_ctx is not None
                 await writer.start_tls(self._ssl_ctx)
             while True:
-                frame = await self._read_frame(reader)
+                frame = await self._read_frame(reader, authenticated)
                 if frame is None:
                     return
+                if isinstance(frame, _Oversized):
+                    log.info("wire: %s sent %d bytes before authenticating; refused unread", peer, frame.size)
+                    await self._write_frame(writer, encode_query(jsonio.dumps(NOT_AUTHENTICATED), []))
+                    continue
                 js, blobs, token = decode_query(frame)
-                resp, out_blobs = await self._answer(js, blobs, token)
+                resp, out_blobs, ok = await self._answer(js, blobs, token)
+                authenticated = authenticated or ok
                 await self._write_frame(writer, encode_query(jsonio.dumps(resp), out_blobs))
         except ProtocolError as e:
             log.warning("wire: closing connection from %s: %s", peer, e)
@@ -274,20 +354,22 @@ class WireServer:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(writer.wait_closed(), 2)
 
-    async def _answer(self, js: str, blobs: list[bytes], token: str) -> tuple[Any, list[bytes]]:
+    async def _answer(self, js: str, blobs: list[bytes], token: str) -> tuple[Any, list[bytes], bool]:
+        """-> (response, blobs, whether the connection has now proved who it is)."""
         try:
             q = jsonio.loads(js)
         except ValueError as e:
-            return {"info": f"Invalid JSON: {e}", "status": -1}, []
+            return {"info": f"Invalid JSON: {e}", "status": -1}, [], False
         if isinstance(q, list) and len(q) == 1 and isinstance(q[0], dict) and len(q[0]) == 1:
             name = next(iter(q[0]))
-            if name == "Authenticate":
-                return [{name: self.sessions.authenticate(q[0][name])}], []
-            if name == "RefreshToken":
-                return [{name: self.sessions.refresh(q[0][name])}], []
+            if name in ("Authenticate", "RefreshToken"):
+                body = q[0][name]
+                answer = self.sessions.authenticate(body) if name == "Authenticate" else self.sessions.refresh(body)
+                return [{name: answer}], [], answer.get("status") == 0
         if not self.sessions.valid(token):
-            return dict(NOT_AUTHENTICATED), []
-        return await asyncio.to_thread(self.engine.query, q, blobs)
+            return dict(NOT_AUTHENTICATED), [], False
+        response, out_blobs = await asyncio.to_thread(self.engine.query, q, blobs)
+        return response, out_blobs, True
 
 
 class ThreadedWireServer:
