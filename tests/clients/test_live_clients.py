@@ -40,7 +40,7 @@ def test_python_client_live_ingest(server: LiveServer, ts_bytes: bytes) -> None:
         assert [c.media_s for c in committed][:4] == [2.0, 4.0, 6.0, 8.0]  # one commit per 2 s segment
         assert committed[-1].bytes == len(ts_bytes)
         assert client.get_video("py-live").state == "complete"
-        hits = client.search("a blue square", top_k=3, video_ids=["py-live"])
+        hits = client.search("a blue square", top_k=3, video_ids=["py-live"], complete_only=True)
         assert hits and 4 <= hits[0].start_s < 8
 
 

@@ -153,6 +153,7 @@ def search_request(
     min_score: float | None,
     page_token: str | None,
     merge_tolerance: float | None = None,
+    complete_only: bool = False,
 ) -> pb.SearchRequest:
     if (text is None) == (image is None):
         raise ValueError("search needs exactly one of text= or image=")
@@ -171,6 +172,7 @@ def search_request(
     if end_s is not None:
         filters.end_s = end_s
     filters.conditions.extend(conditions(where))
+    filters.complete_only = complete_only
     options = request.options
     options.merge_adjacent = merge_adjacent
     options.group_by_video = group_by_video

@@ -101,6 +101,7 @@ class AsyncClient:
         min_score: float | None = None,
         merge_tolerance: float | None = None,
         page_token: str | None = None,
+        complete_only: bool = False,
         timeout: float | None = None,
     ) -> SearchResult:
         """See :meth:`moments_client.Client.search`."""
@@ -118,6 +119,7 @@ class AsyncClient:
             min_score,
             page_token,
             merge_tolerance,
+            complete_only,
         )
         return SearchResult.from_proto(await self._call("Search", request, timeout))
 

@@ -507,6 +507,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             merge_tolerance=args.merge_tolerance,
             page_token=args.page_token,
             include_thumbnails=args.thumbnails is not None,
+            complete_only=args.complete_only,
         )
     if args.thumbnails is not None:
         folder = Path(args.thumbnails)
@@ -842,6 +843,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--start", type=float, help="only frames at or after this second")
     p.add_argument("--end", type=float, help="only frames at or before this second")
+    p.add_argument("--complete-only", action="store_true", help="leave out live (and interrupted) streams")
     p.add_argument("--merge", action="store_true", help="merge adjacent hits of a video into one moment")
     p.add_argument(
         "--merge-tolerance",

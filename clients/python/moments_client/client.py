@@ -120,6 +120,7 @@ class Client:
         min_score: float | None = None,
         merge_tolerance: float | None = None,
         page_token: str | None = None,
+        complete_only: bool = False,
         timeout: float | None = None,
     ) -> SearchResult:
         """The moments that best match ``text`` or ``image`` (JPEG/PNG bytes or a path), best first.
@@ -145,6 +146,7 @@ class Client:
             min_score,
             page_token,
             merge_tolerance,
+            complete_only,
         )
         return SearchResult.from_proto(self._call("Search", request, timeout))
 
