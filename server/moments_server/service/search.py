@@ -13,6 +13,7 @@ from moments.v1 import moments_pb2 as pb
 from moments_server.catalog.catalog import Catalog
 from moments_server.config import Settings
 from moments_server.errors import InvalidArgument, ResourceExhausted
+from moments_server.inference.batcher import Expired
 from moments_server.inference.embedder import Embedder
 from moments_server.inference.preprocess import check_image
 from moments_server.service.filters import build_constraints
@@ -101,6 +102,8 @@ class SearchService:
         folding = options.merge_adjacent or options.group_by_video
         k = min(wanted * OVERFETCH, self.settings.max_page_depth * OVERFETCH) if folding else wanted
         store_started = time.perf_counter()
+        if deadline is not None and store_started >= deadline:  # nobody waits for the answer any more
+            raise Expired("the deadline passed before the store query; the search was not run")
         hits = await loop.run_in_executor(
             self.executor,
             lambda: self.catalog.search(embedded.vectors[0], k, constraints, options.include_thumbnails),
