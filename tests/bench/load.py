@@ -38,11 +38,20 @@ def query_texts(prefix: str = "") -> Iterator[str]:
 def start_server(model_dir: Path, store: str, workdir: Path, *flags: str) -> tuple[LiveServer, int]:
     """LiveServer with its Prometheus endpoint on a known port; returns (server, metrics_port)."""
     workdir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    server = LiveServer(
-        model_dir, store, workdir, "--metrics-listen", f"127.0.0.1:{port}", "--log-level", "WARNING", *flags
-    )
-    return server, port
+    for attempt in range(3):
+        # a free port can be taken by another process before the server binds it: try other ports
+        port = free_port()
+        try:
+            server = LiveServer(
+                model_dir, store, workdir, "--metrics-listen", f"127.0.0.1:{port}", "--log-level", "WARNING", *flags
+            )
+        except RuntimeError as e:
+            if not any(m in str(e) for m in ("Address already in use", "cannot listen on")) or attempt == 2:
+                raise
+            log(f"server start: a port was taken meanwhile, retrying ({str(e).strip().splitlines()[-1]})")
+            continue
+        return server, port
+    raise AssertionError("unreachable")
 
 
 def metrics_text(port: int) -> str:

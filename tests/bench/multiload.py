@@ -170,7 +170,7 @@ def multiproc_search_load(
     res = LoadResult(procs * callers, max(r["wall_s"] for r in results.values()))
     for r in results.values():
         res.latencies_s += r["latencies_s"]
-        res.timings += [tuple(t) for t in r["timings"]]  # type: ignore[misc]
+        res.timings += [(t[0], t[1], t[2], t[3]) for t in r["timings"]]
         res.errors.update(r["errors"])
     facts = {
         "client_processes": procs,

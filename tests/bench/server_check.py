@@ -138,7 +138,7 @@ def cuda_library_env() -> None:
     """Put the CUDA/cuDNN libraries of torch's nvidia-* wheels on LD_LIBRARY_PATH, so that the server
     process (which does not import torch) can create CUDA sessions with onnxruntime-gpu."""
     try:
-        import nvidia  # type: ignore[import-not-found]
+        import nvidia
     except ImportError:
         return
     dirs = sorted({str(p) for root in nvidia.__path__ for p in Path(root).glob("**/lib") if p.is_dir()})

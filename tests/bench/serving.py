@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from tests.bench.common import Figure, Goal, log, percentile, summarize
+from tests.bench.common import Figure, Goal, log, percentile, skipped, summarize
 from tests.bench.embedder_alone import EmbedderAlone
 from tests.bench.load import LoadResult, ingest_parallel, query_texts, run_async, search_load, start_server, stop_server
 from tests.bench.multiload import multiproc_search_load, workers_flags
@@ -155,8 +155,12 @@ def run(ctx: Any) -> list[Figure]:
     alone = EmbedderAlone(model)
     try:
         for w in worker_counts:
-            flags, how = workers_flags(w)
             sfx = f".w{w}" if w is not None else ""
+            try:
+                flags, how = workers_flags(w)
+            except RuntimeError as e:
+                figs.append(skipped(f"8.shapes{sfx}", f"shapes-demo figures with {w} server workers", str(e)))
+                continue
             server, _ = start_server(model, f"embedded:{store}", ctx.work / f"shapes{sfx}", *flags)
             try:
                 pid = server.proc.pid
@@ -229,8 +233,12 @@ def run(ctx: Any) -> list[Figure]:
     alone = EmbedderAlone(ctx.model())
     try:
         for w in worker_counts:
-            flags, how = workers_flags(w)
             sfx = f".w{w}" if w is not None else ""
+            try:
+                flags, how = workers_flags(w)
+            except RuntimeError as e:
+                figs.append(skipped(f"8.model.mp{sfx}", f"bench model figure with {w} server workers", str(e)))
+                continue
             server, _ = start_server(ctx.model(), f"embedded:{bench_store}", ctx.work / f"serving{sfx}", *flags)
             try:
                 run_async(lambda t=server.target: search_load(t, 4, count=8, texts=query_texts("warm ")))
