@@ -103,7 +103,9 @@ class Check:
         md_meta = {**self.meta, "quick": self.args.small}
         text = markdown(md_meta, self.figures).replace(" (quick)", " (small)", 1)
         text = text.replace("# Moments benchmark", "# Moments whole-server check", 1)
-        text += f"\nDevice: **{self.meta.get('device')}**. Phases (s): " + ", ".join(
+        model = self.meta.get("server_info", {}).get("model", {})
+        served = f" (server: {model.get('provider')}, {model.get('precision')})" if model else ""
+        text += f"\nDevice: **{self.meta.get('device')}**{served}. Phases (s): " + ", ".join(
             f"{k} {v.get('seconds', v.get('skipped', ''))}" for k, v in self.phases.items()
         )
         if self.errors:
@@ -230,9 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--engine", default="HNSW", choices=("HNSW", "Flat"), help="the store's descriptor engine")
     p.add_argument("--clients", help="search client levels (default 1,64,512; --small 1,8)")
     p.add_argument("--client-procs", type=int, help="client processes for the load (default cores/4, 1..8)")
-    p.add_argument("--search-s", type=float, help="seconds per search level (default 8; --small 1.5)")
+    p.add_argument("--search-s", type=float, help="seconds per search level (default 6; --small 1.5)")
     p.add_argument("--streams", type=int, help="concurrent ingest streams (default 16; --small 2)")
-    p.add_argument("--video-s", type=int, help="seconds of each 720p h264 video (default 20; --small 2)")
+    p.add_argument("--video-s", type=int, help="seconds of each 720p h264 video (default 10; --small 2)")
     p.add_argument("--ingest-search-clients", type=int, help="searching clients during ingest (default 64; --small 8)")
     p.add_argument("--workers", type=int, help="server worker processes (passed when the server has --workers)")
     p.add_argument("--server-arg", action="append", default=[], help="an extra server flag (repeatable)")
@@ -243,9 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     a.frames = a.frames or (1000 if small else 100_000)
     a.clients = [int(x) for x in (a.clients or ("1,8" if small else "1,64,512")).split(",")]
     a.client_procs = a.client_procs or max(1, min(8, (os.cpu_count() or 4) // 4))
-    a.search_s = a.search_s or (1.5 if small else 8.0)
+    a.search_s = a.search_s or (1.5 if small else 6.0)
     a.streams = a.streams or (2 if small else 16)
-    a.video_s = a.video_s or (2 if small else 20)
+    a.video_s = a.video_s or (2 if small else 10)
     a.ingest_search_clients = a.ingest_search_clients or (8 if small else 64)
     os.environ.setdefault("ADB_LOG_FILE", "")
     if a.device != "cpu":
@@ -317,7 +319,7 @@ def run_check(ck: Check, work: Path) -> None:
 
     flags, how = workers_flags(a.workers)
     ck.meta["server_workers"] = how
-    server_flags = [*flags, "--device", a.device, *a.server_arg]
+    server_flags = [*flags, "--device", a.device, "--log-level", "INFO", *a.server_arg]
     ck.meta["server_flags"] = server_flags
     server = None
 
@@ -327,6 +329,14 @@ def run_check(ck: Check, work: Path) -> None:
         ck.meta["server_log_serving"] = [
             line for line in server.output().splitlines() if "serving" in line or "tower:" in line
         ][-4:]
+        import grpc
+        from google.protobuf.json_format import MessageToDict
+
+        from moments.v1 import moments_pb2 as pb
+        from moments.v1 import moments_pb2_grpc as pb_grpc
+
+        with grpc.insecure_channel(server.target) as ch:
+            ck.meta["server_info"] = MessageToDict(pb_grpc.VideoSearchStub(ch).Info(pb.InfoRequest(), timeout=30))
 
     ck.phase("server_start", 30, start)
     if server is None:

@@ -9,7 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.bench.multiload import workers_flags
+import pytest
+
+from tests.bench.multiload import server_help, workers_flags
 from tests.bench.server_check import split_clients
 
 REPO = Path(__file__).resolve().parents[2]
@@ -23,10 +25,14 @@ def test_clients_split_over_processes() -> None:
     assert split_clients(7, 4) == (1, 7)
 
 
-def test_workers_flag_only_when_asked() -> None:
+def test_workers_flag_only_when_asked_and_offered() -> None:
     assert workers_flags(None) == ([], "server default")
-    flags, how = workers_flags(1)
-    assert flags in ([], ["--workers", "1"]) and "1" in how
+    if "--workers" in server_help():
+        assert workers_flags(3) == (["--workers", "3"], "--workers 3")
+    else:
+        assert workers_flags(1) == ([], "1 process (the server has no --workers flag)")
+        with pytest.raises(RuntimeError, match="no --workers flag"):
+            workers_flags(3)
 
 
 def test_server_check_rehearsal(tmp_path: Path, shapes_model_dir: Path) -> None:
@@ -42,6 +48,7 @@ def test_server_check_rehearsal(tmp_path: Path, shapes_model_dir: Path) -> None:
     meta = doc["meta"]
     assert meta["device"] and meta["model"]["name"] == "shapes-demo" and meta["store"]["spec"]["n"] == 1000
     assert meta["embedder_alone"]["provider"] == "CPUExecutionProvider"
+    assert meta["server_info"]["model"]["provider"] == "CPUExecutionProvider"
     assert not any("skipped" in p or "error" in p for p in doc["phases"].values()), doc["phases"]
     figs = {f["id"]: f for f in doc["figures"]}
     assert set(figs) == {"search.c1", "search.c8", "ingest", "ingest+search"}
