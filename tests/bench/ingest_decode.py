@@ -1,4 +1,4 @@
-"""Figure 9: ingest video-s/s of several concurrent 720p h264 streams at 1 fps, end to end through gRPC,
+"""Figure 11: ingest video-s/s of several concurrent 720p h264 streams at 1 fps, end to end through gRPC,
 against the host's bare decode bound measured in the same run: the same videos decoded by PyAV (every
 frame, no conversion, no embedding) in parallel processes, one per core, each decoding whole videos
 single-threaded from a shared list (the stream videos, repeated until every core has one). That is the
@@ -82,7 +82,7 @@ def run(ctx: Any) -> list[Figure]:
         try:
             flags, how = workers_flags(w)
         except RuntimeError as e:
-            figs.append(skipped(f"9.ingest-vs-decode{sfx}", f"ingest vs decode bound, {w} server workers", str(e)))
+            figs.append(skipped(f"11.ingest-vs-decode{sfx}", f"ingest vs decode bound, {w} server workers", str(e)))
             continue
         log("  bare decode bound (PyAV, one process per core)")
         bound = bare_decode_bound(videos)
@@ -99,7 +99,7 @@ def run(ctx: Any) -> list[Figure]:
         frames = sum(d.frames for d in dones)
         e2e = round(secs / wall, 3)
         f = Figure(
-            f"9.ingest-vs-decode{sfx}",
+            f"11.ingest-vs-decode{sfx}",
             f"ingest 720p h264 at 1 fps, {streams} concurrent streams, vs the bare decode bound",
             e2e,
             "video-s/s",

@@ -11,11 +11,11 @@ beside it. Figures are modules of this package, each with `run(ctx) -> list[Figu
     scale              5  10k/100k/1M stored frames: p50, RSS, recall@10, filtered exactness
     store_hop          6  FindDescriptor→FindClip vs bare FAISS; the store figures of issue 3
     gpu                7  CUDA provider + fp16 (skipped with the reason where there is no CUDA)
-    serving            8  Search QPS through gRPC (many client processes) vs the Embedder alone; 64 clients
+    serving           10  Search QPS through gRPC (many client processes) vs the Embedder alone; 64 clients
                           in one process and 1-client p50 vs bare encode + kNN, shapes-demo
-    ingest_decode      9  ingest video-s/s of concurrent 720p h264 streams vs the host's bare decode bound
+    ingest_decode     11  ingest video-s/s of concurrent 720p h264 streams vs the host's bare decode bound
 
-`--workers N[,M]` measures figures 8 and 9 once per server worker count (passed as the server's
+`--workers N[,M]` measures figures 10 and 11 once per server worker count (passed as the server's
 `--workers` when its --help lists it); without it the server runs with its default.
 """
 
@@ -126,7 +126,7 @@ class Ctx:
     out: Path
     work: Path
     sizes: dict[str, Any]
-    workers: list[int] | None = None  # server worker counts for figures 8 and 9 (None: the server's default)
+    workers: list[int] | None = None  # server worker counts for figures 10 and 11 (None: the server's default)
     model_dir: Path | None = None
     model_facts: dict[str, Any] = field(default_factory=dict)
     shared: dict[str, Any] = field(default_factory=dict)  # results one figure hands to a later one
@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--workers",
         default="",
-        help="server worker counts for figures 8 and 9, comma-separated (passed as --workers when the server "
+        help="server worker counts for figures 10 and 11, comma-separated (passed as --workers when the server "
         "offers it; default: the server's own default)",
     )
     args = p.parse_args(argv)

@@ -1,13 +1,13 @@
-"""Figure 8: the serving path against the engine under it (issue 10), measured in one run.
+"""Figure 10: the serving path against the engine under it (issue 10), measured in one run.
 
-- 8.<model>.mp: Search QPS through gRPC with the load from `procs` client processes × `callers` concurrent
+- 10.<model>.mp: Search QPS through gRPC with the load from `procs` client processes × `callers` concurrent
   callers each (so the client is not the bound), against the server's own Embedder alone in this process
   fed by the same number of concurrent callers (tests/bench/embedder_alone.py). Server and Embedder blocks
   alternate, so both see the same machine. Goal ≥ 0.7×. For the bench model (random ViT-B-32, the server
   store) and for shapes-demo with 2 ingested videos (tiny inference: the serving path's own cost shows).
-- 8.shapes.c64: Search QPS through gRPC, 64 clients in ONE client process, shapes-demo, 2 videos
+- 10.shapes.c64: Search QPS through gRPC, 64 clients in ONE client process, shapes-demo, 2 videos
   (the issue's CPU figure). Goal ≥ 1,300 QPS.
-- 8.shapes.p50: search p50 with 1 client against the bare text encode (batch 1) + the bare FAISS search of
+- 10.shapes.p50: search p50 with 1 client against the bare text encode (batch 1) + the bare FAISS search of
   the index the same store persisted, in alternating blocks. Goal ≤ bare + 2 ms.
 
 The server's worker count is a parameter (`run.py --workers N[,M]`): each count gets its own figures
@@ -159,7 +159,7 @@ def run(ctx: Any) -> list[Figure]:
             try:
                 flags, how = workers_flags(w)
             except RuntimeError as e:
-                figs.append(skipped(f"8.shapes{sfx}", f"shapes-demo figures with {w} server workers", str(e)))
+                figs.append(skipped(f"10.shapes{sfx}", f"shapes-demo figures with {w} server workers", str(e)))
                 continue
             server, _ = start_server(model, f"embedded:{store}", ctx.work / f"shapes{sfx}", *flags)
             try:
@@ -170,7 +170,7 @@ def run(ctx: Any) -> list[Figure]:
                 p50 = one["latency_ms"]["p50"]
                 bare = (percentile(lat["encode_s"], 50) + percentile(lat["knn_s"], 50)) * 1e3
                 f = Figure(
-                    f"8.shapes.p50{sfx}",
+                    f"10.shapes.p50{sfx}",
                     f"search p50, 1 client, shapes-demo, {lat['frames']} frames",
                     p50,
                     "ms",
@@ -200,7 +200,7 @@ def run(ctx: Any) -> list[Figure]:
                 busy = round((server_cpu_s(pid) - cpu0) / c64.wall_s, 3)
                 s64 = c64.summary()
                 f = Figure(
-                    f"8.shapes.c64{sfx}",
+                    f"10.shapes.c64{sfx}",
                     "Search QPS through gRPC, 64 clients in one client process, shapes-demo, 2 videos",
                     round(c64.qps, 2),
                     "QPS",
@@ -222,7 +222,7 @@ def run(ctx: Any) -> list[Figure]:
                     "duration_s": duration,
                     "rounds": rounds,
                 }
-                figs.append(mp_figure(f"8.shapes.mp{sfx}", "shapes-demo, 2 videos", srv, emb, facts, params))
+                figs.append(mp_figure(f"10.shapes.mp{sfx}", "shapes-demo, 2 videos", srv, emb, facts, params))
             finally:
                 stop_server(server)
     finally:
@@ -237,7 +237,7 @@ def run(ctx: Any) -> list[Figure]:
             try:
                 flags, how = workers_flags(w)
             except RuntimeError as e:
-                figs.append(skipped(f"8.model.mp{sfx}", f"bench model figure with {w} server workers", str(e)))
+                figs.append(skipped(f"10.model.mp{sfx}", f"bench model figure with {w} server workers", str(e)))
                 continue
             server, _ = start_server(ctx.model(), f"embedded:{bench_store}", ctx.work / f"serving{sfx}", *flags)
             try:
@@ -257,7 +257,7 @@ def run(ctx: Any) -> list[Figure]:
                     "embedder_provider": alone.provider,
                 }
                 what = f"{ctx.manifest().name}, {frames:,} frames" if frames else ctx.manifest().name
-                figs.append(mp_figure(f"8.model.mp{sfx}", what, srv, emb, more, params))
+                figs.append(mp_figure(f"10.model.mp{sfx}", what, srv, emb, more, params))
             finally:
                 stop_server(server)
     finally:
