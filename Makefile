@@ -4,8 +4,9 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
-# Re-install only when a dependency list changes.
-INSTALLED := $(VENV)/.installed
+# Re-install only when a dependency list or the GPU=0|1 override changes.
+GPU ?=
+INSTALLED := $(VENV)/.installed$(if $(GPU),-gpu$(GPU))
 PROTO_OUT := clients/python
 PROTO_SRC := protos/moments/v1/moments.proto
 PROTO_GEN := clients/python/moments/v1/moments_pb2.py
@@ -16,15 +17,22 @@ CHECKPOINT ?=
 MODELS_DIR ?= models
 DATA_DIR ?= data
 LISTEN ?= 127.0.0.1:50051
+WORKERS ?=
 
 .PHONY: install protos export serve test lint bench bench-prepare clean
 
 install: $(INSTALLED) $(PROTO_GEN)
 
+# onnxruntime or onnxruntime-gpu (never both): an NVIDIA GPU that answers gets the GPU build; GPU=1|0 decides.
+# The other build is removed first, so switching GPU=... reinstalls cleanly (its own stamp file).
 $(INSTALLED): pyproject.toml clients/python/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ./clients/python -e ".[aperturedb,export,dev]"
+	flavour=$$(GPU=$(GPU) $(PY) server/moments_server/ort_package.py) || exit 1; \
+	other=$$([ "$$flavour" = gpu ] && echo onnxruntime || echo onnxruntime-gpu); \
+	if $(PY) -m pip show -q $$other >/dev/null 2>&1; then $(PY) -m pip uninstall -q -y $$other; fi; \
+	$(PY) -m pip install -q -e ./clients/python -e ".[aperturedb,export,dev,$$flavour]"
+	rm -f $(VENV)/.installed*
 	touch $@
 
 protos: $(PROTO_GEN)
@@ -44,7 +52,7 @@ export: install
 serve: install
 	$(PY) -m moments_server.launch --models-dir $(MODELS_DIR) --data-dir $(DATA_DIR) --listen $(LISTEN) \
 		$(if $(MODEL),--model $(MODEL)) $(if $(PRETRAINED),--pretrained $(PRETRAINED)) \
-		$(if $(CHECKPOINT),--checkpoint $(CHECKPOINT))
+		$(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) $(if $(WORKERS),--workers $(WORKERS))
 
 test: install
 	$(PY) -m pytest -q

@@ -19,7 +19,8 @@ SHAPES_SEED = 0
 def export_env() -> dict[str, str]:
     """Environment for ``python -m moments_export`` subprocesses (torch stays out of the test process)."""
     env = dict(os.environ)
-    paths = [str(REPO / "export"), str(REPO / "clients" / "python")]
+    # server too: the export verifies graphs at the optimisation level the server's sessions use
+    paths = [str(REPO / "export"), str(REPO / "server"), str(REPO / "clients" / "python")]
     env["PYTHONPATH"] = os.pathsep.join(paths + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     return env
 
@@ -28,7 +29,9 @@ def _sources_hash() -> str:
     # the files that decide the exported bytes (not the CLI's wording or the checks around it)
     h = hashlib.sha256(f"seed={SHAPES_SEED}".encode())
     pkg = REPO / "export" / "moments_export"
-    files = [pkg / f"{n}.py" for n in ("shapes_demo", "towers", "onnx_export", "tokenizer", "manifest")]
+    files = [
+        pkg / f"{n}.py" for n in ("shapes_demo", "towers", "onnx_export", "fused", "variants", "tokenizer", "manifest")
+    ]
     files.append(REPO / "clients" / "python" / "moments_client" / "shapes.py")
     for f in files:  # the syntax tree, so reformatting or comments do not force a retrain
         h.update(f.name.encode() + b"\0" + ast.dump(ast.parse(f.read_text(encoding="utf-8"))).encode())

@@ -1,9 +1,9 @@
 """``python -m moments_export``: export an OpenCLIP model (or train + export shapes-demo) for Moments.
 
     python -m moments_export --model NAME [--pretrained TAG | --checkpoint PATH] [--models-dir models]
-                             [--out DIR] [--fp16 auto|yes|no] [--seed N]
+                             [--out DIR] [--fp16 auto|yes|no] [--fused yes|no] [--seed N]
 
-Writes ``<models-dir>/<slug>`` (or ``--out``) with text.onnx, image.onnx, optional *.fp16.onnx,
+Writes ``<models-dir>/<slug>`` (or ``--out``) with text.onnx, image.onnx, *.fused.onnx, optional *.fp16[.fused].onnx,
 tokenizer.json and manifest.json, and prints the directory as the last line of stdout. Exit codes:
 0 ok, 2 usage, 3 weights unavailable (offline), 4 verification failed. Progress goes to stderr.
 """
@@ -42,6 +42,7 @@ class ExportOptions:
     model_config: Path | None = None
     random_weights: bool = False
     steps: int | None = None  # shapes-demo training steps (tests / tuning)
+    fused: str = "yes"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,6 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["auto", "yes", "no"],
         default="auto",
         help="write fp16 graphs for GPU serving: auto = when a GPU is present",
+    )
+    p.add_argument(
+        "--fused",
+        choices=["yes", "no"],
+        default="yes",
+        help="also write graphs with fused attention/LayerNorm/Gelu (onnxruntime operators), verified",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of shapes-demo training and of verification inputs")
     p.add_argument("--model-config", type=Path, help="register an extra open_clip model config (JSON; name = stem)")
@@ -153,7 +160,7 @@ def export_model(opts: ExportOptions) -> Path:
     torch.backends.mha.set_fastpath_enabled(False)
     from moments_export import fp16 as fp16_mod
     from moments_export import manifest as mf
-    from moments_export import onnx_export, tokenizer, verify
+    from moments_export import onnx_export, tokenizer, variants, verify
 
     with _progress() as prog:
         steps = _Steps(prog)
@@ -195,50 +202,11 @@ def export_model(opts: ExportOptions) -> Path:
                     f"{v32['image_cosine_min']:.6f} (need >= {verify.FP32_MIN_COSINE}); batch consistency "
                     f"{v32['text']['batch_consistency_cosine_min']:.6f}/{v32['image']['batch_consistency_cosine_min']:.6f}"
                 )
-            gpu = fp16_mod.gpu_available()
-            want16 = opts.fp16 == "yes" or (opts.fp16 == "auto" and gpu)
-            v16: dict[str, Any] | None = None
-            gpu_precision = "fp32"
-            if want16:
-                with steps.step("fp16 graphs"):
-                    fp16_mod.convert(work / mf.TEXT_FP32, work / mf.TEXT_FP16)
-                    fp16_mod.convert(work / mf.IMAGE_FP32, work / mf.IMAGE_FP16)
-                    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if gpu else ["CPUExecutionProvider"]
-                    v16 = verify.verify_pair(
-                        work / mf.TEXT_FP16,
-                        work / mf.IMAGE_FP16,
-                        refs,
-                        loaded.embed_dim,
-                        verify.FP16_MIN_COSINE,
-                        providers,
-                        basic_opt=not gpu,
-                    )
-                    v16["device"] = "cuda" if gpu else "cpu"
-                    v16["cpu_note"] = (
-                        "on the CPU provider load the fp16 graphs with graph_optimization_level="
-                        "ORT_ENABLE_BASIC: onnxruntime 1.32 crashes on them with ORT_ENABLE_ALL; serve fp32 on CPU"
-                    )
-                    if not v16["ok"]:
-                        raise VerificationFailed(
-                            f"fp16 graphs disagree with torch: text cosine min {v16['text_cosine_min']:.5f}, "
-                            f"image {v16['image_cosine_min']:.5f} (need >= {verify.FP16_MIN_COSINE})"
-                        )
-                    if gpu:
-                        import numpy as np
-
-                        big = np.repeat(refs["pixels"], 4, axis=0)[:64]
-                        ids = np.repeat(refs["ids"], 4, axis=0)[:64]
-                        sp_img = fp16_mod.compare_speed(
-                            work / mf.IMAGE_FP32, work / mf.IMAGE_FP16, "pixels", big, providers
-                        )
-                        sp_txt = fp16_mod.compare_speed(
-                            work / mf.TEXT_FP32, work / mf.TEXT_FP16, "input_ids", ids, providers
-                        )
-                        v16["gpu_speed"] = {"image": sp_img, "text": sp_txt}
-                        if sp_img["speedup"] > 1.05 and sp_txt["speedup"] > 1.0:
-                            gpu_precision = "fp16"
-                    else:
-                        v16["gpu_speed"] = None
+            want16 = opts.fp16 == "yes" or (opts.fp16 == "auto" and fp16_mod.gpu_available())
+            var = variants.export_variants(
+                model, loaded, work, refs, want16, opts.fused == "yes", lambda name: steps.step(name)
+            )
+            v16, gpu_precision = var["fp16"], var["gpu_precision"]
             shapes_eval: dict[str, Any] | None = None
             if opts.model == SHAPES_DEMO:
                 from moments_export import shapes_demo
@@ -265,9 +233,9 @@ def export_model(opts: ExportOptions) -> Path:
                     "image": {"fp32": mf.file_entry(work, mf.IMAGE_FP32)},
                     "tokenizer": mf.file_entry(work, mf.TOKENIZER),
                 }
-                if v16 is not None:
-                    files["text"]["fp16"] = mf.file_entry(work, mf.TEXT_FP16)
-                    files["image"]["fp16"] = mf.file_entry(work, mf.IMAGE_FP16)
+                for key in var["keys"]:
+                    for tower in ("text", "image"):
+                        files[tower][key] = mf.file_entry(work, mf.graph_file(tower, key))
                 fp = mf.fingerprint(
                     ident,
                     files["text"]["fp32"]["sha256"],
@@ -311,6 +279,7 @@ def export_model(opts: ExportOptions) -> Path:
                         "image_cosine_min": v32["image_cosine_min"],
                         "fp32": v32,
                         "fp16": v16,
+                        "fused": var["fused"],
                     },
                     "created_at": mf.now_iso(),
                     "exporter": mf.exporter_versions(),
@@ -349,6 +318,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         model_config=args.model_config,
         random_weights=args.random_weights,
         steps=args.steps,
+        fused=args.fused,
     )
     try:
         final = export_model(opts)

@@ -1,8 +1,11 @@
-"""fp16 variants of the exported graphs for GPU serving, with float32 inputs/outputs kept as they are.
+"""fp16 graphs for GPU serving: when to write them, and whether they beat fp32 on the GPU at hand.
 
-The conversion keeps the graph's I/O types (uint8 pixels / int64 ids in, float32 embedding out), so the
-server feeds both variants the same arrays. Whether fp16 is recommended for GPUs is decided by
-measuring: only when the fp16 graphs are faster than fp32 on the GPU at hand does the manifest say so.
+The fp16 graphs are exported from a half-precision copy of the model (``onnx_export.half_model``), not
+converted from the fp32 graph: onnxruntime's float16 converter wrote graphs that were not in SSA form on
+torch 2.11 (``.../attn/Cast_3_output_0_cast_to_fp32 used as output names multiple times``: the inserted
+casts are named after their input, and the attention scale feeds two blocked ``Sqrt`` nodes). The graphs
+keep their I/O types (uint8 pixels / int64 ids in, float32 embedding out), so the server feeds every
+variant the same arrays. fp16 is recommended for GPUs only when it measured faster than fp32 there.
 """
 
 from __future__ import annotations
@@ -11,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 
 
 def gpu_available() -> bool:
@@ -23,41 +25,6 @@ def gpu_available() -> bool:
         return bool(torch.cuda.is_available()) and "CUDAExecutionProvider" in ort.get_available_providers()
     except Exception:
         return False
-
-
-def convert(src: Path, dst: Path) -> None:
-    """Write an fp16 copy of ``src``; normalisation, softmax-sensitive reductions and the final
-    L2 normalisation stay in fp32 where the converter's default block list says so."""
-    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
-
-    model = onnx.load(str(src))
-    block = sorted(set(DEFAULT_OP_BLOCK_LIST) | {"ReduceL2", "ReduceSumSquare", "Div", "Sqrt", "Pow"})
-    out = convert_float_to_float16(model, keep_io_types=True, op_block_list=block, disable_shape_infer=False)
-    _toposort(out.graph)
-    onnx.checker.check_model(out)
-    tmp = dst.with_suffix(dst.suffix + ".tmp")
-    onnx.save(out, str(tmp))
-    tmp.replace(dst)
-
-
-def _toposort(graph: onnx.GraphProto) -> None:
-    """The converter appends Cast nodes out of order; put the nodes back in topological order."""
-    available = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
-    pending = list(graph.node)
-    ordered: list[onnx.NodeProto] = []
-    while pending:
-        rest = []
-        for node in pending:
-            if all(i in available for i in node.input):
-                ordered.append(node)
-                available.update(node.output)
-            else:
-                rest.append(node)
-        if len(rest) == len(pending):
-            raise ValueError(f"graph has a cycle or a missing input near {rest[0].name}")
-        pending = rest
-    del graph.node[:]
-    graph.node.extend(ordered)
 
 
 def compare_speed(fp32: Path, fp16: Path, input_name: str, x: np.ndarray, providers: list[str]) -> dict[str, Any]:

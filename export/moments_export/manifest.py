@@ -16,6 +16,18 @@ FORMAT = 1
 MANIFEST = "manifest.json"
 TEXT_FP32, IMAGE_FP32 = "text.onnx", "image.onnx"
 TEXT_FP16, IMAGE_FP16 = "text.fp16.onnx", "image.fp16.onnx"
+# file keys under files.<tower>: fp32 (the graphs the fingerprint covers), fp16, fp32_fused, fp16_fused
+GRAPH_KEYS = ("fp32", "fp16", "fp32_fused", "fp16_fused")
+
+
+def graph_file(tower: str, key: str) -> str:
+    """``text.onnx``, ``text.fp16.onnx``, ``text.fused.onnx``, ``text.fp16.fused.onnx`` (same for image)."""
+    if key not in GRAPH_KEYS:
+        raise ValueError(f"unknown graph key {key!r}")
+    precision, _, fused = key.partition("_")
+    return f"{tower}{'.fp16' if precision == 'fp16' else ''}{'.fused' if fused else ''}.onnx"
+
+
 TOKENIZER = "tokenizer.json"
 
 

@@ -1,25 +1,35 @@
-"""TorchScript-based ONNX export (opset 17) of the two towers with a dynamic batch axis."""
+"""TorchScript-based ONNX export (opset 17) of the two towers with a dynamic batch axis.
+
+Four variants: fp32 or fp16 (exported from a half-precision copy of the model, on CUDA when present), each
+plain or with fused attention (:mod:`moments_export.fused`). The plain fp32 graphs are what the model's
+fingerprint is computed from; the others are optional serving variants listed beside them in the manifest.
+"""
 
 from __future__ import annotations
 
+import copy
 import io
 import warnings
 from pathlib import Path
+from typing import Any
 
 import onnx
 import torch
 
+from moments_export.fused import FusedAttention
 from moments_export.towers import ImageTower, TextTower
 
 OPSET = 17
 TEXT_INPUT = "input_ids"
 IMAGE_INPUT = "pixels"
 OUTPUT = "embedding"
+MS_DOMAIN = "com.microsoft"
 
 
 def _export(module: torch.nn.Module, example: torch.Tensor, input_name: str, path: Path, dim: int) -> None:
     module.eval()
     buf = io.BytesIO()
+    fused = any(isinstance(m, FusedAttention) for m in module.modules())
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TracerWarnings and the exporter's deprecation notice
         torch.onnx.export(
@@ -32,6 +42,7 @@ def _export(module: torch.nn.Module, example: torch.Tensor, input_name: str, pat
             opset_version=OPSET,
             do_constant_folding=True,
             dynamo=False,
+            custom_opsets={MS_DOMAIN: 1} if fused else None,
         )
     model = onnx.load_from_string(buf.getvalue())
     # the tracer leaves the embedding width symbolic ("Divembedding_dim_1"); it is a constant
@@ -47,13 +58,17 @@ def _export(module: torch.nn.Module, example: torch.Tensor, input_name: str, pat
     tmp.replace(path)
 
 
+def _device(clip: torch.nn.Module) -> torch.device:
+    return next(clip.parameters()).device
+
+
 def export_text(clip: torch.nn.Module, context_length: int, dim: int, path: Path) -> None:
     torch.backends.mha.set_fastpath_enabled(False)
     example = torch.zeros((2, context_length), dtype=torch.long)
     example[:, 0] = 49406
     example[:, 1] = 320
     example[:, 2] = 49407
-    _export(TextTower(clip), example, TEXT_INPUT, path, dim)
+    _export(TextTower(clip), example.to(_device(clip)), TEXT_INPUT, path, dim)
 
 
 def export_image(
@@ -62,4 +77,35 @@ def export_image(
     # the fast path of nn.MultiheadAttention does not trace to opset 17
     torch.backends.mha.set_fastpath_enabled(False)
     example = torch.randint(0, 256, (2, image_size, image_size, 3), dtype=torch.uint8)
-    _export(ImageTower(clip, mean, std, torch.float32), example, IMAGE_INPUT, path, dim)
+    dtype = next(clip.parameters()).dtype
+    tower = ImageTower(clip, mean, std, dtype).to(_device(clip))
+    _export(tower, example.to(_device(clip)), IMAGE_INPUT, path, dim)
+
+
+def half_model(clip: torch.nn.Module) -> torch.nn.Module:
+    """A half-precision copy of ``clip`` on CUDA when torch has a device, else on the CPU (torch runs every
+    op of these towers in fp16 on the CPU too, which is all tracing needs)."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return copy.deepcopy(clip).to(device).half().eval()
+
+
+def export_variant(
+    clip: torch.nn.Module,
+    loaded: Any,
+    text_path: Path,
+    image_path: Path,
+    fused: bool,
+) -> dict[str, Any]:
+    """Export the towers of ``clip`` (fp32, or a :func:`half_model`) as one variant; fused variants go through
+    onnxruntime's transformer optimizer afterwards. Returns what was fused (operator counts per tower)."""
+    from moments_export import fused as fz
+
+    model = fz.with_fused_attention(clip) if fused else clip
+    export_text(model, loaded.context_length, loaded.embed_dim, text_path)
+    export_image(model, loaded.image_size, loaded.mean, loaded.std, loaded.embed_dim, image_path)
+    if not fused:
+        return {}
+    ops = {}
+    for tower, path in (("text", text_path), ("image", image_path)):
+        ops[tower] = fz.optimize(str(path), str(path))
+    return ops

@@ -37,15 +37,16 @@ SENTENCES: tuple[str, ...] = (
 )
 
 
-def ort_session(path: Path, providers: list[str] | None = None, basic_opt: bool = False) -> Any:
-    """An onnxruntime session; ``basic_opt`` limits graph optimisation to ORT_ENABLE_BASIC (onnxruntime
-    1.32's CPU provider crashes with ORT_ENABLE_ALL on the converted fp16 graphs)."""
+def ort_session(path: Path, providers: list[str] | None = None) -> Any:
+    """An onnxruntime session at the optimisation level the server uses for this graph (fp16 graphs at
+    ORT_ENABLE_EXTENDED: see ``moments_server.inference.sessions.optimization_level``)."""
     import onnxruntime as ort
+
+    from moments_server.inference.sessions import optimization_level
 
     so = ort.SessionOptions()
     so.log_severity_level = 3
-    if basic_opt:
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    so.graph_optimization_level = optimization_level(path)
     return ort.InferenceSession(str(path), so, providers=providers or ["CPUExecutionProvider"])
 
 
@@ -85,10 +86,9 @@ def check_graph(
     reference: np.ndarray,
     dim: int,
     providers: list[str] | None = None,
-    basic_opt: bool = False,
 ) -> dict[str, Any]:
     """Run ``path`` on ``inputs`` in batches of 1, 3 and the rest; compare rows with ``reference``."""
-    sess = ort_session(path, providers, basic_opt)
+    sess = ort_session(path, providers)
     outs = []
     i = 0
     batches = []
@@ -139,10 +139,9 @@ def verify_pair(
     dim: int,
     min_cos: float,
     providers: list[str] | None = None,
-    basic_opt: bool = False,
 ) -> dict[str, Any]:
-    t = check_graph(text_path, "input_ids", refs["ids"], refs["text"], dim, providers, basic_opt)
-    im = check_graph(image_path, "pixels", refs["pixels"], refs["image"], dim, providers, basic_opt)
+    t = check_graph(text_path, "input_ids", refs["ids"], refs["text"], dim, providers)
+    im = check_graph(image_path, "pixels", refs["pixels"], refs["image"], dim, providers)
     ok = (
         t["cosine_min"] >= min_cos
         and im["cosine_min"] >= min_cos
@@ -159,6 +158,25 @@ def verify_pair(
         "text": t,
         "image": im,
         "inputs": {"sentences": len(refs["ids"]), "images": len(refs["pixels"])},
+    }
+
+
+def embed(path: Path, input_name: str, x: np.ndarray, providers: list[str] | None = None) -> np.ndarray:
+    (y,) = ort_session(path, providers).run(["embedding"], {input_name: x})
+    return np.asarray(y)
+
+
+def compare_graphs(
+    fused: tuple[Path, Path], plain: tuple[Path, Path], refs: dict[str, np.ndarray], min_cos: float
+) -> dict[str, Any]:
+    """Fused (text, image) graphs against the unfused ones of the same precision, on the same real inputs."""
+    t = _cos_rows(embed(fused[0], "input_ids", refs["ids"]), embed(plain[0], "input_ids", refs["ids"]))
+    im = _cos_rows(embed(fused[1], "pixels", refs["pixels"]), embed(plain[1], "pixels", refs["pixels"]))
+    return {
+        "ok": bool(t.min() >= min_cos and im.min() >= min_cos),
+        "threshold": min_cos,
+        "text_cosine_min": float(t.min()),
+        "image_cosine_min": float(im.min()),
     }
 
 

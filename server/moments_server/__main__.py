@@ -11,17 +11,23 @@ os.environ.setdefault("ADB_LOG_FILE", "")
 
 from moments_server import logs
 from moments_server.config import parse_settings
+from moments_server.errors import ListenError
 from moments_server.inference.manifest import ModelDirError
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     settings = parse_settings(argv)
     logs.setup(settings.log_level, settings.log_json)
     from moments_server.app import serve
+    from moments_server.workers import serve_workers
 
     try:
-        asyncio.run(serve(settings))
-    except ModelDirError as e:
+        if settings.workers != 1 and settings.worker_index < 0:
+            serve_workers(settings, argv)
+        else:
+            asyncio.run(serve(settings))
+    except (ModelDirError, ListenError) as e:
         print(f"moments-server: {e}", file=sys.stderr)
         return 2
     return 0

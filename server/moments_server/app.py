@@ -21,6 +21,7 @@ from moments.v1 import moments_pb2, moments_pb2_grpc
 from moments_server import metrics
 from moments_server.catalog.catalog import Catalog
 from moments_server.config import Settings
+from moments_server.errors import ListenError
 from moments_server.inference.embedder import Embedder
 from moments_server.inference.manifest import load_manifest
 from moments_server.inference.sessions import load_towers
@@ -28,12 +29,15 @@ from moments_server.service.ingest import IngestService
 from moments_server.service.search import SearchService
 from moments_server.service.videos import VideoService
 from moments_server.store.connector import EmbeddedConnector, open_connector
-from moments_server.store.embedded import WireServer
+from moments_server.store.embedded import Engine, WireServer
 from moments_server.store.embedded.credentials import load_tokens, load_users
 from moments_server.transport.auth import TokenAuth
 from moments_server.transport.servicer import VideoSearchServicer
+from moments_server.transport.tls import server_credentials
 
 log = logging.getLogger(__name__)
+
+
 SERVICE = moments_pb2.DESCRIPTOR.services_by_name["VideoSearch"].full_name
 
 
@@ -58,11 +62,14 @@ async def start(settings: Settings) -> Running:
         manifest.embed_dim,
         manifest.descriptor_set,
     )
+    creds = server_credentials(settings)  # a TLS or listen setting that cannot work fails before anything starts
+    metrics_port = metrics.serve_metrics(settings.metrics_listen)  # and a metrics port in use, cleanly
     executor = ThreadPoolExecutor(max_workers=settings.store_threads, thread_name_prefix="store")
     loop = asyncio.get_running_loop()
-    connector = await loop.run_in_executor(executor, open_connector, settings.store)
+    connector = await loop.run_in_executor(executor, open_connector, settings.store, settings.store_writer)
     store_kind = "aperturedb" if settings.store.startswith("aperturedb://") else "embedded"
 
+    worker = settings.worker_index >= 0
     interceptors = [TokenAuth(settings.auth_token)] if settings.auth_token else []
     limit = settings.max_message_bytes
     server = grpc.aio.server(
@@ -74,6 +81,9 @@ async def start(settings: Settings) -> Running:
             ("grpc.keepalive_timeout_ms", 10_000),
             ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
             ("grpc.keepalive_permit_without_calls", 1),
+            # Workers of one launcher share the port on purpose (the kernel spreads connections over
+            # them); a server alone must not share it with a stray second one (gRPC's default is to).
+            ("grpc.so_reuseport", 1 if worker else 0),
         ],
     )
     health = HealthServicer()
@@ -105,25 +115,37 @@ async def start(settings: Settings) -> Running:
     videos = VideoService(settings, embedder, catalog, executor, store_kind)
     moments_pb2_grpc.add_VideoSearchServicer_to_server(VideoSearchServicer(ingest, search, videos), server)
 
-    port = server.add_insecure_port(settings.listen)
+    try:
+        port = server.add_secure_port(settings.listen, creds) if creds else server.add_insecure_port(settings.listen)
+    except RuntimeError:  # grpc: "Failed to bind to address"
+        port = 0
     if port == 0:
-        raise OSError(f"cannot listen on {settings.listen}")
-    await server.start()
-    metrics_port = metrics.serve_metrics(settings.metrics_listen)
-    wire = await _start_wire(settings, connector)
+        raise ListenError(
+            f"cannot listen on {settings.listen} (--listen): the address is in use (another server?) or invalid"
+        )
+    if not worker:  # a worker takes connections only once warm: until then its siblings serve them
+        await server.start()
+    wire = None
+    if settings.store_listen:
+        if not isinstance(connector, EmbeddedConnector):
+            raise ValueError("--store-listen serves the embedded store; it cannot front an aperturedb:// store")
+        wire = await start_wire_listener(settings, connector.engine)
 
     # Warm-up and the store check run while health says NOT_SERVING.
     await loop.run_in_executor(executor, catalog.ensure_descriptor_set)
     await loop.run_in_executor(executor, lambda: catalog.metadata_types(refresh=True))
     await loop.run_in_executor(None, embedder.warm_up, settings.autotune_batches)
     embedder.start()
+    if worker:
+        await server.start()
     await health.set("", health_pb2.HealthCheckResponse.SERVING)
     await health.set(SERVICE, health_pb2.HealthCheckResponse.SERVING)
     log.info(
-        "serving %s (%s, %s) on %s port %d, store %s, metrics port %s",
+        "serving %s (%s, %s, %s graphs) on %s port %d, store %s, metrics port %s",
         manifest.name,
         image.provider,
         image.precision,
+        "fused" if image.fused else "unfused",
         settings.listen,
         port,
         settings.store,
@@ -132,16 +154,14 @@ async def start(settings: Settings) -> Running:
     return Running(server, port, metrics_port, embedder, health, executor, connector.close, wire)
 
 
-async def _start_wire(settings: Settings, connector: object) -> WireServer | None:
-    """The embedded store's ApertureDB wire listener beside the gRPC server (--store-listen)."""
+async def start_wire_listener(settings: Settings, engine: Engine) -> WireServer | None:
+    """The embedded store's ApertureDB wire listener (--store-listen), for other processes and tools."""
     if not settings.store_listen:
         return None
-    if not isinstance(connector, EmbeddedConnector):
-        raise ValueError("--store-listen serves the embedded store; it cannot front an aperturedb:// store")
     host, _, port = settings.store_listen.rpartition(":")
-    data_dir = connector.engine.data_dir
+    data_dir = engine.data_dir
     users = load_users(data_dir, settings.store_listen_user or None, settings.store_listen_password or None)
-    wire = WireServer(connector.engine, host or "127.0.0.1", int(port), users=users, tokens=load_tokens(data_dir))
+    wire = WireServer(engine, host or "127.0.0.1", int(port), users=users, tokens=load_tokens(data_dir))
     await wire.start()
     return wire
 

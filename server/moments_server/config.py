@@ -23,12 +23,28 @@ class Settings(BaseSettings):
     # Engine of the descriptor set when the server creates it: Flat is exact (about 10 ms a query at 100k
     # frames on 2 cores); HNSW is approximate and the choice for millions of frames.
     descriptor_engine: str = "Flat"
+    # Server processes sharing the listening port (workers.py): each has its own onnxruntime sessions and
+    # gRPC server; the embedded store has one owner (the launching process) and a read replica in each
+    # worker. 0 = as many as the host's cores (see workers.auto_workers).
+    workers: int = Field(1, description="server processes sharing the port; 0 = one per core")
+    # Set by the launcher for its workers: the embedded store DIR is followed as a read replica and
+    # writes go to this ApertureDB URL (the owner's wire listener on loopback).
+    store_writer: str = ""
+    # Set by the launcher: this process is worker N of several sharing the port (-1: it serves alone).
+    worker_index: int = -1
     # Also serve the embedded store over ApertureDB's wire protocol on host:port (empty = off). Its user: the
     # one given here, else the store dir's wire_users.json (made at first start, the password printed once);
     # personal tokens (adbp_...) from wire_tokens.json (python -m moments_server.store.embedded --new-token).
     store_listen: str = ""
     store_listen_user: str = ""
     store_listen_password: str = ""
+    # TLS for the gRPC listener (PEM files). With a client CA, callers must present a certificate it
+    # signed (mTLS). Without TLS the server listens on loopback only, unless allow_insecure (say, behind a
+    # proxy that terminates TLS).
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    allow_insecure: bool = False
     # With a token set, every VideoSearch call must carry `authorization: Bearer <token>`.
     auth_token: str = ""
     log_level: str = "INFO"
@@ -59,8 +75,19 @@ class Settings(BaseSettings):
     max_frames: int = 36_000
     max_embed_items: int = 256
     max_concurrent_ingests: int = 8
+    # LIVE ingest: seconds of video per committed segment (a header may ask for another within the bounds).
+    live_segment_s: float = 4.0
+    live_segment_min_s: float = 0.5
+    live_segment_max_s: float = 60.0
     store_threads: int = 8
     grace_s: float = 10.0
+
+    @field_validator("workers")
+    @classmethod
+    def _not_negative(cls, v: int) -> int:
+        if v < 0:
+            raise ValueError("must be >= 0 (0 = one per core)")
+        return v
 
     @field_validator("text_max_batch", "image_max_batch", "max_top_k", "max_queue", "store_threads")
     @classmethod

@@ -37,3 +37,7 @@ class Aborted(MomentsError):
 
 class Unavailable(MomentsError):
     code = "UNAVAILABLE"
+
+
+class ListenError(OSError):
+    """An address to listen on cannot be had (in use, or invalid): the message names it and its flag."""

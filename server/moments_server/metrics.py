@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+
+from moments_server.errors import ListenError
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -39,10 +43,24 @@ STORE_TIME = Histogram(
 )
 
 
-def serve_metrics(listen: str) -> int | None:
+def serve_metrics(listen: str, registry: CollectorRegistry | None = None) -> int | None:
     """Start the Prometheus HTTP endpoint on host:port (port 0 = disabled). Returns the port."""
     host, _, port = listen.rpartition(":")
     if int(port) == 0:
         return None
-    server, _thread = start_http_server(int(port), addr=host or "127.0.0.1", registry=REGISTRY)
+    try:
+        server, _thread = start_http_server(int(port), addr=host or "127.0.0.1", registry=registry or REGISTRY)
+    except OSError as e:
+        raise ListenError(
+            f"cannot serve metrics on {listen} (--metrics-listen; port 0 turns them off): {e.strerror or e}"
+        ) from None
     return int(server.server_port)
+
+
+def multiprocess_registry(directory: Path) -> CollectorRegistry:
+    """The sum of what every worker wrote to `directory` (their PROMETHEUS_MULTIPROC_DIR; workers.py)."""
+    from prometheus_client import multiprocess
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=str(directory))
+    return registry

@@ -221,12 +221,14 @@ def _fmt(v: Any) -> str:
 
 def markdown(meta: dict[str, Any], figures: Iterable[Figure]) -> str:
     m = meta.get("machine", {})
+    model = meta.get("model")
+    model_text = f"{model.get('name', '?')} ({model.get('weights', '?')})" if model else "none (these figures use none)"
     lines = [
         f"# Moments benchmark — {meta.get('date', '')}{' (quick)' if meta.get('quick') else ''}",
         "",
         f"Machine: {m.get('cpu_model', '?')}, {m.get('cpu_count', '?')} CPUs, "
         f"{m.get('memory_gib', '?')} GiB; GPU: {m.get('gpu') or 'none'}. "
-        f"Model: {meta.get('model', {}).get('name', '?')} ({meta.get('model', {}).get('weights', '?')}). "
+        f"Model: {model_text}. "
         f"Run took {_fmt(meta.get('duration_s'))} s. Versions and every parameter are in the JSON beside this file.",
         "",
         "| # | figure | value | baseline (same run) | ratio | goal | met | measured reason |",

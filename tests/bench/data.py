@@ -243,6 +243,7 @@ class VideoSpec:
     fps: int
     codec: str  # key of moments_client.sample_video.CODECS
     seed: int
+    encoder_defaults: bool = False  # the encoder's own settings (x264: preset medium, keyint 250), not the recipe's
 
     @property
     def suffix(self) -> str:
@@ -251,7 +252,8 @@ class VideoSpec:
     @property
     def name(self) -> str:
         size = f"{self.width}x{self.height}"
-        return f"{VIDEO_RECIPE}-{self.codec}-{size}-{self.fps}fps-{self.seconds}s-s{self.seed}.{self.suffix}"
+        enc = "-encdefaults" if self.encoder_defaults else ""
+        return f"{VIDEO_RECIPE}-{self.codec}{enc}-{size}-{self.fps}fps-{self.seconds}s-s{self.seed}.{self.suffix}"
 
 
 def _textured_frames(spec: VideoSpec) -> Iterator[np.ndarray]:
@@ -323,7 +325,7 @@ def make_video(spec: VideoSpec, root: Path | None = None) -> Path:
             opts |= {"preset": "ultrafast", "crf": "26", "x265-params": "log-level=error"}
         elif encoder == "libvpx-vp9":
             opts |= {"deadline": "realtime", "cpu-used": "8", "crf": "32", "b": "0"}
-        stream.options = opts
+        stream.options = {k: v for k, v in opts.items() if k == "x265-params"} if spec.encoder_defaults else opts
         for rgb in _textured_frames(spec):
             for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
                 container.mux(packet)

@@ -129,7 +129,10 @@ async def search_load(
 ) -> LoadResult:
     """`clients` concurrent callers, each issuing Search back to back, for `duration_s` or `count` calls total."""
     texts = texts or query_texts()
-    chans = [grpc.aio.insecure_channel(target) for _ in range(max(1, min(channels, clients)))]
+    # a connection of its own per channel (gRPC shares one between same-target channels by default), so
+    # that servers sharing the port (SO_REUSEPORT) each get their part of the load
+    opts = [("grpc.use_local_subchannel_pool", 1)]
+    chans = [grpc.aio.insecure_channel(target, options=opts) for _ in range(max(1, min(channels, clients)))]
     stubs = [pb_grpc.VideoSearchStub(c) for c in chans]
     res = LoadResult(clients, 0.0)
     remaining = [count if count is not None else 1 << 62]

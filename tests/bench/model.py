@@ -186,7 +186,8 @@ def model_dir(cache: Path) -> tuple[Path, dict[str, Any]]:
     import shutil
 
     root = cache / "bench-models"
-    official = root / "official-vit-b-32-random"
+    # "-fused": exported since the exporter writes fused graphs (issue 11); older caches lack them
+    official = root / "official-vit-b-32-random-fused"
     own = root / RECIPE
     if (official / "manifest.json").is_file():
         return official, {
@@ -195,7 +196,7 @@ def model_dir(cache: Path) -> tuple[Path, dict[str, Any]]:
             "how": "moments_export --random-weights (cached)",
         }
     started = time.perf_counter()
-    tmp = root / "official-vit-b-32-random.tmp"
+    tmp = official.with_name(official.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
     root.mkdir(parents=True, exist_ok=True)

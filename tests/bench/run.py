@@ -11,6 +11,8 @@ beside it. Figures are modules of this package, each with `run(ctx) -> list[Figu
     scale              5  10k/100k/1M stored frames: p50, RSS, recall@10, filtered exactness
     store_hop          6  FindDescriptor→FindClip vs bare FAISS; the store figures of issue 3
     gpu                7  CUDA provider + fp16 (skipped with the reason where there is no CUDA)
+    fused              8  fused vs unfused towers on the CPU (same model directory, alternating blocks)
+    decode_cpu         9  decode CPU per video-second at 1 fps: skip strategy vs the full decode, same frames
     serving           10  Search QPS through gRPC (many client processes) vs the Embedder alone; 64 clients
                           in one process and 1-client p50 vs bare encode + kNN, shapes-demo
     ingest_decode     11  ingest video-s/s of concurrent 720p h264 streams vs the host's bare decode bound
@@ -43,6 +45,8 @@ FIGURES = (
     "scale",
     "store_hop",
     "gpu",
+    "fused",
+    "decode_cpu",
     "serving",
     "ingest_decode",
 )
@@ -199,12 +203,14 @@ def server_defaults() -> dict[str, Any]:
 
 def prepare(ctx: Ctx) -> int:
     """Build every cache a run needs (so that the measured run itself stays short)."""
+    from tests.bench.decode_cpu import long_gop_video
     from tests.bench.ingest_throughput import config_videos
 
     t = time.perf_counter()
     log(f"model: {ctx.model()}")
     for cfg in ctx.sizes["ingest_configs"]:
         config_videos(cfg, VIDEO_FPS)
+    long_gop_video(ctx.sizes)
     for size in ctx.sizes["store_videos"]:
         path, facts = ctx.store(size)
         log(f"store {size}: {path} ({'reused' if facts.get('reused') else 'built'}: {facts.get('build')})")
@@ -280,22 +286,25 @@ def main(argv: list[str] | None = None) -> int:
     try:
         stores = CACHE / "bench-stores"
         have = {p.name for p in stores.iterdir()} if stores.exists() else set()
-        if not args.quick and not any(n.startswith("v") and n.split("-")[1] == "1000000" for n in have):
+        needs_store = any(name in ("scale", "store_hop") for name in only)
+        if needs_store and not args.quick and not any(n.startswith("v") and n.split("-")[1] == "1000000" for n in have):
             log(
                 "the 1M-frame store is not cached yet: this run builds it first (many minutes on 2 cores); "
                 "`python -m tests.bench.run --prepare` builds every cache without measuring"
             )
-        log(f"model: {ctx.model()} ({ctx.model_facts.get('how')})")
-        m = ctx.manifest()
-        meta["model"] = {
-            "name": m.name,
-            "weights": "random init (speed only)",
-            "embed_dim": m.embed_dim,
-            "image_size": m.image_size,
-            "context_length": m.context_length,
-            "fingerprint": m.fingerprint,
-            **ctx.model_facts,
-        }
+        # figures whose module says NEEDS_MODEL = False run without the model export
+        if any(getattr(importlib.import_module(f"tests.bench.{name}"), "NEEDS_MODEL", True) for name in only):
+            log(f"model: {ctx.model()} ({ctx.model_facts.get('how')})")
+            m = ctx.manifest()
+            meta["model"] = {
+                "name": m.name,
+                "weights": "random init (speed only)",
+                "embed_dim": m.embed_dim,
+                "image_size": m.image_size,
+                "context_length": m.context_length,
+                "fingerprint": m.fingerprint,
+                **ctx.model_facts,
+            }
         for name in only:
             t = time.perf_counter()
             load0 = os.getloadavg()

@@ -162,6 +162,17 @@ def test_list_embed_delete(client: Client, library: Library) -> None:
     assert e.value.code == grpc.StatusCode.NOT_FOUND
 
 
+def test_ingest_keyframes_only(client: Client, library: Library) -> None:
+    # clip-north.mp4: 4 s written with x264's defaults (keyint 250): keyframes at 0 s and at the scene cut
+    # (2 s, the red circle turns into a blue square)
+    path = library.videos.folder / "clip-north.mp4"
+    done = client.ingest(path, "py-keyframes", fps=2.0, keyframes=True)
+    assert done.frames == 2
+    by_time = client.ingest(path, "py-by-time", fps=2.0)
+    assert by_time.frames == 8
+    assert client.delete_video("py-keyframes") == 2 and client.delete_video("py-by-time") == 8
+
+
 def test_async_client(server: LiveServer, library: Library) -> None:
     data = (library.videos.folder / "clip-north.mp4").read_bytes()
 

@@ -109,10 +109,12 @@ def test_manifest(tiny_dir: Path) -> None:
     assert m["precision"] == {"cpu": "fp32", "gpu": "fp32"}
     files = m["files"]
     assert set(files) == {"text", "image", "tokenizer"}
-    assert set(files["text"]) == {"fp32"} and set(files["image"]) == {"fp32"}
-    for e in (files["text"]["fp32"], files["image"]["fp32"], files["tokenizer"]):
+    assert set(files["text"]) == {"fp32", "fp32_fused"} and set(files["image"]) == {"fp32", "fp32_fused"}
+    for e in (*files["text"].values(), *files["image"].values(), files["tokenizer"]):
         assert _sha(tiny_dir / e["path"]) == e["sha256"]
-    assert sorted(p.name for p in tiny_dir.iterdir()) == ["image.onnx", "manifest.json", "text.onnx", "tokenizer.json"]
+    assert sorted(p.name for p in tiny_dir.iterdir()) == [
+        "image.fused.onnx", "image.onnx", "manifest.json", "text.fused.onnx", "text.onnx", "tokenizer.json",
+    ]  # fmt: skip
     assert re.fullmatch(r"[0-9a-f]{64}", m["fingerprint"])
     assert m["descriptor_set"] == f"moments__tiny-test__{m['fingerprint'][:8]}"
     assert m["descriptor_set"] == descriptor_set_name("tiny-test", None, None, m["fingerprint"])
@@ -120,6 +122,13 @@ def test_manifest(tiny_dir: Path) -> None:
     v = m["verification"]
     assert v["text_cosine_min"] >= 0.9999 and v["image_cosine_min"] >= 0.9999
     assert v["fp16"] is None
+    for key in ("fp32",):
+        f = v["fused"][key]
+        assert f["ok"] and f["text_cosine_min"] >= 0.9999 and f["image_cosine_min"] >= 0.9999
+        assert f["vs_unfused"]["ok"] and f["vs_unfused"]["text_cosine_min"] >= 0.9999
+        for tower in ("text", "image"):  # 2 layers: every attention and MLP fused
+            ops = f["fused_operators"][tower]
+            assert ops["Attention"] == 2 and ops["BiasGelu"] == 2 and ops["SkipLayerNormalization"] == 4
     assert m["tokenizer"]["parity_checked"] >= 500
     assert {k["id"] for k in m["tokenizer"]["known_differences"]} >= {"ftfy-mojibake", "greek-final-sigma"}
     assert set(m["exporter"]) >= {"torch", "open_clip", "onnx"}
@@ -156,9 +165,22 @@ def test_descriptor_sets_differ_between_models() -> None:
     )
 
 
+def test_fused_graph_has_one_attention_node_per_layer(tiny_dir: Path) -> None:
+    import onnx
+
+    for name, causal in (("text", 1), ("image", 0)):
+        g = onnx.load(str(tiny_dir / f"{name}.fused.onnx")).graph
+        attn = [n for n in g.node if n.op_type == "Attention"]
+        assert len(attn) == 2 and all(n.domain == "com.microsoft" for n in attn)
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in attn[0].attribute}
+        assert attrs["unidirectional"] == causal and attrs["num_heads"] == 2
+        assert not [n for n in g.node if n.op_type == "Softmax"]  # no unfused attention left
+
+
 def test_fp16_variant_on_cpu(tmp_path: Path, tiny_config: Path, tiny_dir: Path) -> None:
-    """``--fp16 yes`` without a GPU: fp16 graphs with the same I/O, verified, but not recommended."""
-    import onnxruntime as ort
+    """``--fp16 yes`` without a GPU: fp16 graphs (plain and fused) exported from the half-precision model, same
+    I/O, verified on the CPU, but not recommended."""
+    import onnx
 
     from tests.export.conftest import run_export
 
@@ -169,21 +191,41 @@ def test_fp16_variant_on_cpu(tmp_path: Path, tiny_config: Path, tiny_dir: Path) 
     assert r.returncode == 0, r.stderr[-4000:]
     d = tmp_path / "m"
     m = json.loads((d / "manifest.json").read_text())
-    assert set(m["files"]["text"]) == {"fp32", "fp16"} and set(m["files"]["image"]) == {"fp32", "fp16"}
+    keys = {"fp32", "fp16", "fp32_fused", "fp16_fused"}
+    assert set(m["files"]["text"]) == keys and set(m["files"]["image"]) == keys
     assert m["files"]["text"]["fp16"]["path"] == "text.fp16.onnx"
+    assert m["files"]["image"]["fp16_fused"]["path"] == "image.fp16.fused.onnx"
     assert m["precision"] == {"cpu": "fp32", "gpu": "fp32"}  # not measured on a GPU: not recommended
     v16 = m["verification"]["fp16"]
     assert v16["ok"] and v16["text_cosine_min"] >= 0.999 and v16["image_cosine_min"] >= 0.999
+    assert v16["device"] == "cpu"
+    f16 = m["verification"]["fused"]["fp16"]
+    assert f16["ok"] and f16["vs_unfused"]["ok"] and f16["vs_unfused"]["image_cosine_min"] >= 0.999
     # same fp32 graphs (and identity) as without --fp16: the fingerprint does not change
     assert m["fingerprint"] == json.loads((tiny_dir / "manifest.json").read_text())["fingerprint"]
     ids, px = _inputs(d, 5)
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     for name, inp, x in (("text", "input_ids", ids), ("image", "pixels", px)):
-        s16 = ort.InferenceSession(str(d / f"{name}.fp16.onnx"), so, providers=["CPUExecutionProvider"])
-        assert [i.type for i in s16.get_inputs()] == [("tensor(int64)" if name == "text" else "tensor(uint8)")]
-        assert [o.type for o in s16.get_outputs()] == ["tensor(float)"]
-        (y16,) = s16.run(["embedding"], {inp: x})
+        g = onnx.load(str(d / f"{name}.fp16.onnx")).graph
+        # weights are half precision (exported from a half model, not converted), I/O types are kept
+        assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in g.initializer)
+        assert g.input[0].type.tensor_type.elem_type == (
+            onnx.TensorProto.INT64 if name == "text" else onnx.TensorProto.UINT8
+        )
+        assert g.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
         y32 = ort_embed(d / f"{name}.onnx", inp, x)
-        assert y16.dtype == np.float32
-        assert np.sum(y16 * y32, axis=1).min() >= 0.999
+        for graph in (f"{name}.fp16.onnx", f"{name}.fp16.fused.onnx"):
+            y16 = _embed_like_server(d / graph, inp, x)
+            assert y16.dtype == np.float32
+            assert np.sum(y16 * y32, axis=1).min() >= 0.999, graph
+
+
+def _embed_like_server(path: Path, name: str, x: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    from moments_server.inference.sessions import optimization_level
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = optimization_level(path)
+    s = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    (y,) = s.run(["embedding"], {name: x})
+    return np.asarray(y)

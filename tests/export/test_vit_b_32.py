@@ -51,6 +51,12 @@ def test_vit_b_32_from_warm_cache(tmp_path: Path) -> None:
     assert m["descriptor_set"] == f"moments__vit-b-32__laion2b_s34b_b79k__{m['fingerprint'][:8]}"
     assert v["text_cosine_min"] >= 0.9999 and v["image_cosine_min"] >= 0.9999
     assert v["fp32"]["image"]["batches"] == [1, 3, 13] and v["fp32"]["image"]["n"] == 17
+    # fused graphs at full size: every layer's attention in one Attention node, agreeing with the plain graphs
+    f = v["fused"]["fp32"]
+    assert f["ok"] and f["vs_unfused"]["text_cosine_min"] >= 0.9999 and f["vs_unfused"]["image_cosine_min"] >= 0.9999
+    for tower in ("text", "image"):
+        ops = f["fused_operators"][tower]
+        assert (ops["Attention"], ops["BiasGelu"], ops["SkipLayerNormalization"]) == (12, 12, 24)
 
     from tokenizers import Tokenizer
 

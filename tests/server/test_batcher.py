@@ -78,15 +78,18 @@ def test_batches_form_up_to_max_batch_and_match_unbatched(session: ort.Inference
     run(main())
 
 
-def test_delay_bounds_the_wait_of_a_lone_request(session: ort.InferenceSession) -> None:
+def test_a_lone_request_runs_at_once_and_company_waits_for_more(session: ort.InferenceSession) -> None:
     async def main() -> None:
         rec = Recorder(session)
-        b = MicroBatcher("t", rec, max_batch=64, max_delay_s=0.02, max_queue=100)
+        b = MicroBatcher("t", rec, max_batch=64, max_delay_s=0.5, max_queue=100)
         b.start()
-        r = await b.submit(item(1))
+        lone = await b.submit(item(1))
+        # two requests arriving together: company is likely, so the batch waits (up to max_delay) for more
+        pair = await asyncio.gather(b.submit(item(2)), b.submit(item(3)))
         await b.stop()
-        assert rec.batches == [[1.0]]
-        assert 0.015 <= r.queue_s < 0.5  # waited for company, about max_delay, then ran alone
+        assert rec.batches == [[1.0], [2.0, 3.0]]
+        assert lone.queue_s < 0.25  # nobody else in sight: no wait for company
+        assert all(0.4 <= r.queue_s < 2.0 for r in pair)  # waited about max_delay, then ran together
 
     run(main())
 

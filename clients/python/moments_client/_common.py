@@ -70,15 +70,23 @@ def channel_options(extra: Sequence[tuple[str, Any]] = ()) -> list[tuple[str, An
     return list(options.items())
 
 
-def credentials(tls: TlsArg) -> grpc.ChannelCredentials | None:
-    """None → plaintext; True → the system's roots; a path → that PEM CA bundle; or ready credentials."""
-    if tls is None or tls is False:
-        return None
-    if tls is True:
-        return grpc.ssl_channel_credentials()
+ClientCert: TypeAlias = tuple[str | os.PathLike[str], str | os.PathLike[str]]
+
+
+def credentials(tls: TlsArg, client_cert: ClientCert | None = None) -> grpc.ChannelCredentials | None:
+    """None → plaintext; True → the system's roots; a path → that PEM CA bundle; or ready credentials.
+
+    client_cert: (certificate chain PEM, private key PEM) for servers that require client certificates
+    (mTLS); implies TLS (with the system's roots when `tls` names none)."""
     if isinstance(tls, grpc.ChannelCredentials):
         return tls
-    return grpc.ssl_channel_credentials(root_certificates=Path(tls).read_bytes())
+    if (tls is None or tls is False) and client_cert is None:
+        return None
+    roots = None if tls is None or isinstance(tls, bool) else Path(tls).read_bytes()
+    if client_cert is None:
+        return grpc.ssl_channel_credentials(root_certificates=roots)
+    chain, key = (Path(p).read_bytes() for p in client_cert)
+    return grpc.ssl_channel_credentials(root_certificates=roots, private_key=key, certificate_chain=chain)
 
 
 def call_metadata(token: str | None, extra: Sequence[tuple[str, str]] = ()) -> tuple[tuple[str, str], ...]:
@@ -165,16 +173,21 @@ def ingest_header(
     thumbnails: bool,
     sha256: str | None,
     size: int | None,
+    keyframes: bool = False,
+    live: bool = False,
+    segment_s: float = 0.0,
 ) -> pb.IngestHeader:
     check_video_id(video_id)
     header = pb.IngestHeader(
         video_id=video_id,
         filename=filename,
-        sampling=pb.SamplingOptions(fps=fps, max_frames=max_frames),
+        sampling=pb.SamplingOptions(fps=fps, max_frames=max_frames, keyframes=keyframes),
         replace=replace,
         thumbnails=thumbnails,
         sha256=sha256 or "",
         size_bytes=size or 0,
+        mode=pb.INGEST_MODE_LIVE if live else pb.INGEST_MODE_UNSPECIFIED,
+        segment_s=segment_s,
     )
     for key, value in (metadata or {}).items():
         header.metadata[key].CopyFrom(to_value(value))
@@ -255,3 +268,10 @@ def sha256_of(upload: Upload) -> str:
         digest.update(chunk)
     f.seek(pos)
     return digest.hexdigest()
+
+
+def ingest_deadline(default: float, given: float | None, live: bool) -> float | None:
+    """An upload gets the client's ingest timeout; a live stream, which may never end, none unless given."""
+    if given is not None:
+        return given
+    return None if live else default

@@ -41,6 +41,7 @@ class AsyncClient:
         token: str | None = None,
         tls: c.TlsArg = None,
         *,
+        client_cert: c.ClientCert | None = None,
         timeout: float = c.DEFAULT_TIMEOUT_S,
         ingest_timeout: float = c.DEFAULT_INGEST_TIMEOUT_S,
         options: Sequence[tuple[str, Any]] = (),
@@ -49,7 +50,7 @@ class AsyncClient:
         self.target = target
         self.timeout = timeout
         self.ingest_timeout = ingest_timeout
-        creds = c.credentials(tls)
+        creds = c.credentials(tls, client_cert)
         opts = c.channel_options(options)
         self._channel = (
             grpc.aio.secure_channel(target, creds, options=opts)
@@ -163,6 +164,9 @@ class AsyncClient:
         *,
         fps: float = 1.0,
         max_frames: int = 0,
+        keyframes: bool = False,
+        live: bool = False,
+        segment_s: float = 0.0,
         replace: bool = False,
         thumbnails: bool = False,
         sha256: str | bool | None = None,
@@ -176,7 +180,18 @@ class AsyncClient:
         try:
             digest = (await asyncio.to_thread(c.sha256_of, upload)) if sha256 is True else (sha256 or None)
             header = c.ingest_header(
-                video_id, upload.filename, metadata, fps, max_frames, replace, thumbnails, digest, upload.size
+                video_id,
+                upload.filename,
+                metadata,
+                fps,
+                max_frames,
+                replace,
+                thumbnails,
+                digest,
+                upload.size,
+                keyframes=keyframes,
+                live=live,
+                segment_s=segment_s,
             )
         except BaseException:
             upload.close()
@@ -201,7 +216,7 @@ class AsyncClient:
                 raise
 
         call = self._stub.Ingest(
-            requests(), timeout=self.ingest_timeout if timeout is None else timeout, metadata=self._metadata
+            requests(), timeout=c.ingest_deadline(self.ingest_timeout, timeout, live), metadata=self._metadata
         )
         try:
             async for message in call:
@@ -224,6 +239,9 @@ class AsyncClient:
         *,
         fps: float = 1.0,
         max_frames: int = 0,
+        keyframes: bool = False,
+        live: bool = False,
+        segment_s: float = 0.0,
         replace: bool = False,
         thumbnails: bool = False,
         sha256: str | bool | None = None,
@@ -240,6 +258,9 @@ class AsyncClient:
             metadata,
             fps=fps,
             max_frames=max_frames,
+            keyframes=keyframes,
+            live=live,
+            segment_s=segment_s,
             replace=replace,
             thumbnails=thumbnails,
             sha256=sha256,

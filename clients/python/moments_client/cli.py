@@ -17,7 +17,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -42,6 +42,7 @@ from moments_client.client import Client
 from moments_client.errors import MomentsError
 from moments_client.types import (
     IngestAccepted,
+    IngestCommitted,
     IngestDone,
     IngestEvent,
     IngestProgress,
@@ -177,7 +178,10 @@ def fmt_bytes(n: float) -> str:
 
 def client_of(args: argparse.Namespace) -> Client:
     tls: bool | str | None = args.ca_cert or (True if args.tls else None)
-    return Client(args.target, token=args.token or None, tls=tls, timeout=args.timeout)
+    if bool(args.client_cert) != bool(args.client_key):
+        raise SystemExit("moments: --client-cert and --client-key go together")
+    cert = (args.client_cert, args.client_key) if args.client_cert else None
+    return Client(args.target, token=args.token or None, tls=tls, client_cert=cert, timeout=args.timeout)
 
 
 @dataclass
@@ -226,7 +230,68 @@ def collect(paths: Sequence[str], id_from: str) -> list[Job]:
     return jobs
 
 
+def _stdin_or_file(path: str, stop: threading.Event, chunk: int = 1 << 16) -> Iterator[bytes]:
+    """The bytes of a live source (`-` = standard input, or a file or FIFO) until it ends or `stop` is set."""
+    with open(sys.stdin.fileno(), "rb", closefd=False) if path == "-" else open(path, "rb") as f:
+        while not stop.is_set():
+            data = f.read1(chunk) if hasattr(f, "read1") else f.read(chunk)
+            if not data:
+                return
+            yield data
+
+
+def cmd_ingest_live(args: argparse.Namespace) -> int:
+    """`moments ingest - --live --id cam-7`: stream standard input (or a file/FIFO) as a live video; Ctrl-C ends
+    the stream cleanly (what was sent is committed and the video is complete)."""
+    if len(args.paths) != 1 or not args.id:
+        err.print("[red]error:[/red] --live takes one source ('-' for standard input) and --id VIDEO_ID")
+        return EXIT_USAGE
+    stop = threading.Event()
+    started = time.monotonic()
+    done = None
+    with client_of(args) as client:
+        events = client.ingest_events(
+            _stdin_or_file(args.paths[0], stop),
+            args.id,
+            parse_meta(args.meta),
+            fps=args.fps,
+            live=True,
+            segment_s=args.segment_s,
+            replace=args.replace,
+            thumbnails=args.thumbnails,
+            filename=args.paths[0] if args.paths[0] != "-" else "stdin",
+        )
+        try:
+            while True:
+                try:
+                    event = next(events)
+                except StopIteration:
+                    break
+                except KeyboardInterrupt:
+                    stop.set()  # the sender ends the stream at its next chunk; the server completes the video
+                    err.print("[yellow]ending the stream...[/yellow]")
+                    continue
+                if isinstance(event, IngestCommitted) and not args.quiet:
+                    lag = max(time.monotonic() - started - event.media_s, 0.0)
+                    err.print(
+                        f"committed {event.media_s:7.1f} s of video, {event.frames} frames, "
+                        f"{fmt_bytes(event.bytes)}, {event.segments} segments (lag {lag:.1f} s)"
+                    )
+                elif isinstance(event, IngestDone):
+                    done = event
+        except MomentsError as e:
+            err.print(f"[red]error:[/red] {e.code.name}: {escape(e.message)}")
+            return EXIT_UNREACHABLE if e.code == grpc.StatusCode.UNAVAILABLE else EXIT_FAILED
+    if done is not None:
+        summary = {"video_id": args.id, "state": done.video.state, "frames": done.frames}
+        summary["duration_s"] = done.video.duration_s
+        print(json.dumps(summary) if args.json else f"{args.id}: {done.video.state}, {done.frames} frames")
+    return EXIT_OK
+
+
 def cmd_ingest(args: argparse.Namespace) -> int:
+    if args.live:
+        return cmd_ingest_live(args)
     meta = parse_meta(args.meta)
     jobs = collect(args.paths, args.id_from)
     todo = [j for j in jobs if j.status == "pending"]
@@ -305,6 +370,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
                         meta,
                         fps=args.fps,
                         max_frames=args.max_frames,
+                        keyframes=args.keyframes,
                         replace=args.replace,
                         thumbnails=args.thumbnails,
                         on_progress=on_event,
@@ -660,7 +726,24 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_argument(
             "--tls", action="store_true", default=default(False), help="use TLS with the system's root certificates"
         )
-        g.add_argument("--ca-cert", metavar="PEM", default=default(None), help="use TLS with this CA bundle")
+        g.add_argument(
+            "--ca-cert",
+            metavar="PEM",
+            default=default(os.environ.get("MOMENTS_CA_CERT")),
+            help="use TLS with this CA bundle (env MOMENTS_CA_CERT)",
+        )
+        g.add_argument(
+            "--client-cert",
+            metavar="PEM",
+            default=default(os.environ.get("MOMENTS_CLIENT_CERT")),
+            help="client certificate for servers that require one (mTLS; env MOMENTS_CLIENT_CERT)",
+        )
+        g.add_argument(
+            "--client-key",
+            metavar="PEM",
+            default=default(os.environ.get("MOMENTS_CLIENT_KEY")),
+            help="its private key (env MOMENTS_CLIENT_KEY)",
+        )
         return p
 
     common = server_options(suppress=True)
@@ -692,7 +775,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--replace", action="store_true", help="replace videos whose id exists")
     p.add_argument("--fps", type=float, default=1.0, help="frames per second to sample (default %(default)s)")
     p.add_argument("--max-frames", type=int, default=0, help="stop after this many frames per video (0 = no limit)")
+    p.add_argument(
+        "--keyframes",
+        action="store_true",
+        help="keep only keyframes (at most one per 1/fps window): far less decoding, frames as far apart as keyframes",
+    )
     p.add_argument("--thumbnails", action="store_true", help="store a small JPEG per sampled frame")
+    p.add_argument(
+        "--live",
+        action="store_true",
+        help="stream one source that may never end ('-' = standard input, e.g. ffmpeg ... -f mpegts -), "
+        "committed and searchable every --segment-s seconds of video; needs --id; Ctrl-C ends it cleanly",
+    )
+    p.add_argument("--id", help="the video id (--live)")
+    p.add_argument(
+        "--segment-s", type=float, default=0.0, help="--live: seconds of video per commit (0 = the server's default)"
+    )
     p.add_argument("--json", action="store_true", help="print the summary as JSON (no progress bars)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_ingest)

@@ -45,7 +45,8 @@ class Client:
     """A connection to a Moments server (thread-safe; share one per process).
 
     ``target`` is ``host:port``; ``token`` is sent as ``authorization: Bearer <token>``; ``tls`` is None
-    (plaintext), True (system roots), a CA bundle path, or :class:`grpc.ChannelCredentials`.
+    (plaintext), True (system roots), a CA bundle path, or :class:`grpc.ChannelCredentials`;
+    ``client_cert`` is (certificate PEM path, key PEM path) for servers that require client certificates.
     """
 
     def __init__(
@@ -54,6 +55,7 @@ class Client:
         token: str | None = None,
         tls: c.TlsArg = None,
         *,
+        client_cert: c.ClientCert | None = None,
         timeout: float = c.DEFAULT_TIMEOUT_S,
         ingest_timeout: float = c.DEFAULT_INGEST_TIMEOUT_S,
         options: Sequence[tuple[str, Any]] = (),
@@ -62,7 +64,7 @@ class Client:
         self.target = target
         self.timeout = timeout
         self.ingest_timeout = ingest_timeout
-        creds = c.credentials(tls)
+        creds = c.credentials(tls, client_cert)
         opts = c.channel_options(options)
         self._channel = (
             grpc.secure_channel(target, creds, options=opts) if creds else grpc.insecure_channel(target, options=opts)
@@ -191,6 +193,9 @@ class Client:
         *,
         fps: float = 1.0,
         max_frames: int = 0,
+        keyframes: bool = False,
+        live: bool = False,
+        segment_s: float = 0.0,
         replace: bool = False,
         thumbnails: bool = False,
         sha256: str | bool | None = None,
@@ -202,14 +207,29 @@ class Client:
         :class:`IngestAccepted`, :class:`IngestProgress` events and finally :class:`IngestDone`.
 
         The file is opened before the call (an unreadable path raises OSError). Closing the iterator early
-        cancels the upload, which leaves nothing of the video on the server. ``sha256=True`` hashes a
-        seekable source first so that the server verifies the upload.
+        cancels the upload, which leaves nothing of the video on the server. ``keyframes=True`` keeps only
+        keyframes (``SamplingOptions.keyframes``: far less decoding, frames as far apart as keyframes).
+        ``sha256=True`` hashes a seekable source first so that the server verifies the upload.
+        ``live=True`` sends a stream that may never end (INGEST_MODE_LIVE): the server commits it every
+        ``segment_s`` seconds of video, reported as :class:`IngestCommitted` events, searchable at once; such a
+        call has no deadline unless ``timeout`` is given.
         """
         upload = c.open_upload(source, filename)
         try:
             digest = c.sha256_of(upload) if sha256 is True else (sha256 or None)
             header = c.ingest_header(
-                video_id, upload.filename, metadata, fps, max_frames, replace, thumbnails, digest, upload.size
+                video_id,
+                upload.filename,
+                metadata,
+                fps,
+                max_frames,
+                replace,
+                thumbnails,
+                digest,
+                upload.size,
+                keyframes=keyframes,
+                live=live,
+                segment_s=segment_s,
             )
         except BaseException:
             upload.close()
@@ -232,7 +252,7 @@ class Client:
                 raise
 
         call = self._stub.Ingest(
-            requests(), timeout=self.ingest_timeout if timeout is None else timeout, metadata=self._metadata
+            requests(), timeout=c.ingest_deadline(self.ingest_timeout, timeout, live), metadata=self._metadata
         )
         try:
             for message in call:
@@ -255,6 +275,9 @@ class Client:
         *,
         fps: float = 1.0,
         max_frames: int = 0,
+        keyframes: bool = False,
+        live: bool = False,
+        segment_s: float = 0.0,
         replace: bool = False,
         thumbnails: bool = False,
         sha256: str | bool | None = None,
@@ -272,6 +295,9 @@ class Client:
             metadata,
             fps=fps,
             max_frames=max_frames,
+            keyframes=keyframes,
+            live=live,
+            segment_s=segment_s,
             replace=replace,
             thumbnails=thumbnails,
             sha256=sha256,

@@ -20,6 +20,7 @@ __all__ = [
     "Embeddings",
     "Info",
     "IngestAccepted",
+    "IngestCommitted",
     "IngestDone",
     "IngestEvent",
     "IngestProgress",
@@ -233,6 +234,8 @@ class Video:
     frames: int
     size_bytes: int
     metadata: dict[str, MetaValue] = field(default_factory=dict)
+    #: "complete", "live" (a live stream is being committed) or "interrupted" (its stream broke)
+    state: str = "complete"
 
     @classmethod
     def from_proto(cls, v: pb.Video) -> Video:
@@ -248,6 +251,7 @@ class Video:
             frames=v.frames,
             size_bytes=v.size_bytes,
             metadata=metadata_dict(v.metadata),
+            state=v.state or "complete",
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -302,7 +306,18 @@ class IngestDone:
     timings: IngestTimings
 
 
-IngestEvent: TypeAlias = IngestAccepted | IngestProgress | IngestDone
+@dataclass(frozen=True)
+class IngestCommitted:
+    """A live stream's progress that is durably stored and searchable: bytes stored, media seconds, frames."""
+
+    video_id: str
+    bytes: int
+    media_s: float
+    frames: int
+    segments: int
+
+
+IngestEvent: TypeAlias = IngestAccepted | IngestProgress | IngestCommitted | IngestDone
 
 
 def ingest_event(event: pb.IngestEvent, video_id: str, bytes_sent: int, total: int | None) -> IngestEvent | None:
@@ -314,6 +329,9 @@ def ingest_event(event: pb.IngestEvent, video_id: str, bytes_sent: int, total: i
         return IngestProgress(
             video_id, bytes_sent, p.bytes_received, p.frames_decoded, p.frames_embedded, p.frames_stored, total
         )
+    if kind == "committed":
+        c = event.committed
+        return IngestCommitted(video_id, c.bytes, c.media_s, c.frames, c.segments)
     if kind == "done":
         d = event.done
         t = d.timings

@@ -31,6 +31,10 @@ class StoreError(Exception):
     """The store refused or failed a query (the message is the store's)."""
 
 
+class VideoGone(Exception):
+    """A LIVE video was deleted while its stream was being committed."""
+
+
 class ModelMismatch(Exception):
     """The descriptor set holds vectors of another model than the one serving."""
 
@@ -130,11 +134,36 @@ class Catalog:
         self.run(commands, blobs, kind="add_video")
         self.note_metadata(video.metadata)
 
+    def add_segment(
+        self,
+        video: VideoRecord,
+        index: int,
+        blob: bytes,
+        byte_start: int,
+        frames: Sequence[FrameRecord],
+        vectors: np.ndarray,
+        thumbnails: Sequence[bytes] | None,
+    ) -> None:
+        """A LIVE video's next segment (queries.add_segment); VideoGone when the video was deleted meanwhile."""
+        vector_blobs = [np.ascontiguousarray(v, dtype="<f4").tobytes() for v in vectors]
+        commands, blobs = queries.add_segment(
+            video, index, blob, byte_start, frames, vector_blobs, thumbnails, self.descriptor_set
+        )
+        try:
+            self.run(commands, blobs, kind="add_segment")
+        except StoreError:
+            if self.get_video(video.video_id) is None:
+                raise VideoGone(f"video {video.video_id!r} was deleted while it was streaming") from None
+            raise
+
+    def set_state(self, video: VideoRecord) -> None:
+        self.run(queries.set_state(video), kind="set_state")
+
     def delete_video(self, video_id: str) -> tuple[int, int]:
         """Returns (videos deleted, descriptors deleted)."""
         response, _ = self.run(queries.delete_video(video_id, self.descriptor_set), kind="delete_video")
         descriptors = int(response[1]["DeleteDescriptor"].get("count", 0))
-        videos = int(response[3]["DeleteVideo"].get("count", 0))
+        videos = int(response[-1]["DeleteVideo"].get("count", 0))
         return videos, descriptors
 
     # -- metadata keys ------------------------------------------------------------------------------------

@@ -22,12 +22,18 @@ VIDEO_FIELDS = (
     "frames",
     "size_bytes",
     "sha256",
+    "state",
 )
-FRAME_FIELDS = ("video_id", "frame_s", "start_s", "end_s")
+FRAME_FIELDS = ("video_id", "frame_s", "start_s", "end_s", "state")
 RESERVED_KEYS = frozenset(VIDEO_FIELDS) | frozenset(FRAME_FIELDS)
 
 FRAME_EDGE = "has_frame"  # Descriptor → Clip
 THUMBNAIL_EDGE = "has_thumbnail"  # Image → Clip
+SEGMENT_EDGE = "has_segment"  # Video → Blob: a LIVE video's bytes after its first segment
+
+# A video's `state` (and its frames'): uploads are complete when they become visible; LIVE ingests are
+# "live" while their stream runs, then "complete" or "interrupted".
+COMPLETE, LIVE, INTERRUPTED = "complete", "live", "interrupted"
 
 METADATA_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
 VIDEO_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -58,6 +64,7 @@ class VideoRecord:
     size_bytes: int
     sha256: str
     metadata: dict[str, PropertyValue] = field(default_factory=dict)
+    state: str = COMPLETE
 
     def properties(self) -> dict[str, Any]:
         props: dict[str, Any] = {
@@ -74,6 +81,7 @@ class VideoRecord:
             "frames": self.frames,
             "size_bytes": self.size_bytes,
             "sha256": self.sha256,
+            "state": self.state,
         }
         props.update(self.metadata)
         return props
@@ -95,6 +103,7 @@ class VideoRecord:
             size_bytes=int(props.get("size_bytes", 0)),
             sha256=str(props.get("sha256", "")),
             metadata=user_metadata(props),
+            state=str(props.get("state", COMPLETE)),  # videos stored before states existed are uploads
         )
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from moments_server.catalog.model import (
     FRAME_EDGE,
+    SEGMENT_EDGE,
     THUMBNAIL_EDGE,
     FrameRecord,
     PropertyValue,
@@ -72,6 +73,7 @@ def delete_video(video_id: str, descriptor_set: str) -> list[Command]:
         {"DeleteImage": {"constraints": by_video}},
         {"DeleteDescriptor": {"set": descriptor_set, "constraints": by_video}},
         {"DeleteClip": {"constraints": by_video}},
+        {"DeleteBlob": {"constraints": by_video}},  # a LIVE video's segments
         {"DeleteVideo": {"constraints": by_video}},
     ]
 
@@ -92,7 +94,79 @@ def add_video(
     commands: list[Command] = delete_video(video.video_id, descriptor_set) if replace else []
     blobs: list[bytes] = [video_blob]
     commands.append({"AddVideo": {"_ref": 1, "properties": video.properties()}})
+    add_frames(commands, blobs, video, frames, vectors, thumbnails, descriptor_set)
+    return commands, blobs
+
+
+def add_segment(
+    video: VideoRecord,
+    index: int,
+    segment_blob: bytes,
+    byte_start: int,
+    frames: Sequence[FrameRecord],
+    vectors: Sequence[bytes],
+    thumbnails: Sequence[bytes] | None,
+    descriptor_set: str,
+) -> tuple[list[Command], list[bytes]]:
+    """A LIVE video's next segment, in one transaction: its bytes as a Blob on the video, its frames, and the
+    video's committed totals. The video must still exist (FindVideo with `unique`): a stream whose video was
+    deleted meanwhile fails its commit."""
+    commands: list[Command] = [{"FindVideo": {"_ref": 1, "constraints": _by_video(video.video_id), "unique": True}}]
+    blobs: list[bytes] = []
+    if segment_blob:
+        props = {"video_id": video.video_id, "segment": index, "byte_start": byte_start}
+        props["byte_end"] = byte_start + len(segment_blob)
+        commands.append(
+            {"AddBlob": {"properties": props, "connect": {"ref": 1, "class": SEGMENT_EDGE, "direction": "in"}}}
+        )
+        blobs.append(segment_blob)
+    add_frames(commands, blobs, video, frames, vectors, thumbnails, descriptor_set)
+    commands.append({"UpdateVideo": {"ref": 1, "properties": live_totals(video)}})
+    return commands, blobs
+
+
+def live_totals(video: VideoRecord) -> dict[str, Any]:
+    return {
+        "state": video.state,
+        "frames": video.frames,
+        "size_bytes": video.size_bytes,
+        "duration_s": video.duration_s,
+    }
+
+
+def set_state(video: VideoRecord) -> list[Command]:
+    """A LIVE video's end: its state and totals, on the video and on every frame (searches filter on it)."""
+    by_video = _by_video(video.video_id)
+    return [
+        {"UpdateVideo": {"constraints": by_video, "properties": live_totals(video)}},
+        {"UpdateDescriptor": {"constraints": by_video, "properties": {"state": video.state}}},
+    ]
+
+
+def segment_blobs(video_id: str) -> list[Command]:
+    return [
+        {
+            "FindBlob": {
+                "constraints": _by_video(video_id),
+                "blobs": True,
+                "results": {"list": ["segment"], "sort": {"key": "segment", "order": "ascending"}},
+            }
+        }
+    ]
+
+
+def add_frames(
+    commands: list[Command],
+    blobs: list[bytes],
+    video: VideoRecord,
+    frames: Sequence[FrameRecord],
+    vectors: Sequence[bytes],
+    thumbnails: Sequence[bytes] | None,
+    descriptor_set: str,
+) -> None:
+    """Per frame its Clip (on the video bound to ref 1), Descriptor and thumbnail; refs from 2 on."""
     frame_props: dict[str, PropertyValue] = dict(video.metadata)
+    frame_props["state"] = video.state
     for i, frame in enumerate(frames):
         clip_ref = i + 2
         commands.append(
@@ -131,7 +205,6 @@ def add_video(
                 }
             )
             blobs.append(thumbnails[i])
-    return commands, blobs
 
 
 def search(

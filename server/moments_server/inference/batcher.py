@@ -1,7 +1,10 @@
 """Micro-batcher: gathers requests into one session call, search lane before ingest lane.
 
 A batch closes when it is full (`max_batch`) or `max_delay` after its oldest request arrived; requests
-that piled up while the previous batch ran therefore go at once. The session runs on one dedicated
+that piled up while the previous batch ran therefore go at once. The delay is only spent when company is
+likely: when the last two requests arrived less than `max_delay` apart. A lone caller (its requests a
+whole round trip apart) goes straight to the tower: waiting for nobody measured ~0.7 ms of its 1.2 ms
+queue time (shapes-demo, 2 cores). The session runs on one dedicated
 thread per tower (one batch at a time: the session already uses every core it was given), so the event
 loop never blocks. Cancelled or expired requests are dropped before they cost inference.
 """
@@ -83,6 +86,8 @@ class MicroBatcher(Generic[T, R]):
         self.ingest_batch_while_searching = 2
         self.recent_search_s = 2.0
         self._last_search = -1e9
+        self._last_arrival = -1e9
+        self._arrival_gap = float("inf")  # between the last two submissions
 
     # -- public -------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -150,6 +155,7 @@ class MicroBatcher(Generic[T, R]):
             )
         loop = asyncio.get_running_loop()
         now = time.perf_counter()
+        self._arrival_gap, self._last_arrival = now - self._last_arrival, now
         futures = []
         for value in values:
             fut: asyncio.Future[Result] = loop.create_future()
@@ -209,6 +215,8 @@ class MicroBatcher(Generic[T, R]):
             if not self.pending:
                 await self._wakeup.wait()
             oldest = self._oldest()
+            if self._arrival_gap >= self.max_delay_s:
+                oldest = None  # no company in sight: run now
             while oldest is not None and self.pending < self.max_batch:
                 remaining = oldest + self.max_delay_s - time.perf_counter()
                 if remaining <= 0:

@@ -63,8 +63,24 @@ class ModelManifest:
         return str(self.raw.get("output", "embedding"))
 
     def tower_path(self, tower: str, precision: str) -> Path | None:
+        """The graph under ``files.<tower>.<precision>``; precision is a file key (fp32, fp16, fp32_fused, ...)."""
         entry = self.raw["files"][tower].get(precision)
         return self.directory / entry["path"] if entry else None
+
+    def serving_graph(self, tower: str, precision: str) -> tuple[Path, str, bool]:
+        """The graph to serve ``tower`` in ``precision``: its fused variant when the export wrote one (verified
+        against the unfused graph), else the plain one; fp32 when the precision has none.
+        Returns (path, precision served, fused)."""
+        for key, prec, fused in (
+            (f"{precision}_fused", precision, True),
+            (precision, precision, False),
+            ("fp32_fused", "fp32", True),
+            ("fp32", "fp32", False),
+        ):
+            path = self.tower_path(tower, key)
+            if path is not None:
+                return path, prec, fused
+        raise ModelDirError(f"{self.directory}: the manifest lists no {tower} graph")
 
     @property
     def tokenizer_path(self) -> Path:

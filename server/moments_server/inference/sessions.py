@@ -42,6 +42,7 @@ class Tower:
     output_name: str
     precision: str
     provider: str
+    fused: bool = False
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         if self.provider == "CUDAExecutionProvider":
@@ -57,13 +58,28 @@ class Tower:
         return np.asarray(out, dtype=np.float32)
 
 
+def optimization_level(path: Path) -> ort.GraphOptimizationLevel:
+    """ORT_ENABLE_EXTENDED for fp16 graphs, ORT_ENABLE_ALL for the rest.
+
+    onnxruntime 1.32's CPU provider segfaults while creating a session for the plain fp16 graphs at
+    ORT_ENABLE_ALL: the NCHWc layout transformer that only that level adds crashes on them (measured: the
+    session builds and runs with it in ``disabled_optimizers``, and at ORT_ENABLE_EXTENDED). What ORT_ENABLE_ALL
+    adds over EXTENDED are layout transformations (NCHWc/NHWC) for the CPU provider's convolutions, which the
+    CUDA provider (where fp16 is served) does not take by default; on the CPU (where the export verifies fp16
+    graphs) the provider runs their fp16 nodes through inserted casts to fp32.
+    """
+    if ".fp16." in path.name:
+        return ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    return ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+
+
 def _session(path: Path, providers: list[str], threads: int, spinning: bool) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.graph_optimization_level = optimization_level(path)
     options.log_severity_level = 3
     return ort.InferenceSession(str(path), sess_options=options, providers=providers)
 
@@ -79,13 +95,11 @@ def load_towers(manifest: ModelManifest, device: str, threads: int, spinning: bo
     precision = manifest.gpu_precision() if use_cuda else "fp32"
     towers = []
     for tower, input_name in (("text", manifest.text_input), ("image", manifest.image_input)):
-        path = manifest.tower_path(tower, precision) or manifest.tower_path(tower, "fp32")
-        if path is None:
-            raise RuntimeError(f"the manifest lists no {tower} tower")
+        path, served, fused = manifest.serving_graph(tower, precision)
         session = _session(path, providers, threads, spinning)
         provider = session.get_providers()[0]
-        towers.append(
-            Tower(tower, session, input_name, manifest.output, precision if ".fp16." in path.name else "fp32", provider)
+        towers.append(Tower(tower, session, input_name, manifest.output, served, provider, fused))
+        log.info(
+            "loaded %s tower %s (%s, %s) on %s", tower, path.name, served, "fused" if fused else "unfused", provider
         )
-        log.info("loaded %s tower %s on %s", tower, path.name, provider)
     return towers[0], towers[1]

@@ -6,7 +6,7 @@ from typing import Any
 
 from moments.v1 import moments_pb2 as pb
 from moments_server.catalog.catalog import value_type
-from moments_server.catalog.model import METADATA_KEY, VIDEO_ID
+from moments_server.catalog.model import COMPLETE, METADATA_KEY, VIDEO_ID
 from moments_server.errors import InvalidArgument
 from moments_server.service.values import to_property
 
@@ -45,6 +45,8 @@ def build_constraints(filters: pb.SearchFilters, known: dict[str, str]) -> dict[
         frame_range += ["<=", filters.end_s]
     if frame_range:
         constraints["frame_s"] = frame_range
+    if filters.complete_only:
+        constraints["state"] = ["==", COMPLETE]
     if len(filters.conditions) > MAX_CONDITIONS:
         raise InvalidArgument(f"at most {MAX_CONDITIONS} conditions")
     for i, cond in enumerate(filters.conditions):

@@ -29,6 +29,7 @@ from moments_server.config import Settings
 from moments_server.errors import AlreadyExists, DataLoss, InvalidArgument, ResourceExhausted
 from moments_server.inference.batcher import Lane
 from moments_server.inference.embedder import Embedder
+from moments_server.service.live import LiveIngest
 from moments_server.service.values import metadata_from_request
 from moments_server.service.videos import video_message
 from moments_server.video.decode import SampledFrame, VideoInfo, probe, sample
@@ -51,6 +52,18 @@ def validate_header(header: pb.IngestHeader, settings: Settings) -> None:
         raise InvalidArgument(f"sampling.max_frames must be at most {settings.max_frames}")
     if header.sha256 and (len(header.sha256) != 64 or any(c not in "0123456789abcdef" for c in header.sha256)):
         raise InvalidArgument("header.sha256 must be 64 lowercase hex characters")
+    if header.mode == pb.INGEST_MODE_LIVE:
+        seg = header.segment_s
+        if seg and not settings.live_segment_min_s <= seg <= settings.live_segment_max_s:
+            raise InvalidArgument(
+                f"segment_s must be between {settings.live_segment_min_s} and {settings.live_segment_max_s} "
+                "seconds (0 = the server's default)"
+            )
+        if header.sha256:
+            raise InvalidArgument("sha256 checks a whole upload; a LIVE stream has none: leave it empty")
+        return  # a live stream has no size to check
+    if header.segment_s:
+        raise InvalidArgument("segment_s is for LIVE ingests (mode = INGEST_MODE_LIVE)")
     if header.size_bytes > settings.max_upload_bytes:
         raise ResourceExhausted(
             f"the upload is {header.size_bytes} bytes; the server takes at most {settings.max_upload_bytes}"
@@ -95,6 +108,10 @@ class IngestService:
         if existing is not None and not header.replace:
             raise AlreadyExists(f"video {header.video_id!r} exists; set replace to overwrite it")
         await emit(pb.IngestEvent(accepted=pb.IngestAccepted(video_id=header.video_id, replacing=existing is not None)))
+        if header.mode == pb.INGEST_MODE_LIVE:
+            live = LiveIngest(self.settings, self.embedder, self.catalog, self.executor, _thumbnail)
+            await live.run(header, metadata, existing is not None, chunks, emit)
+            return
 
         progress = pb.IngestProgress()
         suffix = Path(header.filename).suffix[:16] if header.filename else ""
@@ -191,7 +208,16 @@ class IngestService:
         def produce() -> float:
             started = time.perf_counter()
             try:
-                for frame in sample(path, fps, max_frames, self.embedder.image_size, on_decoded, stop.is_set):
+                sampled = sample(
+                    path,
+                    fps,
+                    max_frames,
+                    self.embedder.image_size,
+                    on_decoded,
+                    stop.is_set,
+                    keyframes=header.sampling.keyframes,
+                )
+                for frame in sampled:
                     thumb = _thumbnail(frame.rgb) if want_thumbs else None
                     asyncio.run_coroutine_threadsafe(queue.put((frame, thumb)), loop).result()
                 asyncio.run_coroutine_threadsafe(queue.put(_END), loop).result()

@@ -32,6 +32,7 @@ def video_message(v: VideoRecord) -> pb.Video:
         ingested_at=v.ingested_at,
         frames=v.frames,
         size_bytes=v.size_bytes,
+        state=v.state,
     )
     fill_metadata(msg.metadata, v.metadata)
     return msg
@@ -129,6 +130,9 @@ class VideoService:
                 image_max_batch=self.embedder.image_batcher.max_batch,
                 max_fps=s.max_fps,
                 max_frames=s.max_frames,
+                live_segment_s=s.live_segment_s,
+                live_segment_min_s=s.live_segment_min_s,
+                live_segment_max_s=s.live_segment_max_s,
             ),
             version=VERSION,
         )

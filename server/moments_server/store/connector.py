@@ -9,6 +9,8 @@
     open_connector(url) -> Connector
         "embedded:./data"                                   in-process Engine on that data dir
         "aperturedb://user:pass@host:port[?ssl=0|1]"        the real SDK (a small reconnecting pool)
+    open_connector("embedded:./data", writer=URL)           a read replica of that dir (reads in-process,
+                                                            writes to its owner at URL; workers.py)
 
 Both are thread-safe.
 """
@@ -42,14 +44,38 @@ class EmbeddedConnector:
         self.engine.close()
 
 
-def open_connector(url: str) -> Connector:
+class ReplicaConnector:
+    """A read replica of an embedded store that another process owns (store/embedded/replica.py): reads
+    run on it in-process, writes go to the owner (its wire listener)."""
+
+    def __init__(self, data_dir: str, writer_url: str) -> None:
+        from .embedded import Engine
+
+        self.writer = open_connector(writer_url)
+        self.engine = Engine(data_dir, replica=True)
+
+    def query(self, commands: list[dict[str, Any]], blobs: Sequence[bytes] = ()) -> tuple[Any, list[bytes]]:
+        from .embedded.commands import READ_ONLY
+
+        names = [next(iter(c), "") for c in commands] if isinstance(commands, list) else []
+        if names and all(isinstance(c, dict) and len(c) == 1 for c in commands) and not set(names) - READ_ONLY:
+            return self.engine.query(commands, blobs)
+        # writes, and whatever is malformed (the owner words the error)
+        return self.writer.query(commands, blobs)
+
+    def close(self) -> None:
+        self.engine.close()
+        self.writer.close()
+
+
+def open_connector(url: str, writer: str = "") -> Connector:
     if url.startswith("embedded:"):
         path = url[len("embedded:") :]
         if path.startswith("//"):
             path = path[2:]
         if not path:
             raise ValueError("embedded store URL needs a data directory: embedded:./data")
-        return EmbeddedConnector(path)
+        return ReplicaConnector(path, writer) if writer else EmbeddedConnector(path)
     if url.startswith("aperturedb://"):
         u = urlsplit(url)
         if not u.hostname:

@@ -12,7 +12,7 @@ from typing import Any
 import grpc
 
 from moments_server import metrics
-from moments_server.catalog.catalog import ModelMismatch, StoreError
+from moments_server.catalog.catalog import ModelMismatch, StoreError, VideoGone
 from moments_server.errors import MomentsError
 from moments_server.inference.batcher import Expired, QueueFull
 from moments_server.inference.preprocess import BadImage
@@ -30,6 +30,8 @@ def status_of(error: BaseException) -> tuple[grpc.StatusCode, str]:
         return grpc.StatusCode.RESOURCE_EXHAUSTED, str(error)
     if isinstance(error, Expired):
         return grpc.StatusCode.DEADLINE_EXCEEDED, str(error)
+    if isinstance(error, VideoGone):
+        return grpc.StatusCode.ABORTED, str(error)
     if isinstance(error, ModelMismatch):
         return grpc.StatusCode.FAILED_PRECONDITION, str(error)
     if isinstance(error, StoreError):

@@ -1,23 +1,51 @@
 """Probe and sample videos with PyAV.
 
-Sampling is by time: frames are decoded in order and the first frame of each 1/fps window is kept,
-the rest dropped (no seeking: seeking lands on keyframes and costs more than it saves at ~1 fps on
-typical GOPs). Kept frames are scaled by swscale straight to the model's input (shorter side) and
-centre-cropped, and turned upright by the stream's display matrix.
+Sampling is by time: the frame kept for each 1/fps window is the first frame, in presentation order,
+whose time falls in it. Kept frames are scaled by swscale straight to the model's input (shorter side),
+centre-cropped and turned upright by the stream's display matrix; frames not kept are never converted.
+
+The default strategy ("skip") decodes only what the kept frames need, and keeps the same frames, bit for
+bit, as decoding every frame ("full", kept for comparison and as the fallback):
+
+1. A demux-only pass (about 1 % of the decode's CPU) reads every packet's timestamp and keyframe flag, so
+   the packet of each window's first frame is known before anything is decoded.
+2. Packets before a kept one in their GOP go to the decoder with `skip_frame=NONREF`: the codec itself
+   drops the frames no other frame references (most B-frames), and decodes the reference chain.
+3. Packets after the last kept one of a GOP, up to a keyframe that nothing after it reaches past (no
+   leading pictures: no later packet of its GOP shows before it), go with `skip_frame=NONKEY`, and GOPs
+   that hold no kept frame are not sent at all. This is what seeking would save, without seeking.
+
+The frame threads copy `skip_frame` from the caller's context per packet, so it can change per packet.
+Every kept frame is checked against the plan (its window's planned timestamp), and every keyframe after
+skipped packets must come out as a keyframe; on any surprise (no timestamps, a decoder that drops a
+planned frame, a keyframe flag the bitstream does not confirm) the rest is decoded in full from the start
+of the file, so the frames kept are still those of "full". Decoding skips nothing else (no loop-filter or
+IDCT shortcuts, which would make the kept frames drift).
+
+`keyframes=True` keeps only keyframes (the first of each window): only keyframe packets are decoded, and
+each kept frame stands for the time until the next kept one.
 """
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Callable, Iterator
+from array import array
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
+from typing import Literal
 
 import av
 import av.error
 import numpy as np
 
 from moments_server.inference.preprocess import center_crop, scaled_size
+
+log = logging.getLogger(__name__)
+
+Strategy = Literal["skip", "full"]
 
 
 class BadVideo(ValueError):
@@ -42,6 +70,18 @@ class SampledFrame:
     start_s: float  # the sampling window this frame stands for
     end_s: float
     rgb: np.ndarray  # (size, size, 3) uint8
+
+
+@dataclass
+class DecodeStats:
+    """What one `sample()` call did (filled in as it runs)."""
+
+    strategy: str = ""  # "skip" or "full": the strategy that produced the frames
+    fallback: str = ""  # why "skip" handed over to "full", if it did
+    packets: int = 0  # video packets in the stream (the skip strategy's plan)
+    sent: int = 0  # packets handed to the decoder
+    decoded: int = 0  # frames the decoder returned
+    kept: int = 0
 
 
 def _open(path: Path) -> av.container.InputContainer:
@@ -73,6 +113,239 @@ def probe(path: Path) -> VideoInfo:
         container.close()
 
 
+@dataclass(frozen=True)
+class _Clock:
+    """Stream time of a timestamp, and the sampling window it falls in (one formula for plan and frames)."""
+
+    time_base: Fraction
+    start: float
+    fps: float
+
+    @classmethod
+    def of(cls, stream: av.VideoStream, fps: float) -> _Clock:
+        tb = stream.time_base or Fraction(1, 90000)
+        start = float(stream.start_time * tb) if stream.start_time is not None else 0.0
+        return cls(tb, start, fps)
+
+    def seconds(self, pts: int) -> float:
+        return float(pts * self.time_base) - self.start
+
+    def slot(self, t: float) -> int:
+        return math.floor(t * self.fps + 1e-6)
+
+
+# What the skip strategy does with each packet: the codec's skip_frame while it decodes it, or not sent.
+_KEEP, _REFS, _TAIL, _DROP = 0, 1, 2, 3
+_SkipFrame = Literal["DEFAULT", "NONREF", "NONKEY"]
+_SKIP_FRAME: dict[int, _SkipFrame] = {_KEEP: "DEFAULT", _REFS: "NONREF", _TAIL: "NONKEY"}
+
+
+class _Surprise(Exception):
+    """The decoder did not do what the plan expected; the rest is decoded in full."""
+
+
+@dataclass
+class _Plan:
+    pts: array  # every packet's pts, in decode order
+    action: bytearray  # _KEEP / _REFS / _TAIL / _DROP per packet
+    wanted: list[tuple[int, int]]  # (slot, pts of the frame to keep), by slot
+    must_be_key: list[int]  # pts of the keyframes sent after skipped packets
+
+
+def _plan(path: Path, fps: float, keyframes: bool) -> _Plan | None:
+    """Read every packet's pts and key flag (demux only) and choose what to decode; None when it cannot
+    be planned (a packet without pts, or none at all)."""
+    pts, keys = array("q"), bytearray()
+    container = _open(path)
+    try:
+        stream = container.streams.video[0]
+        clock = _Clock.of(stream, fps)
+        for p in container.demux(stream):
+            if p.size == 0:
+                continue
+            if p.pts is None:
+                return None
+            pts.append(p.pts)
+            keys.append(p.is_keyframe)
+    finally:
+        container.close()
+    n = len(pts)
+    if n == 0:
+        return None
+    first: dict[int, int] = {}  # window -> index of its first packet in presentation order
+    gop = array("q")  # GOP number of each packet (a keyframe starts one)
+    for i in range(n):
+        gop.append((gop[-1] if i else 0) + (1 if keys[i] and i else 0))
+        if keyframes and not keys[i]:
+            continue
+        s = clock.slot(clock.seconds(pts[i]))
+        if s < 0:  # before the stream's start time: never kept
+            continue
+        j = first.get(s)
+        if j is None or pts[i] < pts[j]:
+            first[s] = i
+    keep = set(first.values())
+    keeping_gops = {gop[i] for i in keep}
+    action = bytearray(n)
+    needed = False  # a kept packet later on may reference this one
+    lowest_after: int | None = None  # lowest pts after this packet within its GOP
+    for i in range(n - 1, -1, -1):
+        if i in keep:
+            action[i] = _KEEP
+            needed = True
+        elif keyframes:
+            action[i] = _DROP
+        elif needed:
+            action[i] = _REFS
+        else:
+            action[i] = _TAIL if gop[i] in keeping_gops else _DROP
+        if keys[i]:
+            # A clean keyframe: no later packet of its GOP shows before it (no leading pictures, which
+            # may reference the GOP before), so nothing from it on needs a packet before it.
+            if lowest_after is None or lowest_after > pts[i]:
+                needed = False
+            lowest_after = None
+        else:
+            lowest_after = pts[i] if lowest_after is None else min(lowest_after, pts[i])
+    skipped = (_TAIL, _DROP)
+    must_be_key = sorted(pts[i] for i in range(1, n) if action[i] not in skipped and action[i - 1] in skipped)
+    return _Plan(pts, action, sorted((s, pts[i]) for s, i in first.items()), must_be_key)
+
+
+def _planned_frames(
+    container: av.container.InputContainer, stream: av.VideoStream, plan: _Plan, stats: DecodeStats
+) -> Iterator[av.VideoFrame]:
+    """Decode following the plan; check that keyframes after skipped packets come out as keyframes."""
+    ctx = stream.codec_context
+    current: _SkipFrame | None = None
+    i = 0
+    expect = iter(plan.must_be_key)
+    next_key = next(expect, None)
+    for packet in container.demux(stream):
+        if packet.size:
+            if i >= len(plan.pts) or packet.pts != plan.pts[i]:
+                raise _Surprise("the second read of the file met other packets than the plan")
+            act = plan.action[i]
+            i += 1
+            if act == _DROP:
+                continue
+            if _SKIP_FRAME[act] != current:
+                current = _SKIP_FRAME[act]
+                ctx.skip_frame = current
+            stats.sent += 1
+        for frame in packet.decode():
+            if frame.pts is None:
+                raise _Surprise("a decoded frame has no timestamp")
+            if next_key is not None and next_key < frame.pts:
+                raise _Surprise(f"the keyframe at pts {next_key} did not come out of the decoder")
+            if next_key == frame.pts:
+                if not frame.key_frame:
+                    raise _Surprise(f"the packet flagged key at pts {next_key} is not a keyframe to the decoder")
+                next_key = next(expect, None)
+            yield frame
+
+
+def _all_frames(container: av.container.InputContainer, stream: av.VideoStream) -> Iterator[av.VideoFrame]:
+    for packet in container.demux(stream):
+        yield from packet.decode()
+
+
+def scaled_rgb(frame: av.VideoFrame, size: int) -> np.ndarray:
+    """The frame scaled by swscale (shorter side to `size`), turned upright, centre-cropped: uint8 RGB."""
+    w, h = scaled_size(frame.width, frame.height, size)
+    rgb = frame.reformat(width=w, height=h, format="rgb24", interpolation="AREA").to_ndarray()
+    turns = round(frame.rotation / 90) % 4 if frame.rotation else 0
+    if turns:
+        rgb = np.rot90(rgb, k=turns)
+    return center_crop(rgb, size)
+
+
+@dataclass(frozen=True)
+class _Pick:
+    slot: int
+    time_s: float
+    rgb: np.ndarray
+
+
+def _decode(
+    path: Path,
+    fps: float,
+    size: int,
+    keyframes: bool,
+    plan: _Plan | None,
+    after_slot: int,
+    stats: DecodeStats,
+    on_decoded: Callable[[int], None] | None,
+    should_stop: Callable[[], bool] | None,
+) -> Iterator[_Pick]:
+    """Decode (all frames, or as `plan` says) and yield the first frame of each window after `after_slot`."""
+    container = _open(path)
+    try:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        clock = _Clock.of(stream, fps)
+        fallback_rate = float(stream.average_rate or 25)
+        frames = _planned_frames(container, stream, plan, stats) if plan else _all_frames(container, stream)
+        wanted = iter(plan.wanted) if plan else None
+        last_slot = after_slot
+        decoded = 0
+        try:
+            for frame in frames:
+                decoded += 1
+                stats.decoded += 1
+                if on_decoded is not None and stats.decoded % 16 == 0:
+                    on_decoded(stats.decoded)
+                if should_stop is not None and should_stop():
+                    return
+                t = clock.seconds(frame.pts) if frame.pts is not None else (decoded - 1) / fallback_rate
+                slot = clock.slot(t)
+                if slot <= last_slot or (keyframes and not frame.key_frame):
+                    continue
+                if wanted is not None and next(wanted, None) != (slot, frame.pts):
+                    raise _Surprise(f"the frame kept for window {slot} is not the planned one")
+                last_slot = slot
+                yield _Pick(slot, max(t, 0.0), scaled_rgb(frame, size))
+            if wanted is not None and next(wanted, None) is not None:
+                raise _Surprise(f"a planned frame after window {last_slot} did not come out of the decoder")
+        except av.error.FFmpegError as e:
+            if plan is not None:
+                raise _Surprise(f"the decoder failed on the planned packets: {e}") from e
+            raise BadVideo(f"the video stopped decoding after {stats.decoded} frames: {e}") from e
+        if decoded == 0 and plan is None:
+            raise BadVideo("the video stream holds no decodable frame")
+    finally:
+        container.close()
+
+
+def _picks(
+    path: Path,
+    fps: float,
+    size: int,
+    keyframes: bool,
+    strategy: Strategy,
+    stats: DecodeStats,
+    on_decoded: Callable[[int], None] | None,
+    should_stop: Callable[[], bool] | None,
+) -> Generator[_Pick]:
+    last_slot = -1
+    if strategy == "skip":
+        plan = _plan(path, fps, keyframes)
+        if plan is None:
+            stats.fallback = "the stream cannot be planned (a packet has no timestamp, or there is none)"
+        else:
+            stats.strategy, stats.packets = "skip", len(plan.pts)
+            try:
+                for pick in _decode(path, fps, size, keyframes, plan, -1, stats, on_decoded, should_stop):
+                    last_slot = pick.slot
+                    yield pick
+                return
+            except _Surprise as e:
+                stats.fallback = str(e)
+                log.warning("sampling %s: %s; decoding the rest in full", path.name, e)
+    stats.strategy = "full"
+    yield from _decode(path, fps, size, keyframes, None, last_slot, stats, on_decoded, should_stop)
+
+
 def sample(
     path: Path,
     fps: float,
@@ -80,49 +353,52 @@ def sample(
     size: int,
     on_decoded: Callable[[int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    *,
+    keyframes: bool = False,
+    strategy: Strategy = "skip",
+    stats: DecodeStats | None = None,
 ) -> Iterator[SampledFrame]:
-    """Yield one frame per 1/fps window, scaled and cropped to `size`. Raises BadVideo on corrupt input."""
+    """Yield one frame per 1/fps window, scaled and cropped to `size`. Raises BadVideo on corrupt input.
+
+    `keyframes`: keep only keyframes (each stands until the next kept one). `strategy`: "skip" decodes
+    only what the kept frames need, "full" every frame (same frames; for comparison). `stats` is filled
+    in as it runs."""
+    stats = stats if stats is not None else DecodeStats()
     container = _open(path)
     try:
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        time_base = stream.time_base
-        start = float(stream.start_time * time_base) if stream.start_time is not None and time_base else 0.0
-        info_duration = float(stream.duration * time_base) if stream.duration and time_base else math.inf
-        last_slot = -1
-        kept = decoded = 0
-        fallback_rate = float(stream.average_rate or 25)
-        try:
-            for frame in container.decode(stream):
-                decoded += 1
-                if on_decoded is not None and decoded % 16 == 0:
-                    on_decoded(decoded)
-                if should_stop is not None and should_stop():
-                    return
-                t = (frame.time - start) if frame.time is not None else (decoded - 1) / fallback_rate
-                slot = math.floor(t * fps + 1e-6)
-                if slot <= last_slot:
-                    continue
-                last_slot = slot
-                w, h = scaled_size(frame.width, frame.height, size)
-                rgb = frame.reformat(width=w, height=h, format="rgb24", interpolation="AREA").to_ndarray()
-                turns = round(frame.rotation / 90) % 4 if frame.rotation else 0
-                if turns:
-                    rgb = np.rot90(rgb, k=turns)
-                # The last window ends with the stream (when its duration is known and inside the window).
-                window_end = (slot + 1) / fps
-                if slot / fps < info_duration < window_end:
-                    window_end = info_duration
-                yield SampledFrame(kept, max(t, 0.0), slot / fps, window_end, center_crop(rgb, size))
-                kept += 1
-                if max_frames and kept >= max_frames:
-                    return
-        except av.error.FFmpegError as e:
-            raise BadVideo(f"the video stopped decoding after {decoded} frames: {e}") from e
-        finally:
-            if on_decoded is not None:
-                on_decoded(decoded)
-        if decoded == 0:
-            raise BadVideo("the video stream holds no decodable frame")
+        tb = stream.time_base
+        info_duration = float(stream.duration * tb) if stream.duration and tb else math.inf
     finally:
         container.close()
+
+    def window_end(slot: int, next_slot: int | None) -> float:
+        if keyframes and next_slot is not None:  # a keyframe stands until the next kept one
+            return next_slot / fps
+        # The last window ends with the stream (when its duration is known and inside the window).
+        end = (slot + 1) / fps
+        if slot / fps < info_duration and ((keyframes and info_duration < math.inf) or info_duration < end):
+            end = info_duration
+        return end
+
+    def out(pick: _Pick, next_slot: int | None) -> SampledFrame:
+        stats.kept += 1
+        return SampledFrame(stats.kept - 1, pick.time_s, pick.slot / fps, window_end(pick.slot, next_slot), pick.rgb)
+
+    picks = _picks(path, fps, size, keyframes, strategy, stats, on_decoded, should_stop)
+    try:
+        held: _Pick | None = None  # keyframes: the last kept frame waits for the next, where its window ends
+        for pick in picks:
+            if not keyframes:
+                yield out(pick, None)
+            elif held is not None:
+                yield out(held, pick.slot)
+            held = pick if keyframes else None
+            if max_frames and stats.kept >= max_frames:
+                return
+        if held is not None:
+            yield out(held, None)
+    finally:
+        picks.close()
+        if on_decoded is not None:
+            on_decoded(stats.decoded)

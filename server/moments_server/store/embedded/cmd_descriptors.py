@@ -12,7 +12,6 @@ from .constraints import prop_expr
 from .errors import QueryError
 from .model import Binding, SetInfo
 from .query import (
-    ROW_COLS,
     Select,
     _bind,
     _bool,
@@ -25,6 +24,7 @@ from .query import (
     _results,
     _sort_spec,
     _sorted,
+    fetch_rows,
 )
 from .values import encode_properties
 from .vectors import FLAT_ENGINES, HNSW_ENGINES, METRICS, HnswParams, prepare
@@ -237,13 +237,7 @@ def find_descriptor(tx: Tx, cmd: str, body: dict[str, Any]) -> dict[str, Any]:
         else:
             hits = _knn(tx, s, q, k, filtered)
         all_ids = sorted({i for h in hits for i, _ in h})
-        rows_by_id = {}
-        if all_ids:
-            for row in tx.conn.execute(
-                f"SELECT {ROW_COLS} FROM objects o WHERE o.id IN (SELECT value FROM json_each(?))",
-                (_ids_param(all_ids),),
-            ):
-                rows_by_id[row[0]] = row
+        rows_by_id = fetch_rows(tx, all_ids)
         per_query = []
         for h in hits:
             rows_q = []

@@ -30,6 +30,7 @@ from .query import (
     _results,
     _sorted,
     _wants_props,
+    find_neighbours,
 )
 from .values import decode_value, encode_properties
 
@@ -51,6 +52,11 @@ def find_objects(tx: Tx, cmd: str, body: dict[str, Any]) -> dict[str, Any]:
     tx.flush()
     r = _results(body, cmd)
     cls = _cls_for(cmd, body)
+    fast = find_neighbours(tx, body, cls)
+    if fast is not None:
+        group = _group_source(tx, body, r, cmd)
+        _bind(tx, body, cmd, _binding_of(fast, cls))
+        return _respond(tx, body, cmd, fast, r, group_by=group)
     sel = Select(cls)
     _filters(tx, body, cmd, sel)
     if cmd == "FindClip" and "video_ref" in body:
@@ -239,6 +245,8 @@ def _rewrite_props(tx: Tx, table: str, rows: list[tuple[int, str]], props: dict[
         p.update(props)
         upd.append((jsonio.dumps(p), rid))
     tx.conn.executemany(f"UPDATE {table} SET props=? WHERE id=?", upd)
+    if table == "objects":
+        tx.touch(rid for rid, _ in rows)
 
 
 def delete_ids(tx: Tx, ids: list[int]) -> None:
@@ -284,11 +292,14 @@ def delete_ids(tx: Tx, ids: list[int]) -> None:
     for q in (
         "DELETE FROM vectors WHERE id IN (SELECT value FROM json_each(?))",
         "DELETE FROM blobdata WHERE id IN (SELECT value FROM json_each(?))",
-        "DELETE FROM conns WHERE src IN (SELECT value FROM json_each(?))",
-        "DELETE FROM conns WHERE dst IN (SELECT value FROM json_each(?))",
         "DELETE FROM objects WHERE id IN (SELECT value FROM json_each(?))",
     ):
         c.execute(q, (p,))
+    tx.touch(all_ids)
+    # the objects on the other side of the removed connections lose an edge
+    for end, other in (("src", "dst"), ("dst", "src")):
+        q = f"DELETE FROM conns WHERE {end} IN (SELECT value FROM json_each(?)) RETURNING {other}"
+        tx.touch(r[0] for r in c.execute(q, (p,)))
 
 
 def delete_objects(tx: Tx, cmd: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -408,5 +419,8 @@ def update_connection(tx: Tx, cmd: str, body: dict[str, Any]) -> dict[str, Any]:
 
 def delete_connection(tx: Tx, cmd: str, body: dict[str, Any]) -> dict[str, Any]:
     where, params = _conn_select(tx, body, cmd)
-    cur = tx.conn.execute(f"DELETE FROM conns WHERE id IN (SELECT c.id FROM conns c WHERE {where})", params)
-    return {"count": cur.rowcount, "status": 0}
+    ends = tx.conn.execute(
+        f"DELETE FROM conns WHERE id IN (SELECT c.id FROM conns c WHERE {where}) RETURNING src, dst", params
+    ).fetchall()
+    tx.touch(i for pair in ends for i in pair)
+    return {"count": len(ends), "status": 0}

@@ -51,6 +51,8 @@ from . import jsonio
 from .blobs import BlobFiles
 from .errors import QueryError
 from .model import Binding, SetInfo
+from .readcache import ReadCache
+from .replica import ReplicaSync, log_changes
 from .vectors import HnswParams, VectorIndex
 
 log = logging.getLogger(__name__)
@@ -74,6 +76,8 @@ CREATE TABLE IF NOT EXISTS vectors(id INTEGER PRIMARY KEY, set_id INTEGER NOT NU
 CREATE INDEX IF NOT EXISTS vectors_set ON vectors(set_id);
 CREATE TABLE IF NOT EXISTS blobdata(id INTEGER PRIMARY KEY, data BLOB, file TEXT);
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS changes(
+    seq INTEGER PRIMARY KEY, kind INTEGER NOT NULL, id INTEGER NOT NULL, set_id INTEGER);
 CREATE TABLE IF NOT EXISTS prop_indexes(
     target TEXT NOT NULL, cls TEXT NOT NULL, prop TEXT NOT NULL, kind TEXT NOT NULL,
     PRIMARY KEY(target, cls, prop, kind));
@@ -106,6 +110,18 @@ class Tx:
     vec_removes: dict[int, list[int]] = field(default_factory=dict)
     new_sets: dict[str, SetInfo] = field(default_factory=dict)
     dropped_sets: set[str] = field(default_factory=set)
+    # Readers: the read cache's generation at the start (None for writers, which never use the cache).
+    snap: int | None = None
+    # Writers: existing objects whose row or connections change (the read cache forgets them at commit);
+    # ids from first_new_id on were made by this transaction and are in no cache.
+    touched: set[int] = field(default_factory=set)
+    first_new_id: int = 0
+    # Decoded properties of rows read through the cache, for the response builder.
+    props_of: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+    def touch(self, ids: Any) -> None:
+        first = self.first_new_id
+        self.touched.update(i for i in ids if i < first)
 
     def next_blob(self, cmd: str) -> bytes:
         if self.blob_pos >= len(self.blobs_in):
@@ -127,6 +143,12 @@ class Tx:
             self.p_objects.clear()
         if self.p_conns:
             c.executemany("INSERT INTO conns VALUES (?,?,?,?,?)", self.p_conns)
+            first = self.first_new_id
+            for conn in self.p_conns:  # an existing object's edges change
+                if conn[2] < first:
+                    self.touched.add(conn[2])
+                if conn[3] < first:
+                    self.touched.add(conn[3])
             self.p_conns.clear()
         if self.p_vectors:
             c.executemany("INSERT INTO vectors VALUES (?,?,?)", self.p_vectors)
@@ -165,7 +187,11 @@ class Engine:
         indexed_properties: Sequence[str] = DEFAULT_INDEXED,
         omp_threads: int | None = 1,
         deferred_index: bool = True,
+        read_cache_rows: int = 250_000,
+        replica: bool = False,
     ) -> None:
+        """replica: a read-only copy for another process (replica.py): reads this data dir, which one
+        writer Engine elsewhere owns, and follows its change log; it never writes a file."""
         from . import vectors
 
         vectors.OMP_THREADS = omp_threads  # see vectors.limit_omp_threads
@@ -189,6 +215,15 @@ class Engine:
         self._indexer_stop = False
         self._last_write = 0.0
         self._rebuilding = False
+        self.cache = ReadCache(read_cache_rows)
+        self.replica: ReplicaSync | None = None
+        if replica:
+            if not self.db_path.exists():
+                raise FileNotFoundError(f"no store to follow in {self.data_dir} (its owner makes it)")
+            self._w = self._connect()
+            self._w.execute("PRAGMA query_only=ON")
+            self.replica = ReplicaSync(self)
+            return
         self._w = self._connect()
         # Checkpoint the WAL every 64 MiB rather than every 4 MiB: bulk ingest commits several MiB of
         # vectors at a time, and checkpointing after each one measured ~30% more commit time.
@@ -260,8 +295,19 @@ class Engine:
         n = self.blob_files.remove_orphans(referenced)
         if n:
             log.warning("removed %d orphan blob file(s)", n)
-        rows = self._w.execute("SELECT id, props FROM objects WHERE cls='_DescriptorSet'").fetchall()
+        self.load_sets(self._w)
+        self._cleanup_index_files()
+
+    def load_sets(self, conn: sqlite3.Connection) -> set[int]:
+        """The descriptor sets as `conn` sees them: new ones loaded (their saved index caught up with
+        SQLite), dropped ones forgotten; -> the ids of the new ones."""
+        rows = conn.execute("SELECT id, props FROM objects WHERE cls='_DescriptorSet'").fetchall()
+        new: set[int] = set()
+        for gone in set(self._sets_by_id) - {r[0] for r in rows}:
+            self._sets.pop(self._sets_by_id.pop(gone).name, None)
         for set_id, props_json in rows:
+            if set_id in self._sets_by_id:
+                continue
             p = json.loads(props_json)
             metric, engine = p["_metrics"][0], p["_engines"][0]
             hnsw = HnswParams.from_properties(p)
@@ -269,19 +315,20 @@ class Engine:
                 self.vec_dir, set_id, p["_dimensions"], metric, engine, hnsw, self._deferred
             )
             vi.on_tail = self._wake_indexer
-            self._catch_up(set_id, vi, fingerprint)
+            self._catch_up(conn, set_id, vi, fingerprint)
             info = SetInfo(set_id, p["_name"], p["_dimensions"], metric, p["_metrics"], p["_engines"], vi)
             self._sets[info.name] = info
             self._sets_by_id[set_id] = info
-        self._cleanup_index_files()
+            new.add(set_id)
+        return new
 
-    def _catch_up(self, set_id: int, vi: VectorIndex, fingerprint: tuple[int, int] | None) -> None:
-        n, top = self._w.execute(
-            "SELECT count(*), coalesce(max(id), 0) FROM vectors WHERE set_id=?", (set_id,)
-        ).fetchone()
+    def _catch_up(
+        self, conn: sqlite3.Connection, set_id: int, vi: VectorIndex, fingerprint: tuple[int, int] | None
+    ) -> None:
+        n, top = conn.execute("SELECT count(*), coalesce(max(id), 0) FROM vectors WHERE set_id=?", (set_id,)).fetchone()
         if fingerprint == (n, top) and vi.ntotal == n:
             return  # unchanged since it was saved (see VectorIndex.save)
-        cur = self._w.execute("SELECT id FROM vectors WHERE set_id=? ORDER BY id", (set_id,))
+        cur = conn.execute("SELECT id FROM vectors WHERE set_id=? ORDER BY id", (set_id,))
         db_ids = np.fromiter((r[0] for r in cur), dtype=np.int64)
         idx_ids = np.sort(vi.ids())
         to_add = np.setdiff1d(db_ids, idx_ids, assume_unique=True)
@@ -295,7 +342,7 @@ class Engine:
             want = set(to_add.tolist())
             ids: list[int] = []
             vecs: list[bytes] = []
-            cur = self._w.execute("SELECT id, vec FROM vectors WHERE set_id=? AND id>=? ORDER BY id", (set_id, lo))
+            cur = conn.execute("SELECT id, vec FROM vectors WHERE set_id=? AND id>=? ORDER BY id", (set_id, lo))
             while True:
                 chunk = cur.fetchmany(50_000)
                 if not chunk:
@@ -310,7 +357,8 @@ class Engine:
             self._add_vectors(vi, ids, vecs)
         if len(to_add) or len(to_drop):
             log.info("vector index %d caught up: +%d -%d", set_id, len(to_add), len(to_drop))
-            vi.save(self.vec_dir, set_id)
+            if self.replica is None:
+                vi.save(self.vec_dir, set_id)
 
     @staticmethod
     def _add_vectors(vi: VectorIndex, ids: list[int], vecs: list[bytes]) -> None:
@@ -429,6 +477,8 @@ class Engine:
         except QueryError as e:
             return {"status": -1, "info": e.message}, []
         write = any(n not in cmds.READ_ONLY for n in names)
+        if write and self.replica is not None:
+            return {"status": -1, "info": "This store is a read-only replica: send writes to its owner"}, []
         if write:
             with self._wlock:
                 try:
@@ -446,7 +496,13 @@ class Engine:
         blobs: Sequence[bytes],
     ) -> tuple[Any, list[bytes]]:
         tx = Tx(self, conn, write, blobs)
+        if write:
+            tx.first_new_id = self._next_id
+        elif self.replica is None:
+            tx.snap = self.cache.snapshot()  # before the first read: see readcache.py
         conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        if self.replica is not None:
+            tx.snap = self.replica.follow(conn)  # the owner's changes up to this snapshot, applied
         results: list[dict[str, Any]] = []
         i = 0
         try:
@@ -462,10 +518,14 @@ class Engine:
                     "INSERT OR REPLACE INTO meta VALUES ('next_id', ?), ('next_conn_id', ?)",
                     (self._next_id, self._next_conn_id),
                 )
+                self.cache.invalidate(tx.touched)
+                log_changes(conn, tx)
             conn.execute("COMMIT")
         except Exception as e:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
+            if write:
+                self.cache.committed()
             self.blob_files.remove(tx.new_files)
             if isinstance(e, QueryError):
                 info = e.message
@@ -474,6 +534,7 @@ class Engine:
                 info = f"Internal error: {type(e).__name__}: {e}"
             return {"FailedCommand": {names[i]: commands[i][names[i]]}, "info": info, "status": -1}, []
         if write:
+            self.cache.committed()
             self._apply(tx)
         return results, tx.out_blobs
 
@@ -512,10 +573,11 @@ class Engine:
         if self._closed:
             return
         self._stop_indexer()
-        for s in list(self._sets.values()):
-            while s.index.drain(4096):
-                pass
-        self.checkpoint()
+        if self.replica is None:  # a replica's indexes are its own copies: nothing to keep
+            for s in list(self._sets.values()):
+                while s.index.drain(4096):
+                    pass
+            self.checkpoint()
         with self._wlock:
             self._closed = True
             with contextlib.suppress(sqlite3.Error):

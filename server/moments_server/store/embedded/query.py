@@ -10,6 +10,7 @@ from . import jsonio
 from .constraints import compile_constraints, prop_expr, uid_of
 from .errors import QueryError
 from .model import Binding
+from .readcache import CachedRow, Edge
 from .values import decode_value, json_type_name
 
 if TYPE_CHECKING:
@@ -195,19 +196,24 @@ def _wants_props(r: dict[str, Any]) -> bool:
 HIDDEN_SET_KEYS = {"_dimensions", "_engines", "_metrics"}
 
 
+def decoded_props(props_json: str) -> dict[str, Any]:
+    return {k: decode_value(v) for k, v in jsonio.loads(props_json).items()}
+
+
 def _entity(tx: Tx, row: tuple[Any, ...], r: dict[str, Any]) -> dict[str, Any]:
     rid, cls, props_json, set_id, label = row
-    props = jsonio.loads(props_json)
-    out: dict[str, Any] = {}
+    props = tx.props_of.get(rid)
+    if props is None:
+        props = decoded_props(props_json)
+    out: dict[str, Any]
     if r.get("all_properties"):
-        for k, v in props.items():
-            if cls == "_DescriptorSet" and k in HIDDEN_SET_KEYS:
-                continue
-            out[k] = decode_value(v)
+        hidden = HIDDEN_SET_KEYS if cls == "_DescriptorSet" else ()
+        out = {k: v for k, v in props.items() if k not in hidden}
         out["_uniqueid"] = uid_of(OBJ, rid)
         if cls == "_Descriptor":
             out["_set_name"] = tx.set_name_of(set_id)
     elif "list" in r:
+        out = {}
         for k in r["list"]:
             if k == "_uniqueid":
                 out[k] = uid_of(OBJ, rid)
@@ -216,7 +222,61 @@ def _entity(tx: Tx, row: tuple[Any, ...], r: dict[str, Any]) -> dict[str, Any]:
             elif k == "_label" and cls == "_Descriptor":
                 out[k] = label if label is not None else "None"
             elif k in props:
-                out[k] = decode_value(props[k])
+                out[k] = props[k]
+    else:
+        out = {}
+    return out
+
+
+def fetch_rows(tx: Tx, ids: list[int]) -> dict[int, tuple[Any, ...]]:
+    """The rows of `ids` that exist, through the read cache for readers (their decoded properties go to
+    `tx.props_of` for the response builder)."""
+    rows: dict[int, tuple[Any, ...]] = {}
+    if not ids:
+        return rows
+    snap = tx.snap
+    missing = ids
+    if snap is not None:
+        found, missing = tx.engine.cache.rows(ids, snap)
+        for i, e in found.items():
+            rows[i] = e.row
+            tx.props_of[i] = e.props
+    if missing:
+        read = tx.conn.execute(
+            f"SELECT {ROW_COLS} FROM objects o WHERE o.id IN (SELECT value FROM json_each(?))",
+            (_ids_param(missing),),
+        ).fetchall()
+        fresh: dict[int, CachedRow] = {}
+        for row in read:
+            rows[row[0]] = row
+            if snap is not None:
+                props = tx.props_of[row[0]] = decoded_props(row[2])
+                fresh[row[0]] = CachedRow(row, props)
+        if fresh and snap is not None:
+            tx.engine.cache.put_rows(fresh, snap)
+    return rows
+
+
+def fetch_edges(tx: Tx, ids: list[int]) -> dict[int, tuple[Edge, ...]]:
+    """Every connection of each of `ids`: (other object, class, outgoing), through the read cache for readers."""
+    snap = tx.snap
+    out: dict[int, tuple[Edge, ...]] = {}
+    missing = ids
+    if snap is not None:
+        out, missing = tx.engine.cache.edges(ids, snap)
+    if missing:
+        p = _ids_param(missing)
+        read: dict[int, list[Edge]] = {i: [] for i in missing}
+        for a, b, cc, outgoing in tx.conn.execute(
+            "SELECT src, dst, cls, 1 FROM conns WHERE src IN (SELECT value FROM json_each(?)) UNION ALL "
+            "SELECT dst, src, cls, 0 FROM conns WHERE dst IN (SELECT value FROM json_each(?))",
+            (p, p),
+        ):
+            read[a].append((b, cc, bool(outgoing)))
+        fresh = {i: tuple(e) for i, e in read.items()}
+        if snap is not None:
+            tx.engine.cache.put_edges(fresh, snap)
+        out.update(fresh)
     return out
 
 
@@ -284,7 +344,13 @@ def _group(tx: Tx, src: Binding, rows: list[tuple[Any, ...]], ents: list[dict[st
     by_id = {row[0]: e for row, e in zip(rows, ents, strict=True)}
     res_ids = _ids_param(list(by_id))
     pairs: dict[int, list[int]] = {s: [] for s in src.ids}
-    if src.cls == "_DescriptorSet":
+    if tx.snap is not None and src.cls != "_DescriptorSet":
+        # connected through any class, either way; each source's results in id order
+        edges = fetch_edges(tx, list(pairs))
+        for s in pairs:
+            pairs[s] = sorted({other for other, _, _ in edges.get(s, ()) if other in by_id})
+        found: list[Any] = []
+    elif src.cls == "_DescriptorSet":
         ph = ",".join("?" * len(by_id))
         q = f"SELECT set_id, id FROM objects WHERE id IN ({ph}) ORDER BY id"
         found = tx.conn.execute(q, list(by_id)).fetchall()
@@ -314,6 +380,36 @@ def _group_source(tx: Tx, body: dict[str, Any], r: dict[str, Any], cmd: str) -> 
     if "video_ref" in body:
         return _binding(tx, body["video_ref"], cmd)
     raise QueryError(f"{cmd}: group_by_source needs is_connected_to with a single ref, or video_ref")
+
+
+_NEIGHBOUR_KEYS = {"_ref", "is_connected_to", "results"}
+
+
+def find_neighbours(tx: Tx, body: dict[str, Any], cls: str | None) -> list[tuple[Any, ...]] | None:
+    """The rows of a Find whose only filter is `is_connected_to` one ref (the second step of a search),
+    from the read cache's edges and rows; None when the query has another shape (the SQL path answers it)."""
+    spec = body.get("is_connected_to")
+    if tx.snap is None or not isinstance(spec, dict) or body.keys() - _NEIGHBOUR_KEYS:
+        return None
+    if spec.keys() - {"ref", "direction", "connection_class"} or set(body.get("results") or {}) - {
+        "list",
+        "all_properties",
+        "group_by_source",
+    }:
+        return None
+    direction, cc, ref = spec.get("direction", "any"), spec.get("connection_class"), spec.get("ref")
+    b = tx.refs.get(ref) if isinstance(ref, int) and not isinstance(ref, bool) else None
+    if b is None or b.conns or direction not in ("in", "out", "any") or not (cc is None or isinstance(cc, str)):
+        return None  # the SQL path words the error
+    if cc == SET_MEMBER or (cc is None and b.cls == "_DescriptorSet"):
+        return None
+    wanted: set[int] = set()
+    for edges in fetch_edges(tx, list(dict.fromkeys(b.ids))).values():
+        for other, ecls, outgoing in edges:
+            if (cc is None or ecls == cc) and (direction == "any" or outgoing == (direction == "out")):
+                wanted.add(other)
+    rows = fetch_rows(tx, sorted(wanted))
+    return [row for _, row in sorted(rows.items()) if cls is None or row[1] == cls]
 
 
 def _find_rows(tx: Tx, sel: Select, body: dict[str, Any], r: dict[str, Any], cmd: str) -> list[tuple[Any, ...]]:

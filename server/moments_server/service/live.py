@@ -1,0 +1,260 @@
+"""LIVE ingest: decode a stream as its bytes arrive and commit it segment by segment.
+
+The receive loop feeds the bytes to the decoder (video/live.py) and keeps those not yet stored; the
+decoder's sampled frames go through the embedder's ingest lane in order; every `segment_s` seconds of
+video (as soon as each of the segment's sampling windows has its frame, or a later frame shows the
+segment is over) one transaction stores the segment: the first creates the Video (state "live", the bytes
+so far as its blob; a replace swaps the old video out there), the next ones add their bytes as a Blob on
+it, their clips and frames, and the video's totals. Each commit is reported (`committed`) and searchable
+from then on. A clean end of the stream marks the video and its frames "complete"; a stream that breaks
+after a commit leaves what was committed, marked "interrupted".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import cast
+
+import numpy as np
+
+from moments.v1 import moments_pb2 as pb
+from moments_server import metrics
+from moments_server.catalog.catalog import Catalog
+from moments_server.catalog.model import COMPLETE, INTERRUPTED, LIVE, FrameRecord, VideoRecord
+from moments_server.config import Settings
+from moments_server.errors import InvalidArgument, ResourceExhausted
+from moments_server.inference.batcher import Lane
+from moments_server.inference.embedder import Embedder
+from moments_server.service.videos import video_message
+from moments_server.video.decode import SampledFrame
+from moments_server.video.live import GrowingSource, sample_stream
+
+log = logging.getLogger(__name__)
+
+Emit = Callable[[pb.IngestEvent], Awaitable[None]]
+_END = object()
+
+
+@dataclass
+class _Segment:
+    index: int
+    frames: list[FrameRecord] = field(default_factory=list)
+    vectors: list[np.ndarray] = field(default_factory=list)
+    thumbs: list[bytes] = field(default_factory=list)
+
+
+class LiveIngest:
+    def __init__(
+        self,
+        settings: Settings,
+        embedder: Embedder,
+        catalog: Catalog,
+        executor: Executor,
+        thumbnail: Callable[[np.ndarray], bytes],
+    ) -> None:
+        self.settings = settings
+        self.embedder = embedder
+        self.catalog = catalog
+        self.executor = executor
+        self.thumbnail = thumbnail
+
+    async def run(
+        self, header: pb.IngestHeader, metadata: dict, replace: bool, chunks: AsyncIterator[bytes], emit: Emit
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        t0 = time.perf_counter()
+        s = self.settings
+        seg_s = header.segment_s or s.live_segment_s
+        fps = header.sampling.fps or 1.0
+        per_segment = max(1, round(seg_s * fps))  # sampling windows in a segment
+        source = GrowingSource()
+        pending = bytearray()  # received, not stored yet
+        stored = 0
+        received = [0]
+        info: dict[str, object] = {}
+        video: VideoRecord | None = None
+        frames_total = 0
+        segments = 0
+        state_written = False
+
+        async def receive() -> None:
+            last = time.perf_counter()
+            try:
+                async for chunk in chunks:
+                    pending.extend(chunk)
+                    received[0] += len(chunk)
+                    metrics.INGEST_BYTES.inc(len(chunk))
+                    if len(pending) > s.max_upload_bytes:
+                        raise ResourceExhausted(
+                            f"{len(pending)} bytes arrived that could not be committed yet (bound "
+                            f"{s.max_upload_bytes}): the stream arrives faster than it can be decoded"
+                        )
+                    await loop.run_in_executor(self.executor, source.feed, bytes(chunk))
+                    if time.perf_counter() - last >= 0.25:
+                        last = time.perf_counter()
+                        await emit(pb.IngestEvent(progress=pb.IngestProgress(bytes_received=received[0])))
+            finally:
+                source.end()
+
+        queue: asyncio.Queue[object] = asyncio.Queue(maxsize=64)
+        stop = threading.Event()
+
+        def produce() -> None:
+            try:
+                for frame in sample_stream(source, fps, self.embedder.image_size, stop.is_set, info):
+                    thumb = self.thumbnail(frame.rgb) if header.thumbnails else None
+                    asyncio.run_coroutine_threadsafe(queue.put((frame, thumb)), loop).result()
+                asyncio.run_coroutine_threadsafe(queue.put(_END), loop).result()
+            except BaseException as e:
+                if not stop.is_set():
+                    asyncio.run_coroutine_threadsafe(queue.put(e), loop).result()
+
+        async def commit(seg: _Segment, final: bool) -> None:
+            nonlocal video, stored, frames_total, segments
+            if not seg.frames and not final:
+                return
+            blob = bytes(pending)
+            del pending[: len(blob)]
+            frames_total += len(seg.frames)
+            media_s = seg.frames[-1].end_s if seg.frames else (video.duration_s if video else 0.0)
+            vectors = np.stack(seg.vectors) if seg.vectors else np.zeros((0, self.embedder.dim), np.float32)
+            thumbs = seg.thumbs if header.thumbnails else None
+            if video is None:
+                if not seg.frames:
+                    raise InvalidArgument("the stream ended before any frame could be sampled from it")
+                video = VideoRecord(
+                    video_id=header.video_id,
+                    filename=header.filename,
+                    duration_s=media_s,
+                    fps=float(info.get("fps", 0.0)),  # type: ignore[arg-type]
+                    width=int(info.get("width", 0)),  # type: ignore[call-overload]
+                    height=int(info.get("height", 0)),  # type: ignore[call-overload]
+                    codec=str(info.get("codec", "")),
+                    container=str(info.get("container", "")),
+                    ingested_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
+                    frames=frames_total,
+                    size_bytes=len(blob),
+                    sha256="",
+                    metadata=metadata,
+                    state=LIVE,
+                )
+                record = video
+                await loop.run_in_executor(
+                    self.executor,
+                    lambda: self.catalog.add_video(record, blob, seg.frames, vectors, thumbs, replace=replace),
+                )
+            else:
+                video.frames, video.duration_s = frames_total, max(video.duration_s, media_s)
+                video.size_bytes = stored + len(blob)
+                record, start = video, stored
+                await loop.run_in_executor(
+                    self.executor,
+                    lambda: self.catalog.add_segment(record, seg.index, blob, start, seg.frames, vectors, thumbs),
+                )
+            stored += len(blob)
+            segments += 1
+            metrics.INGEST_FRAMES.labels("stored").inc(len(seg.frames))
+            committed = pb.IngestCommitted(bytes=stored, media_s=media_s, frames=frames_total, segments=segments)
+            await emit(pb.IngestEvent(committed=committed))
+
+        receiver = asyncio.ensure_future(receive())
+        producer = loop.run_in_executor(self.executor, produce)
+        in_flight: list[tuple[SampledFrame, bytes | None, asyncio.Future]] = []
+        seg = _Segment(0)
+        try:
+            getter: asyncio.Future[object] = asyncio.ensure_future(queue.get())
+            while True:
+                # the next frame, the oldest embedding (commits go in order, as soon as they can), or the
+                # receiver's failure (too much pending, the caller's error) ends the stream
+                waits: set[asyncio.Future] = {getter}
+                if in_flight:
+                    waits.add(in_flight[0][2])
+                if not receiver.done():
+                    waits.add(receiver)
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                if receiver.done():
+                    receiver.result()
+                while in_flight and in_flight[0][2].done():
+                    f, th, fu = in_flight.pop(0)
+                    seg = await self._place(seg, f, th, fu.result().value, per_segment, seg_s, commit)
+                if not getter.done():
+                    continue
+                item = getter.result()
+                if item is _END:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                getter = asyncio.ensure_future(queue.get())
+                frame, thumb = cast(tuple[SampledFrame, bytes | None], item)
+                (fut,) = self.embedder.image_batcher.submit_nowait([frame.rgb], Lane.INGEST)
+                in_flight.append((frame, thumb, fut))
+            for f, th, fu in in_flight:
+                seg = await self._place(seg, f, th, (await fu).value, per_segment, seg_s, commit)
+            in_flight.clear()
+            await receiver
+            await commit(seg, final=True)
+            assert video is not None
+            video.state = COMPLETE
+            final_video = video
+            await loop.run_in_executor(self.executor, lambda: self.catalog.set_state(final_video))
+            state_written = True
+        finally:
+            stop.set()
+            source.abort()
+            receiver.cancel()
+            getter.cancel()
+            for _, _, fu in in_flight:
+                fu.cancel()
+            while not producer.done():
+                while not queue.empty():
+                    queue.get_nowait()
+                await asyncio.sleep(0.005)
+            if video is not None and not state_written:
+                video.state = INTERRUPTED
+                broken = video
+                with contextlib.suppress(Exception):  # best effort: the stream's own error is what the caller needs
+                    await asyncio.shield(loop.run_in_executor(self.executor, lambda: self.catalog.set_state(broken)))
+                log.warning("live stream %s interrupted after %d segments", header.video_id, segments)
+        done_at = time.perf_counter()
+        await emit(
+            pb.IngestEvent(
+                done=pb.IngestDone(
+                    video=video_message(video),
+                    frames=frames_total,
+                    timings=pb.IngestTimings(total_s=done_at - t0),
+                )
+            )
+        )
+        log.info("live stream %s complete: %d frames in %d segments", header.video_id, frames_total, segments)
+
+    @staticmethod
+    async def _place(
+        seg: _Segment,
+        frame: SampledFrame,
+        thumb: bytes | None,
+        vector: np.ndarray,
+        per_segment: int,
+        seg_s: float,
+        commit: Callable[[_Segment, bool], Awaitable[None]],
+    ) -> _Segment:
+        index = math.floor(frame.start_s / seg_s + 1e-9)
+        if index > seg.index:
+            await commit(seg, False)
+            seg = _Segment(index)
+        seg.frames.append(FrameRecord(frame.time_s, frame.start_s, frame.end_s))
+        seg.vectors.append(vector)
+        if thumb is not None:
+            seg.thumbs.append(thumb)
+        if len(seg.frames) >= per_segment:  # every window of the segment has its frame
+            await commit(seg, False)
+            seg = _Segment(index + 1)
+        return seg

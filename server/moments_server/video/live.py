@@ -1,0 +1,135 @@
+"""Decoding a live stream as its bytes arrive: a blocking byte source for PyAV, and the sampler over it.
+
+The gRPC receive loop `feed`s the stream's bytes; PyAV reads them in the decoder's thread through
+`GrowingSource.readinto`, which waits for more bytes until the stream ends. Consumed bytes are dropped,
+so the source holds only what the demuxer has not read yet (bounded by `max_buffered`: `feed` waits while
+it is full, which is the back-pressure on the sender). Containers that can be demuxed front to back
+work (MPEG-TS, Matroska/WebM, fragmented MP4); a plain MP4 whose index comes last cannot be streamed.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator
+
+import av
+import av.error
+
+from moments_server.video.decode import BadVideo, SampledFrame, scaled_rgb
+
+
+class Aborted(Exception):
+    """The stream was abandoned (the caller went away or the ingest failed)."""
+
+
+class GrowingSource(io.RawIOBase):
+    def __init__(self, max_buffered: int = 64 << 20) -> None:
+        self.max_buffered = max_buffered
+        self._chunks: deque[memoryview] = deque()
+        self._buffered = 0
+        self._ended = False
+        self._aborted = False
+        self._cond = threading.Condition()
+        self.consumed = 0  # bytes the demuxer has read
+
+    # -- the writer (event loop side: call from a thread when it may block) --
+    def feed(self, data: bytes) -> None:
+        with self._cond:
+            while self._buffered >= self.max_buffered and not self._aborted:
+                self._cond.wait()
+            if self._aborted:
+                raise Aborted("the decoder stopped")
+            self._chunks.append(memoryview(data))
+            self._buffered += len(data)
+            self._cond.notify_all()
+
+    def end(self) -> None:
+        with self._cond:
+            self._ended = True
+            self._cond.notify_all()
+
+    def abort(self) -> None:
+        with self._cond:
+            self._aborted = True
+            self._cond.notify_all()
+
+    # -- the reader (PyAV, in the decoder's thread) --
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        with self._cond:
+            while not self._chunks and not self._ended and not self._aborted:
+                self._cond.wait()
+            if self._aborted:
+                raise Aborted("the stream was abandoned")
+            n = 0
+            while self._chunks and n < len(buffer):
+                head = self._chunks[0]
+                take = min(len(head), len(buffer) - n)
+                buffer[n : n + take] = head[:take]
+                n += take
+                if take == len(head):
+                    self._chunks.popleft()
+                else:
+                    self._chunks[0] = head[take:]
+            self._buffered -= n
+            self.consumed += n
+            self._cond.notify_all()
+            return n
+
+
+def sample_stream(
+    source: GrowingSource,
+    fps: float,
+    size: int,
+    should_stop: Callable[[], bool] | None = None,
+    info: dict[str, object] | None = None,
+) -> Iterator[SampledFrame]:
+    """The first frame of each 1/fps window of the stream, as it decodes; `info` gets the stream's codec,
+    size, frame rate and container once open. Raises BadVideo naming the byte offset where the stream
+    stopped decoding."""
+    try:
+        container = av.open(source, mode="r")
+    except av.error.FFmpegError as e:
+        raise BadVideo(f"cannot read the stream as a video (at byte {source.consumed}): {e}") from e
+    try:
+        if not container.streams.video:
+            raise BadVideo("the stream holds no video stream")
+        stream = container.streams.video[0]
+        # slice threads only: frame threads hold back as many frames as they are, which a live viewer waits for
+        stream.thread_type = "SLICE"
+        rate = float(stream.average_rate or stream.guessed_rate or 25)
+        if info is not None:
+            ctx = stream.codec_context
+            info.update(codec=ctx.name, width=ctx.width, height=ctx.height, fps=rate, container=container.format.name)
+        start: float | None = None
+        last_slot = -1
+        kept = decoded = 0
+        try:
+            for frame in container.decode(stream):
+                decoded += 1
+                if should_stop is not None and should_stop():
+                    return
+                t_abs = frame.time if frame.time is not None else (decoded - 1) / rate
+                if start is None:
+                    start = t_abs
+                t = max(t_abs - start, 0.0)
+                slot = math.floor(t * fps + 1e-6)
+                if slot <= last_slot:
+                    continue
+                last_slot = slot
+                yield SampledFrame(kept, t, slot / fps, (slot + 1) / fps, scaled_rgb(frame, size))
+                kept += 1
+        except av.error.FFmpegError as e:
+            raise BadVideo(f"the stream stopped decoding at byte {source.consumed} after {decoded} frames: {e}") from e
+        if decoded == 0:
+            raise BadVideo("the stream holds no decodable frame")
+    finally:
+        container.close()
