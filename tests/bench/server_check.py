@@ -4,9 +4,9 @@ rehearsed on the CPU by tests/bench/test_server_check.py so that it cannot rot.
     python -m tests.bench.server_check --out DIR [--device cuda|cpu|auto] [--small] [--workers N] ...
 
 1. prepares in parallel: ViT-B-32 with random weights exported here (`python -m moments_export --model
-   ViT-B-32 --random-weights --fp16 no`; `--model-dir` uses a given one, `--small` the shapes-demo test
-   model) and `--streams` 720p h264 videos made with PyAV; then an embedded store of `--frames` synthetic
-   CLIP-like frames in the server's data model (tests/bench/data.py);
+   ViT-B-32 --random-weights --fp16 no`, or `--export-fp16 yes`; `--model-dir` uses a given one, `--small`
+   the shapes-demo test model) and `--streams` 720p h264 videos made with PyAV; then an embedded store of
+   `--frames` synthetic CLIP-like frames in the server's data model (tests/bench/data.py);
 2. the server's own Embedder alone in this process, `--clients` max concurrent callers (the baseline);
 3. the server (`python -m moments_server`, `--workers` passed when it offers the flag) on that store:
    Search QPS, p50 and p99 at each `--clients` level, the load from `--client-procs` client processes;
@@ -152,13 +152,13 @@ def cuda_library_env() -> None:
 # -- preparation --------------------------------------------------------------------------------------------
 
 
-def start_export(work: Path) -> tuple[subprocess.Popen[bytes], Path]:
+def start_export(work: Path, fp16: str) -> tuple[subprocess.Popen[bytes], Path]:
     out = work / "model"
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
         [str(REPO / "export"), str(REPO / "clients" / "python"), *filter(None, [env.get("PYTHONPATH")])]
     )
-    cmd = [sys.executable, "-m", "moments_export", "--model", "ViT-B-32", "--random-weights", "--fp16", "no"]
+    cmd = [sys.executable, "-m", "moments_export", "--model", "ViT-B-32", "--random-weights", "--fp16", fp16]
     log_file = (work / "export.log").open("wb")
     proc = subprocess.Popen([*cmd, "--out", str(out)], cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT)
     return proc, out
@@ -228,6 +228,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"), help="the server's --device")
     p.add_argument("--small", action="store_true", help="the CPU rehearsal: shapes-demo, ~1k frames, seconds")
     p.add_argument("--model-dir", type=Path, help="use this model instead of exporting ViT-B-32")
+    p.add_argument(
+        "--export-fp16", default="no", choices=("no", "yes", "auto"), help="the export's --fp16 (default no)"
+    )
     p.add_argument("--frames", type=int, help="frames in the store (default 100,000; --small 1,000)")
     p.add_argument("--engine", default="HNSW", choices=("HNSW", "Flat"), help="the store's descriptor engine")
     p.add_argument("--clients", help="search client levels (default 1,64,512; --small 1,8)")
@@ -288,7 +291,7 @@ def run_check(ck: Check, work: Path) -> None:
 
             st["model"] = shapes_model()
         else:
-            export, st["model"] = start_export(work)
+            export, st["model"] = start_export(work, a.export_fp16)
         t = time.monotonic()
         st["videos"] = make_videos(a.streams, a.video_s, work / "videos")
         ck.meta["make_videos_s"] = round(time.monotonic() - t, 1)
