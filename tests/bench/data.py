@@ -182,22 +182,11 @@ def fill(
     }
 
 
-def cached_store(spec: StoreSpec) -> tuple[Path, dict[str, Any]]:
-    """The store for `spec`, built on first use (timed) and reused after. Returns (data_dir, build facts)."""
+def build_store(spec: StoreSpec, out: Path) -> dict[str, Any]:
+    """Write the store for `spec` into the new directory `out` (timed) and let its index settle; build facts."""
     from moments_server.store.embedded import Engine
 
-    root = CACHE / "bench-stores"
-    out = root / spec.key
-    marker = out / "bench-store.json"
-    if marker.is_file():
-        facts = json.loads(marker.read_text())
-        facts["reused"] = True
-        return out, facts
-    tmp = root / (spec.key + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    log(f"building the {spec.n:,}-descriptor store (cached after this run): {tmp}")
-    engine = Engine(tmp)
+    engine = Engine(out)
     try:
         resp, _ = engine.query(set_commands(spec))
         if not isinstance(resp, list):
@@ -210,7 +199,23 @@ def cached_store(spec: StoreSpec) -> tuple[Path, dict[str, Any]]:
     finally:
         engine.close()
     stats["close_s"] = round(time.perf_counter() - t, 3)
-    facts = {"spec": spec.__dict__ | {"n": spec.n, "key": spec.key}, "build": stats, "built_at": time.time()}
+    return {"spec": spec.__dict__ | {"n": spec.n, "key": spec.key}, "build": stats, "built_at": time.time()}
+
+
+def cached_store(spec: StoreSpec) -> tuple[Path, dict[str, Any]]:
+    """The store for `spec`, built on first use (timed) and reused after. Returns (data_dir, build facts)."""
+    root = CACHE / "bench-stores"
+    out = root / spec.key
+    marker = out / "bench-store.json"
+    if marker.is_file():
+        facts = json.loads(marker.read_text())
+        facts["reused"] = True
+        return out, facts
+    tmp = root / (spec.key + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    log(f"building the {spec.n:,}-descriptor store (cached after this run): {tmp}")
+    facts = build_store(spec, tmp)
     (tmp / "bench-store.json").write_text(json.dumps(facts, indent=2))
     tmp.rename(out)
     facts["reused"] = False
@@ -295,13 +300,13 @@ def _textured_frames(spec: VideoSpec) -> Iterator[np.ndarray]:
         yield f16.astype(np.uint8)
 
 
-def make_video(spec: VideoSpec) -> Path:
-    """The cached test video for `spec` (written on first use)."""
+def make_video(spec: VideoSpec, root: Path | None = None) -> Path:
+    """The cached test video for `spec` (written on first use) in `root` (default `.cache/bench-videos`)."""
     import av
 
     from moments_client.sample_video import CODECS
 
-    root = CACHE / "bench-videos"
+    root = root or CACHE / "bench-videos"
     root.mkdir(parents=True, exist_ok=True)
     path = root / spec.name
     if path.is_file():

@@ -35,14 +35,35 @@ def query_texts(prefix: str = "") -> Iterator[str]:
         yield f"{prefix}a {a} {n} {w} number {i}"
 
 
+class BenchServer(LiveServer):
+    """A LiveServer that waits longer for SERVING (several worker processes each warming a ViT-B-32 on a
+    few busy cores take minutes) and stops its process when it never gets there."""
+
+    def wait_serving(self, timeout: float = 600.0) -> None:
+        try:
+            super().wait_serving(timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+
 def start_server(model_dir: Path, store: str, workdir: Path, *flags: str) -> tuple[LiveServer, int]:
     """LiveServer with its Prometheus endpoint on a known port; returns (server, metrics_port)."""
     workdir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    server = LiveServer(
-        model_dir, store, workdir, "--metrics-listen", f"127.0.0.1:{port}", "--log-level", "WARNING", *flags
-    )
-    return server, port
+    for attempt in range(3):
+        # a free port can be taken by another process before the server binds it: try other ports
+        port = free_port()
+        try:
+            server = BenchServer(
+                model_dir, store, workdir, "--metrics-listen", f"127.0.0.1:{port}", "--log-level", "WARNING", *flags
+            )
+        except RuntimeError as e:
+            if not any(m in str(e) for m in ("Address already in use", "cannot listen on")) or attempt == 2:
+                raise
+            log(f"server start: a port was taken meanwhile, retrying ({str(e).strip().splitlines()[-1]})")
+            continue
+        return server, port
+    raise AssertionError("unreachable")
 
 
 def metrics_text(port: int) -> str:
@@ -200,6 +221,8 @@ STAGES: tuple[tuple[str, str], ...] = (
 def classify(stack: str) -> str:
     frames = stack.split(";")
     for frame in reversed(frames):
+        if frame.startswith("process "):  # py-spy --subprocesses: the process's command line, not code
+            continue
         for needle, stage in STAGES:
             if needle in frame:
                 return stage
@@ -267,6 +290,7 @@ class Profile:
                 str(self.out),
                 "--nonblocking",
                 "--threads",
+                "--subprocesses",  # a server with --workers serves from child processes
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

@@ -13,6 +13,12 @@ beside it. Figures are modules of this package, each with `run(ctx) -> list[Figu
     gpu                7  CUDA provider + fp16 (skipped with the reason where there is no CUDA)
     fused              8  fused vs unfused towers on the CPU (same model directory, alternating blocks)
     decode_cpu         9  decode CPU per video-second at 1 fps: skip strategy vs the full decode, same frames
+    serving           10  Search QPS through gRPC (many client processes) vs the Embedder alone; 64 clients
+                          in one process and 1-client p50 vs bare encode + kNN, shapes-demo
+    ingest_decode     11  ingest video-s/s of concurrent 720p h264 streams vs the host's bare decode bound
+
+`--workers N[,M]` measures figures 10 and 11 once per server worker count (passed as the server's
+`--workers` when its --help lists it); without it the server runs with its default.
 """
 
 from __future__ import annotations
@@ -41,6 +47,8 @@ FIGURES = (
     "gpu",
     "fused",
     "decode_cpu",
+    "serving",
+    "ingest_decode",
 )
 
 # Every size the run uses; recorded in the JSON. Full sizes are chosen so that a run with the caches
@@ -71,6 +79,13 @@ SIZES: dict[str, dict[str, Any]] = {
         "insert_videos_sustained": 120,
         "insert_videos_tcp": 5,
         "tcp_queries": 200,
+        "serving_procs": 4,
+        "serving_callers": 16,
+        "serving_duration_s": 10.0,
+        "serving_rounds": 2,
+        "serving_latency_queries": 150,
+        "decode_streams": 4,
+        "decode_seconds": 30,
     },
     "quick": {
         "store_videos": {"10k": 2, "100k": 5, "1M": 10},
@@ -96,6 +111,13 @@ SIZES: dict[str, dict[str, Any]] = {
         "insert_videos_sustained": 3,
         "insert_videos_tcp": 1,
         "tcp_queries": 30,
+        "serving_procs": 4,
+        "serving_callers": 16,
+        "serving_duration_s": 3.0,
+        "serving_rounds": 1,
+        "serving_latency_queries": 30,
+        "decode_streams": 2,
+        "decode_seconds": 6,
     },
 }
 VIDEO_FPS = 30
@@ -108,6 +130,7 @@ class Ctx:
     out: Path
     work: Path
     sizes: dict[str, Any]
+    workers: list[int] | None = None  # server worker counts for figures 10 and 11 (None: the server's default)
     model_dir: Path | None = None
     model_facts: dict[str, Any] = field(default_factory=dict)
     shared: dict[str, Any] = field(default_factory=dict)  # results one figure hands to a later one
@@ -214,7 +237,17 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="replace only this run's figures in the day's results file (with --only: re-measure some figures)",
     )
+    p.add_argument(
+        "--workers",
+        default="",
+        help="server worker counts for figures 10 and 11, comma-separated (passed as --workers when the server "
+        "offers it; default: the server's own default)",
+    )
     args = p.parse_args(argv)
+    try:
+        workers = [int(x) for x in args.workers.split(",") if x.strip()] or None
+    except ValueError:
+        p.error(f"--workers takes comma-separated integers, not {args.workers!r}")
     only = [x.strip() for x in args.only.split(",") if x.strip()] or list(FIGURES)
     unknown = [x for x in only if x not in FIGURES]
     if unknown:
@@ -223,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = SIZES["quick" if args.quick else "full"]
     CACHE.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="bench-", dir=CACHE))
-    ctx = Ctx(args.quick, args.out, work, sizes)
+    ctx = Ctx(args.quick, args.out, work, sizes, workers)
     started = time.perf_counter()
     meta: dict[str, Any] = {
         "date": now_date(),
@@ -236,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         "seed": SEED,
         "server_settings": server_defaults(),
         "video_fps": VIDEO_FPS,
+        "server_workers": workers,
     }
     figures: list[Figure] = []
     timings: dict[str, float] = {}

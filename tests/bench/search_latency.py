@@ -63,6 +63,10 @@ def load_index(store_dir: Path) -> Any:
 
 
 def bare_search(index: Any, q: np.ndarray, k: int = TOP_K) -> list[float]:
+    """Each query alone, with FAISS's OpenMP threads set as the store sets them for its searches."""
+    from moments_server.store.embedded.vectors import limit_omp_threads
+
+    limit_omp_threads()
     x = np.ascontiguousarray(q, dtype=np.float32)
     out = []
     for i in range(len(x)):

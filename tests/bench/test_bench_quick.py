@@ -80,6 +80,7 @@ def test_profile_stacks_are_classified_innermost_first() -> None:
     assert classify("run (moments_server/inference/sessions.py:50)") == "embed (onnxruntime)"
     assert classify("query (moments_server/store/embedded/engine.py:3)") == "store"
     assert classify("foo (bar.py:1)") == "other"
+    assert classify('process 7:"python -m moments_server --spool-dir /x/grpc";thread (7);f (bar.py:1)') == "other"
     s = stage_shares("a (video/decode.py:1) 3\nb (sessions.py:2) 1\n")
     assert s["samples"] == 4 and s["shares"] == {"decode": 0.75, "embed (onnxruntime)": 0.25}
 
