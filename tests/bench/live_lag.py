@@ -87,7 +87,7 @@ def stream_events(target: str, path: Path, video_id: str, realtime: bool, rss_of
     stop = threading.Event()
 
     def sample_rss() -> None:
-        while not stop.wait(1.0):
+        while not stop.wait(0.2):
             if rss_of is not None:
                 rss.append((time.perf_counter() - t0, rss_mib(rss_of)))
 
@@ -137,7 +137,7 @@ def run(ctx: Any) -> list[Figure]:
 
     model = shapes_model()
     seconds = 30 if ctx.quick else 120
-    long_s = 180 if ctx.quick else 1800
+    long_s = 600 if ctx.quick else 1800
     work = ctx.work / "live"
     videos = CACHE / "bench-videos" / "live"  # made once, kept like the other bench videos
     for d in (work, videos):
@@ -188,7 +188,7 @@ def run(ctx: Any) -> list[Figure]:
                     "state": r["state"],
                     "spool_files_left": len(spool),
                 },
-                reason="RSS sampled every second; spool files left: " + str(len(spool)),
+                reason="RSS sampled every 0.2 s; spool files left: " + str(len(spool)),
             )
         )
     finally:

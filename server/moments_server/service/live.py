@@ -186,7 +186,12 @@ class LiveIngest:
             vectors = np.stack(seg.vectors) if seg.vectors else np.zeros((0, self.embedder.dim), np.float32)
             thumbs = seg.thumbs if header.thumbnails else None
             # a later resume restarts decoding at the last keyframe at or before the committed end
-            restart_at = max((pos for t, pos in list(keyframes) if t <= media_s + 1e-6), default=0)
+            seen = list(keyframes)
+            first_key = seen[0][1] if seen else 0  # the container header ends here (on the first commit)
+            usable = [i for i, (t, _) in enumerate(seen) if t <= media_s + 1e-6]
+            restart_at = seen[usable[-1]][1] if usable else 0
+            if len(usable) > 1:  # older restart points are never needed again (keeps this list short)
+                del keyframes[: usable[-1]]
             if video is None:
                 if not seg.frames:
                     raise InvalidArgument("the stream ended before any frame could be sampled from it")
@@ -207,7 +212,7 @@ class LiveIngest:
                     state=LIVE,
                     upload_id=upload_id,
                     stream_start_s=float(info.get("start_s", 0.0)),  # type: ignore[arg-type]
-                    init_end=keyframes[0][1] if keyframes else 0,
+                    init_end=first_key,
                     restart_offset=restart_at,
                 )
                 record = video
