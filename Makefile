@@ -18,7 +18,7 @@ DATA_DIR ?= data
 LISTEN ?= 127.0.0.1:50051
 WORKERS ?=
 
-.PHONY: install protos export serve test lint bench bench-prepare clean
+.PHONY: install protos export serve test lint bench bench-prepare load fuzz clean
 
 install: $(INSTALLED) $(PROTO_GEN)
 
@@ -63,6 +63,11 @@ bench: install
 # Builds the benchmark's cached model, videos and stores without measuring (the first run's long part).
 bench-prepare: install
 	$(PY) -m tests.bench.run --prepare
+
+# 200 searchers + 4 ingest loops for 60 s on loopback (LOAD_ARGS=--quick: 10 s, 20 + 1); tests/bench/results/load-*
+LOAD_ARGS ?=
+load: install
+	$(PY) -m tests.bench.load_run $(LOAD_ARGS)
 
 clean:
 	rm -rf $(VENV) $(PROTO_OUT)/moments/v1/*_pb2*.py* build *.egg-info \
