@@ -69,6 +69,12 @@ LOAD_ARGS ?=
 load: install
 	$(PY) -m tests.bench.load_run $(LOAD_ARGS)
 
+# Property-based fuzzing with the full budget (>= 10,000 inputs, fresh random ones each run; make test runs
+# the same targets with a small fixed budget). FUZZ_SCALE=0.1 runs a tenth of it.
+FUZZ_SCALE ?= 1
+fuzz: install
+	MOMENTS_FUZZ_SCALE=$(FUZZ_SCALE) $(PY) -m pytest -q -p no:cacheprovider tests/fuzz
+
 clean:
 	rm -rf $(VENV) $(PROTO_OUT)/moments/v1/*_pb2*.py* build *.egg-info \
 		clients/typescript/node_modules clients/typescript/src/gen clients/python/build
