@@ -9,6 +9,14 @@ from hypothesis import strategies as st
 
 from moments.v1 import moments_pb2 as pb
 
+
+class Corpus(dict[str, bytes]):
+    """Named sample files; a short repr, since hypothesis prints a failing test's arguments."""
+
+    def __repr__(self) -> str:
+        return f"Corpus({sorted(self)})"
+
+
 KEYS = st.one_of(
     st.sampled_from(["camera", "floor", "outdoor", "video_id", "frame_s", "_uniqueid", "", "a" * 65, "x.y-z_1"]),
     st.from_regex(r"[A-Za-z][A-Za-z0-9_.-]{0,63}", fullmatch=True),

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -18,7 +19,7 @@ from moments.v1 import moments_pb2 as pb
 from moments.v1 import moments_pb2_grpc as pb_grpc
 from moments_client.sample_video import write_shapes_video
 from tests.fuzz.conftest import NOT_PRECISE, assert_serving, budget, record
-from tests.fuzz.strategies import FLOATS, KEYS, VALUES, VIDEO_IDS, finite, mutated
+from tests.fuzz.strategies import FLOATS, KEYS, VALUES, VIDEO_IDS, Corpus, finite, mutated
 
 SHAPES = [("red", "circle"), ("blue", "square")]
 
@@ -27,7 +28,7 @@ SHAPES = [("red", "circle"), ("blue", "square")]
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     """Small real files of each codec/container the sample writer makes."""
     folder = tmp_path_factory.mktemp("fuzz-videos")
-    out = {}
+    out = Corpus()
     for codec, suffix in (("h264", "mp4"), ("vp9", "webm"), ("mpeg4", "avi"), ("mjpeg", "avi"), ("h264", "mkv")):
         p = folder / f"{codec}.{suffix}"
         write_shapes_video(p, SHAPES, seconds_each=0.5, fps=10, size=(64, 64), codec=codec)
@@ -167,3 +168,24 @@ def test_mutated_videos_get_a_precise_status(
 
 def test_server_still_serving_after_ingest_fuzz(fuzz_stub: pb_grpc.VideoSearchStub) -> None:
     assert_serving(fuzz_stub)
+
+
+def test_container_tags_that_are_not_utf8_are_read(fuzz_stub: pb_grpc.VideoSearchStub, tmp_path: Path) -> None:
+    """Found by this fuzzer: a bit flip in a tag made PyAV's open raise UnicodeDecodeError (INTERNAL)."""
+    import av
+
+    path = tmp_path / "tagged.mkv"
+    with av.open(str(path), mode="w") as c:
+        c.metadata["title"] = "TAGTAGTAG"
+        stream = c.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
+        for i in range(10):
+            frame = av.VideoFrame.from_ndarray(np.full((64, 64, 3), i * 20, np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                c.mux(packet)
+        for packet in stream.encode():
+            c.mux(packet)
+    data = path.read_bytes()
+    assert data.count(b"TAGTAGTAG") == 1
+    header = pb.IngestHeader(video_id="not-utf8-tag", filename="tagged.mkv")
+    assert _ingest(fuzz_stub, header, data.replace(b"TAGTAGTAG", b"\x93\x80\xff\xfe\x81TAG\x85")) == "OK"

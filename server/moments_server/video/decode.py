@@ -46,7 +46,8 @@ class SampledFrame:
 
 def _open(path: Path) -> av.container.InputContainer:
     try:
-        container = av.open(str(path), mode="r")
+        # metadata_errors: tags that are not valid UTF-8 (a damaged or hostile file) must not fail the open
+        container = av.open(str(path), mode="r", metadata_errors="replace")
     except av.error.FFmpegError as e:
         raise BadVideo(f"cannot read the upload as a video: {getattr(e, 'strerror', None) or e}") from e
     if not container.streams.video:
