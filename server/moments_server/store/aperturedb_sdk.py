@@ -43,6 +43,10 @@ def _import_connector() -> Any:
     return Connector
 
 
+class StoreUnavailable(ConnectionError):
+    """The store cannot be reached (the transport answers UNAVAILABLE)."""
+
+
 class SDKConnector:
     def __init__(
         self,
@@ -66,6 +70,7 @@ class SDKConnector:
             verify_hostname=verify_hostname,
             ca_cert=ca_cert,
         )
+        self._where = f"{host}:{port}"
         self._pool: queue.LifoQueue[Any] = queue.LifoQueue()
         self._pool.put(self._first)
         self._made = 1
@@ -96,6 +101,12 @@ class SDKConnector:
             resp, out = c.query(commands, list(blobs))
             ok = True
             return resp, list(out)
+        except Exception as e:
+            # The SDK raises a bare Exception once its reconnect attempts are spent; say UNAVAILABLE.
+            if isinstance(e, OSError) or not getattr(c, "connected", True):
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise StoreUnavailable(f"ApertureDB at {self._where} does not answer ({first}); retry later") from e
+            raise
         finally:
             if ok:
                 self._pool.put(c)
