@@ -170,11 +170,10 @@ def test_server_still_serving_after_ingest_fuzz(fuzz_stub: pb_grpc.VideoSearchSt
     assert_serving(fuzz_stub)
 
 
-def test_container_tags_that_are_not_utf8_are_read(fuzz_stub: pb_grpc.VideoSearchStub, tmp_path: Path) -> None:
-    """Found by this fuzzer: a bit flip in a tag made PyAV's open raise UnicodeDecodeError (INTERNAL)."""
+def _tagged_mkv(path: Path) -> bytes:
+    """A small h264 Matroska file with the title tag TAGTAGTAG."""
     import av
 
-    path = tmp_path / "tagged.mkv"
     with av.open(str(path), mode="w") as c:
         c.metadata["title"] = "TAGTAGTAG"
         stream = c.add_stream("libx264", rate=10)
@@ -186,6 +185,19 @@ def test_container_tags_that_are_not_utf8_are_read(fuzz_stub: pb_grpc.VideoSearc
         for packet in stream.encode():
             c.mux(packet)
     data = path.read_bytes()
-    assert data.count(b"TAGTAGTAG") == 1
+    assert data.count(b"TAGTAGTAG") == 1 and data.count(b"V_MPEG4/ISO/AVC") == 1
+    return data
+
+
+def test_container_tags_that_are_not_utf8_are_read(fuzz_stub: pb_grpc.VideoSearchStub, tmp_path: Path) -> None:
+    """Found by this fuzzer: a bit flip in a tag made PyAV's open raise UnicodeDecodeError (INTERNAL)."""
+    data = _tagged_mkv(tmp_path / "tagged.mkv")
     header = pb.IngestHeader(video_id="not-utf8-tag", filename="tagged.mkv")
     assert _ingest(fuzz_stub, header, data.replace(b"TAGTAGTAG", b"\x93\x80\xff\xfe\x81TAG\x85")) == "OK"
+
+
+def test_unknown_codec_is_invalid_argument(fuzz_stub: pb_grpc.VideoSearchStub, tmp_path: Path) -> None:
+    """Found by this fuzzer: a stream whose codec id FFmpeg does not know has no codec context (INTERNAL)."""
+    data = _tagged_mkv(tmp_path / "tagged.mkv").replace(b"V_MPEG4/ISO/AVC", b"V_QQQQQ/ISO/QQQ")
+    header = pb.IngestHeader(video_id="unknown-codec", filename="x.mkv")
+    assert _ingest(fuzz_stub, header, data) == "INVALID_ARGUMENT"

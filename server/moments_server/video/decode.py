@@ -53,6 +53,9 @@ def _open(path: Path) -> av.container.InputContainer:
     if not container.streams.video:
         container.close()
         raise BadVideo("the upload holds no video stream")
+    if container.streams.video[0].codec_context is None:  # a codec id FFmpeg does not know
+        container.close()
+        raise BadVideo("the upload's video stream is in a codec this server cannot decode")
     return container
 
 
