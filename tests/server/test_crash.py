@@ -94,6 +94,12 @@ def _check(server: LiveServer, work: Path, run: CrashRun, label: str) -> None:
                     f"{label}: {vid} partial: listed {frames} frames, GetVideo {got.frames}, search {len(hits)}"
                 )
             run.searched.add(vid)
+        # frames of an ingest that was killed before its commit must not be found either
+        unlisted = sorted(run.attempted - set(listed))[:1000]
+        if unlisted:
+            ghost = pb.SearchRequest(text="a red circle", top_k=100, filters=pb.SearchFilters(video_ids=unlisted))
+            hits = stub.Search(ghost, timeout=30).moments
+            run.problems += [f"{label}: frames of unlisted {m.video_id} are searchable" for m in hits]
     referenced = _referenced_blob_files(data_dir)
     blobs = {p.name for p in (data_dir / "blobs").glob("*/*") if p.is_file()}
     run.orphan_blobs += [f"{label}: {n}" for n in sorted(blobs - referenced)]
@@ -160,6 +166,7 @@ def crash_run(shapes_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
                 assert not t.is_alive(), "an ingest did not end after the kill"
         finally:
             server.stop()
+    print(f"crash: {run.kills} kills, {len(run.acked)} of {len(run.attempted)} ingests acknowledged")
     yield run
 
 
