@@ -101,12 +101,13 @@ class SDKConnector:
             resp, out = c.query(commands, list(blobs))
             ok = True
             return resp, list(out)
+        except (TypeError, ValueError, KeyError):
+            raise  # a query the SDK cannot encode: our bug, INTERNAL
         except Exception as e:
-            # The SDK raises a bare Exception once its reconnect attempts are spent; say UNAVAILABLE.
-            if isinstance(e, OSError) or not getattr(c, "connected", True):
-                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                raise StoreUnavailable(f"ApertureDB at {self._where} does not answer ({first}); retry later") from e
-            raise
+            # The SDK answers query errors in the response; what it raises is the connection or the session
+            # failing (a bare Exception once its reconnect attempts are spent, while connecting or renewing).
+            first = str(e).strip().splitlines()[0].strip() if str(e).strip() else type(e).__name__
+            raise StoreUnavailable(f"ApertureDB at {self._where} does not answer ({first}); retry later") from e
         finally:
             if ok:
                 self._pool.put(c)
