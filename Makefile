@@ -19,7 +19,7 @@ DATA_DIR ?= data
 LISTEN ?= 127.0.0.1:50051
 WORKERS ?=
 
-.PHONY: install protos export serve test lint bench bench-prepare clean
+.PHONY: install protos export serve test lint bench bench-prepare load fuzz clean
 
 install: $(INSTALLED) $(PROTO_GEN)
 
@@ -70,6 +70,17 @@ bench: install
 # Builds the benchmark's cached model, videos and stores without measuring (the first run's long part).
 bench-prepare: install
 	$(PY) -m tests.bench.run --prepare
+
+# 200 searchers + 4 ingest loops for 60 s on loopback (LOAD_ARGS=--quick: 10 s, 20 + 1); tests/bench/results/load-*
+LOAD_ARGS ?=
+load: install
+	$(PY) -m tests.bench.load_run $(LOAD_ARGS)
+
+# Property-based fuzzing with the full budget (>= 10,000 inputs, fresh random ones each run; make test runs
+# the same targets with a small fixed budget). FUZZ_SCALE=0.1 runs a tenth of it.
+FUZZ_SCALE ?= 1
+fuzz: install
+	MOMENTS_FUZZ_SCALE=$(FUZZ_SCALE) $(PY) -m pytest -q -p no:cacheprovider tests/fuzz
 
 clean:
 	rm -rf $(VENV) $(PROTO_OUT)/moments/v1/*_pb2*.py* build *.egg-info \

@@ -40,6 +40,13 @@ def _sources_hash() -> str:
 
 @pytest.fixture(scope="session")
 def shapes_model_dir() -> Path:
+    try:
+        return ensure_shapes_model()
+    except RuntimeError as e:
+        pytest.fail(str(e))
+
+
+def ensure_shapes_model() -> Path:
     """Path of a verified shapes-demo model directory (``.cache/test-models/shapes-demo-<hash>``).
 
     Reused across runs while the export sources and seed are unchanged and its manifest verifies;
@@ -75,7 +82,7 @@ def shapes_model_dir() -> Path:
         ]
         res = subprocess.run(cmd, cwd=REPO, env=export_env(), capture_output=True, text=True, timeout=900)
         if res.returncode != 0:
-            pytest.fail(f"shapes-demo export failed ({res.returncode}):\n{res.stderr[-4000:]}")
+            raise RuntimeError(f"shapes-demo export failed ({res.returncode}):\n{res.stderr[-4000:]}")
         assert res.stdout.strip().splitlines()[-1] == str(out)
         check_model_dir(out)
         return out

@@ -101,8 +101,10 @@ class LiveServer(Process):
 class StoreListener(Process):
     """The embedded store's ApertureDB wire listener, for the SDK path."""
 
-    def __init__(self, data_dir: Path, workdir: Path, user: str = "admin", password: str = "test-pass") -> None:
-        self.port = free_port()
+    def __init__(
+        self, data_dir: Path, workdir: Path, user: str = "admin", password: str = "test-pass", port: int = 0
+    ) -> None:
+        self.port = port or free_port()  # a given port: restarting a listener where its clients expect it
         self.user, self.password = user, password
         args = [
             "-m",

@@ -30,6 +30,7 @@ from moments_server.service.videos import VideoService
 from moments_server.store.connector import EmbeddedConnector, open_connector
 from moments_server.store.embedded import Engine, WireServer
 from moments_server.store.embedded.credentials import load_tokens, load_users
+from moments_server.store.watch import StoreWatch
 from moments_server.transport.auth import TokenAuth
 from moments_server.transport.reflection import enable_reflection
 from moments_server.transport.servicer import VideoSearchServicer
@@ -51,6 +52,7 @@ class Running:
     executor: ThreadPoolExecutor
     close_store: Callable[[], None]
     wire: object | None = None
+    store_watch: StoreWatch | None = None
 
 
 async def start(settings: Settings) -> Running:
@@ -149,7 +151,17 @@ async def start(settings: Settings) -> Running:
         settings.store,
         metrics_port,
     )
-    return Running(server, port, metrics_port, embedder, health, executor, connector.close, wire)
+    watch = None
+    if store_kind == "aperturedb":  # a remote store can go away; health follows it
+
+        async def set_serving(ok: bool) -> None:
+            status = health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING
+            await health.set("", status)
+            await health.set(SERVICE, status)
+
+        watch = StoreWatch(connector, executor, set_serving)
+        watch.start()
+    return Running(server, port, metrics_port, embedder, health, executor, connector.close, wire, watch)
 
 
 async def start_wire_listener(settings: Settings, engine: Engine) -> WireServer | None:
@@ -165,6 +177,8 @@ async def start_wire_listener(settings: Settings, engine: Engine) -> WireServer 
 
 
 async def stop(running: Running, grace_s: float) -> None:
+    if running.store_watch is not None:
+        await running.store_watch.stop()
     await running.health.enter_graceful_shutdown()
     await running.server.stop(grace_s)
     await running.embedder.stop()

@@ -43,6 +43,10 @@ def _import_connector() -> Any:
     return Connector
 
 
+class StoreUnavailable(ConnectionError):
+    """The store cannot be reached (the transport answers UNAVAILABLE)."""
+
+
 class SDKConnector:
     def __init__(
         self,
@@ -66,6 +70,7 @@ class SDKConnector:
             verify_hostname=verify_hostname,
             ca_cert=ca_cert,
         )
+        self._where = f"{host}:{port}"
         self._pool: queue.LifoQueue[Any] = queue.LifoQueue()
         self._pool.put(self._first)
         self._made = 1
@@ -96,6 +101,13 @@ class SDKConnector:
             resp, out = c.query(commands, list(blobs))
             ok = True
             return resp, list(out)
+        except (TypeError, ValueError, KeyError):
+            raise  # a query the SDK cannot encode: our bug, INTERNAL
+        except Exception as e:
+            # The SDK answers query errors in the response; what it raises is the connection or the session
+            # failing (a bare Exception once its reconnect attempts are spent, while connecting or renewing).
+            first = str(e).strip().splitlines()[0].strip() if str(e).strip() else type(e).__name__
+            raise StoreUnavailable(f"ApertureDB at {self._where} does not answer ({first}); retry later") from e
         finally:
             if ok:
                 self._pool.put(c)

@@ -86,12 +86,16 @@ class DecodeStats:
 
 def _open(path: Path) -> av.container.InputContainer:
     try:
-        container = av.open(str(path), mode="r")
+        # metadata_errors: tags that are not valid UTF-8 (a damaged or hostile file) must not fail the open
+        container = av.open(str(path), mode="r", metadata_errors="replace")
     except av.error.FFmpegError as e:
         raise BadVideo(f"cannot read the upload as a video: {getattr(e, 'strerror', None) or e}") from e
     if not container.streams.video:
         container.close()
         raise BadVideo("the upload holds no video stream")
+    if container.streams.video[0].codec_context is None:  # a codec id FFmpeg does not know
+        container.close()
+        raise BadVideo("the upload's video stream is in a codec this server cannot decode")
     return container
 
 
