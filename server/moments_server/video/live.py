@@ -106,7 +106,7 @@ def sample_stream(
     decoder can restart there. `info` gets the codec, size, frame rate and container once open. Raises
     BadVideo naming the byte offset where the stream stopped decoding."""
     try:
-        container = av.open(source, mode="r")
+        container = av.open(source, mode="r", metadata_errors="replace")
     except av.error.FFmpegError as e:
         raise BadVideo(f"cannot read the stream as a video (at byte {base_offset + source.consumed}): {e}") from e
     try:
