@@ -25,8 +25,8 @@ class Settings(BaseSettings):
     descriptor_engine: str = "Flat"
     # Server processes sharing the listening port (workers.py): each has its own onnxruntime sessions and
     # gRPC server; the embedded store has one owner (the launching process) and a read replica in each
-    # worker. 0 = as many as the host's cores (see workers.auto_workers).
-    workers: int = Field(1, description="server processes sharing the port; 0 = one per core")
+    # worker. 0 = one per two cores (see workers.auto_workers).
+    workers: int = Field(1, description="server processes sharing the port; 0 = one per two cores")
     # Set by the launcher for its workers: the embedded store DIR is followed as a read replica and
     # writes go to this ApertureDB URL (the owner's wire listener on loopback).
     store_writer: str = ""
@@ -101,7 +101,7 @@ class Settings(BaseSettings):
     @classmethod
     def _not_negative(cls, v: int) -> int:
         if v < 0:
-            raise ValueError("must be >= 0 (0 = one per core)")
+            raise ValueError("must be >= 0 (0 = one per two cores)")
         return v
 
     @field_validator(

@@ -124,7 +124,7 @@ def main() -> None:
         f"embedded:{args.data_dir}",
         "--listen",
         args.listen,
-        # one worker process per core by default (workers.py); `make serve WORKERS=1` serves from one
+        # one worker process per two cores by default (workers.py); `make serve WORKERS=1` serves from one
         *([] if "--workers" in server_args else ["--workers", "0"]),
         *server_args,
     ]
