@@ -224,29 +224,8 @@ def model_dir(cache: Path) -> tuple[Path, dict[str, Any]]:
 
 def shapes_model() -> Path:
     """The shapes-demo model the tests use (`.cache/test-models/shapes-demo-<hash>`, the `shapes_model_dir`
-    fixture's cache), trained and exported here when missing: a tiny model, so that a search's inference is
+    fixture's cache), trained and exported there when missing: a tiny model, so that a search's inference is
     small and the serving path's own cost shows."""
-    import fcntl
+    from tests.conftest import ensure_shapes_model
 
-    from moments_export.manifest import check_model_dir
-    from tests.conftest import SHAPES_SEED, _sources_hash, export_env
-
-    cache = REPO / ".cache" / "test-models"
-    cache.mkdir(parents=True, exist_ok=True)
-    out = cache / f"shapes-demo-{_sources_hash()}"
-    with open(cache / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            check_model_dir(out)
-            return out
-        except (ValueError, OSError, KeyError):
-            pass
-        log(f"training and exporting shapes-demo to {out} (a minute or two)")
-        cmd = [sys.executable, "-m", "moments_export", "--model", "shapes-demo", "--seed", str(SHAPES_SEED)]
-        run = subprocess.run(
-            [*cmd, "--fp16", "no", "--out", str(out)], cwd=REPO, env=export_env(), capture_output=True, text=True
-        )
-        if run.returncode != 0:
-            raise RuntimeError(f"shapes-demo export failed ({run.returncode}):\n{run.stderr[-3000:]}")
-        check_model_dir(out)
-        return out
+    return ensure_shapes_model()
