@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -153,8 +153,11 @@ def moments_of(stub: pb_grpc.VideoSearchStub, video_id: str) -> list[tuple[float
     return sorted(out)
 
 
-def send_until_commit(stub: pb_grpc.VideoSearchStub, feed: Feed, media_s: float) -> tuple[str, int]:
-    """Stream until a commit reaches `media_s`, then drop the connection; -> (upload_id, committed bytes)."""
+def send_until_commit(
+    stub: pb_grpc.VideoSearchStub, feed: Feed, media_s: float, on_reached: Callable[[], None] | None = None
+) -> tuple[str, int]:
+    """Stream until a commit reaches `media_s`, then break the stream (`on_reached`, by default dropping the
+    connection); -> (upload_id, committed bytes)."""
     call = stub.Ingest(iter(feed), timeout=120)
     upload_id, committed = "", 0
     for ev in call:
@@ -163,7 +166,7 @@ def send_until_commit(stub: pb_grpc.VideoSearchStub, feed: Feed, media_s: float)
         if ev.WhichOneof("event") == "committed":
             committed = ev.committed.bytes
             if ev.committed.media_s >= media_s:
-                call.cancel()
+                (on_reached or call.cancel)()
                 break
     feed.release.set()
     return upload_id, committed
@@ -215,17 +218,8 @@ def test_a_stream_resumes_after_the_server_is_killed(
             stub = pb_grpc.VideoSearchStub(ch)
             list(stub.Ingest(iter(Feed("whole", stream_bytes, hold_at=1 << 30, segment_s=1.0)), timeout=120))
             feed = Feed("killed", stream_bytes, hold_at=len(stream_bytes) // 2, segment_s=1.0)
-            call = stub.Ingest(iter(feed), timeout=120)
-            upload_id, committed = "", 0
-            for ev in call:
-                if ev.WhichOneof("event") == "accepted":
-                    upload_id = ev.accepted.upload_id
-                if ev.WhichOneof("event") == "committed":
-                    committed = ev.committed.bytes
-                    if ev.committed.media_s >= 4.0:
-                        first.stop(sig_kill=True)  # mid-stream, between commits
-                        break
-            feed.release.set()
+            # killed mid-stream, between commits
+            upload_id, committed = send_until_commit(stub, feed, 4.0, lambda: first.stop(sig_kill=True))
     finally:
         first.stop(sig_kill=True)
     second = LiveServer(shapes_model_dir, f"embedded:{data}", tmp_path)

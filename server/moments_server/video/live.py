@@ -94,21 +94,19 @@ def sample_stream(
     *,
     start_s: float | None = None,
     after_s: float = -1.0,
-    base_offset: int = 0,
     on_keyframe: Callable[[float, int], None] | None = None,
 ) -> Iterator[SampledFrame]:
     """The first frame of each 1/fps window of the stream, as it decodes.
 
     Times count from `start_s` (the stream's first timestamp, in the stream's seconds; None: this
     source's first frame, which `info["start_s"]` then reports); windows starting before `after_s` are
-    skipped (a resumed stream's committed part). `on_keyframe(time_s, byte offset)` hears of every
-    keyframe packet (offsets count from `base_offset`, where this source starts in the whole stream): a
-    decoder can restart there. `info` gets the codec, size, frame rate and container once open. Raises
-    BadVideo naming the byte offset where the stream stopped decoding."""
+    skipped (a resumed stream's committed part). `on_keyframe(time_s, byte offset in this source)` hears of
+    every keyframe packet: a decoder can restart there. `info` gets the codec, size, frame rate and
+    container once open. Raises BadVideo naming the byte offset where the stream stopped decoding."""
     try:
         container = av.open(source, mode="r", metadata_errors="replace")
     except av.error.FFmpegError as e:
-        raise BadVideo(f"cannot read the stream as a video (at byte {base_offset + source.consumed}): {e}") from e
+        raise BadVideo(f"cannot read the stream as a video (at byte {source.consumed}): {e}") from e
     try:
         if not container.streams.video:
             raise BadVideo("the stream holds no video stream")
@@ -128,7 +126,7 @@ def sample_stream(
                     if start_s is None:
                         start_s = float(packet.pts) * tb
                     if on_keyframe is not None:
-                        on_keyframe(float(packet.pts) * tb - start_s, base_offset + packet.pos)
+                        on_keyframe(float(packet.pts) * tb - start_s, packet.pos)
                 for frame in packet.decode():
                     decoded += 1
                     if should_stop is not None and should_stop():
@@ -146,9 +144,7 @@ def sample_stream(
                     yield SampledFrame(kept, t, slot / fps, (slot + 1) / fps, scaled_rgb(frame, size))
                     kept += 1
         except av.error.FFmpegError as e:
-            raise BadVideo(
-                f"the stream stopped decoding at byte {base_offset + source.consumed} after {decoded} frames: {e}"
-            ) from e
+            raise BadVideo(f"the stream stopped decoding at byte {source.consumed} after {decoded} frames: {e}") from e
         if decoded == 0:
             raise BadVideo("the stream holds no decodable frame")
     finally:
