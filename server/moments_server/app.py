@@ -133,7 +133,7 @@ async def start(settings: Settings) -> Running:
 
     # Warm-up and the store check run while health says NOT_SERVING.
     await loop.run_in_executor(executor, catalog.ensure_descriptor_set)
-    await loop.run_in_executor(executor, lambda: catalog.metadata_types(refresh=True))
+    await loop.run_in_executor(executor, catalog.load_metadata_types)
     await loop.run_in_executor(None, embedder.warm_up, settings.autotune_batches)
     embedder.start()
     if worker:

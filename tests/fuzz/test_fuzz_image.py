@@ -17,7 +17,6 @@ from tests.fuzz.conftest import NOT_PRECISE, assert_serving, budget, record
 from tests.fuzz.strategies import Corpus, mutated, patch_jpeg_size, patch_png_size
 
 # Pillow refuses images over 2 × Image.MAX_IMAGE_PIXELS with DecompressionBombError.
-BOMB_PIXELS = 2 * 89_478_485
 
 
 @pytest.fixture(scope="module")
@@ -63,19 +62,12 @@ def queries(draw_: st.DrawFn, images: dict[str, bytes]) -> tuple[str, bytes, int
 def test_image_queries_get_a_precise_status(
     fuzz_stub: pb_grpc.VideoSearchStub, images: dict[str, bytes], data: st.DataObject
 ) -> None:
-    what, image, claimed = data.draw(queries(images))
+    what, image, _claimed = data.draw(queries(images))
     outcome, message = _search(fuzz_stub, image)
-    # a header claiming too many pixels, patched in or by a bit flip (the message names the exception)
-    if outcome == "INTERNAL" and (claimed > BOMB_PIXELS or "DecompressionBombError" in message):
-        record("image query", "INTERNAL (known, issue 13 #6: decompression bomb)")
-        return
     record("image query", outcome)
-    assert grpc.StatusCode[outcome] not in NOT_PRECISE, f"{outcome} for {what} ({len(image)} bytes)"
+    assert grpc.StatusCode[outcome] not in NOT_PRECISE, f"{outcome} for {what} ({len(image)} bytes): {message}"
 
 
-@pytest.mark.xfail(
-    reason="issue 13 finding 6: a PNG claiming 20000x20000 is answered INTERNAL (DecompressionBombError)"
-)
 def test_decompression_bomb_header_is_refused_precisely(
     fuzz_stub: pb_grpc.VideoSearchStub, images: dict[str, bytes]
 ) -> None:

@@ -19,7 +19,7 @@ from moments.v1 import moments_pb2 as pb
 from moments.v1 import moments_pb2_grpc as pb_grpc
 from moments_client.sample_video import write_shapes_video
 from tests.fuzz.conftest import NOT_PRECISE, assert_serving, budget, record
-from tests.fuzz.strategies import FLOATS, KEYS, VALUES, VIDEO_IDS, Corpus, finite, mutated
+from tests.fuzz.strategies import FLOATS, KEYS, VALUES, VIDEO_IDS, Corpus, mutated
 
 SHAPES = [("red", "circle"), ("blue", "square")]
 
@@ -78,35 +78,21 @@ def headers(draw: st.DrawFn) -> pb.IngestHeader:
     return h
 
 
-def _known_internal(h: pb.IngestHeader) -> str | None:
-    if h.HasField("sampling") and math.isnan(h.sampling.fps):
-        return "sampling.fps NaN"
-    if not all(finite(v) for v in h.metadata.values()):
-        return "NaN/Inf metadata"
-    return None
-
-
 @budget(quick=40, fuzz=1500)
 @given(header=headers(), body=st.sampled_from(["h264.mp4", "mjpeg.avi", "empty"]))
 def test_any_header_gets_a_precise_status(
     fuzz_stub: pb_grpc.VideoSearchStub, corpus: dict[str, bytes], header: pb.IngestHeader, body: str
 ) -> None:
     outcome = _ingest(fuzz_stub, header, b"" if body == "empty" else corpus[body])
-    known = _known_internal(header)
-    if known and outcome == "INTERNAL":
-        record("ingest header", f"INTERNAL (known, issue 13 #6: {known})")
-        return
     record("ingest header", outcome)
     assert grpc.StatusCode[outcome] not in NOT_PRECISE, f"{outcome} for {header}"
 
 
-@pytest.mark.xfail(reason="issue 13 finding 6: sampling.fps = NaN is answered INTERNAL (ValueError in decode)")
 def test_nan_fps_is_invalid_argument(fuzz_stub: pb_grpc.VideoSearchStub, corpus: dict[str, bytes]) -> None:
     header = pb.IngestHeader(video_id="nan-fps", filename="a.mp4", sampling=pb.SamplingOptions(fps=math.nan))
     assert _ingest(fuzz_stub, header, corpus["h264.mp4"]) == "INVALID_ARGUMENT"
 
 
-@pytest.mark.xfail(reason="issue 13 finding 6: NaN/Inf metadata is answered INTERNAL after the whole decode")
 @pytest.mark.parametrize("number", [math.nan, math.inf])
 def test_non_finite_metadata_is_invalid_argument(
     fuzz_stub: pb_grpc.VideoSearchStub, corpus: dict[str, bytes], number: float

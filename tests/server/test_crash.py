@@ -185,9 +185,5 @@ def test_no_orphan_blob_files(crash_run: CrashRun) -> None:
     assert crash_run.orphan_blobs == []
 
 
-@pytest.mark.xfail(
-    reason="issue 13 finding 4: spool files (moments-upload-*) of killed ingests are not swept at start yet",
-    strict=False,
-)
 def test_no_spool_files_left(crash_run: CrashRun) -> None:
     assert crash_run.spool_left == []

@@ -65,7 +65,6 @@ class Catalog:
         self.engine = engine
         self._metadata_types: dict[str, str] = {}
         self._types_lock = threading.Lock()
-        self._types_read_at = -float("inf")
 
     def run(
         self, commands: list[dict[str, Any]], blobs: Sequence[bytes] = (), kind: str = "query"
@@ -87,14 +86,32 @@ class Catalog:
     # -- set ------------------------------------------------------------------------------------------------
     def ensure_descriptor_set(self) -> None:
         """Create the model's set on first use; refuse to serve a set made by another model."""
+        found = self._find_set()
+        if found is None:
+            props = {f"moments_{k}": v for k, v in self.identity.items()}
+            # Replicas starting at once: another one may create the set between the find and the add (the add
+            # then answers status 2, "exists", or an error): its model must be this one.
+            try:
+                response, _ = self.run(
+                    queries.add_descriptor_set(self.descriptor_set, self.dims, self.engine, props), kind="schema"
+                )
+                created = _first(response, "AddDescriptorSet").get("status", 0) == 0
+            except StoreError:
+                created = False
+            if created:
+                log.info("created descriptor set %s (%d dims, CS, %s)", self.descriptor_set, self.dims, self.engine)
+                return
+            found = self._find_set()
+            if found is None:
+                raise StoreError(f"descriptor set {self.descriptor_set} could not be created")
+        self._check_identity(found)
+
+    def _find_set(self) -> dict[str, Any] | None:
         response, _ = self.run(queries.find_descriptor_set(self.descriptor_set), kind="schema")
         entities = _first(response, "FindDescriptorSet").get("entities") or []
-        if not entities:
-            props = {f"moments_{k}": v for k, v in self.identity.items()}
-            self.run(queries.add_descriptor_set(self.descriptor_set, self.dims, self.engine, props), kind="schema")
-            log.info("created descriptor set %s (%d dims, CS, %s)", self.descriptor_set, self.dims, self.engine)
-            return
-        found = entities[0]
+        return entities[0] if entities else None
+
+    def _check_identity(self, found: dict[str, Any]) -> None:
         dims = found.get("_dimensions")
         if dims is not None and int(dims) != self.dims:
             raise ModelMismatch(
@@ -192,29 +209,48 @@ class Catalog:
     # -- metadata keys ------------------------------------------------------------------------------------
     def note_metadata(self, metadata: dict[str, Any]) -> None:
         with self._types_lock:
-            for key, value in metadata.items():
-                self._metadata_types.setdefault(key, value_type(value))
+            for key, kind in queries.key_types(metadata).items():
+                self._metadata_types.setdefault(key, kind)
 
-    # A search with an unknown key triggers a refresh; this bounds how often such searches scan the videos.
-    REFRESH_EVERY_S = 5.0
+    def metadata_types(self, unknown: Sequence[str] = ()) -> dict[str, str]:
+        """Caller metadata keys stored so far, with their value type.
 
-    def metadata_types(self, refresh: bool = False) -> dict[str, str]:
-        """Caller metadata keys seen on stored videos, with their value type.
-
-        refresh reads them from the store (other replicas may have ingested new keys), at most once per
-        REFRESH_EVERY_S."""
-        if refresh and time.monotonic() - self._types_read_at >= self.REFRESH_EVERY_S:
-            self._types_read_at = time.monotonic()
-            offset, page = 0, 500
-            while True:
-                videos, more = self.list_videos(offset, page)
-                for v in videos:
-                    self.note_metadata(v.metadata)
-                if not more:
-                    break
-                offset += page
+        Keys in `unknown` that this process has not seen are looked up in the store's key registry (another
+        replica may have stored them a moment ago), so a filter on a committed key is never refused."""
+        with self._types_lock:
+            missing = [k for k in dict.fromkeys(unknown) if k not in self._metadata_types]
+        if missing:
+            response, _ = self.run(queries.find_keys(missing), kind="metadata_keys")
+            found = response[0]["FindEntity"].get("entities") or []
+            with self._types_lock:
+                for e in found:
+                    self._metadata_types.setdefault(str(e["key"]), str(e["type"]))
         with self._types_lock:
             return dict(self._metadata_types)
+
+    def load_metadata_types(self) -> None:
+        """At start: the registry's keys, and those of videos stored before the registry existed (registered
+        now, so that other replicas find them too)."""
+        response, _ = self.run(queries.find_keys(None), kind="metadata_keys")
+        registered = {str(e["key"]): str(e["type"]) for e in response[0]["FindEntity"].get("entities") or []}
+        with self._types_lock:
+            self._metadata_types.update(registered)
+        offset, page = 0, 500
+        legacy: dict[str, str] = {}
+        while True:
+            videos, more = self.list_videos(offset, page)
+            for v in videos:
+                for key, kind in queries.key_types(v.metadata).items():
+                    if key not in registered:
+                        legacy.setdefault(key, kind)
+            if not more:
+                break
+            offset += page
+        if legacy:
+            self.run(queries.register_keys(legacy), kind="metadata_keys")
+            with self._types_lock:
+                for key, kind in legacy.items():
+                    self._metadata_types.setdefault(key, kind)
 
     # -- search ---------------------------------------------------------------------------------------------
     def search(
@@ -249,13 +285,3 @@ class Catalog:
                 )
             )
         return hits
-
-
-def value_type(value: Any) -> str:
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, dict):
-        return "date"
-    return "string"

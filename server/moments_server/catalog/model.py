@@ -35,6 +35,9 @@ RESERVED_KEYS = frozenset(VIDEO_FIELDS) | frozenset(FRAME_FIELDS)
 FRAME_EDGE = "has_frame"  # Descriptor → Clip
 THUMBNAIL_EDGE = "has_thumbnail"  # Image → Clip
 SEGMENT_EDGE = "has_segment"  # Video → Blob: a LIVE video's bytes after its first segment
+# One entity per caller metadata key ever stored ({key, type}), written in the transaction that stores the
+# key: a replica that meets an unknown key in a filter asks the store for it, so no cache goes stale.
+METADATA_KEY_CLASS = "MomentsMetadataKey"
 
 # A video's `state` (and its frames'): uploads are complete when they become visible; LIVE ingests are
 # "live" while their stream runs, then "complete" or "interrupted".
@@ -141,3 +144,14 @@ def time_offset(seconds: float) -> str:
     minutes, rest = divmod(rest, 60_000_000)
     secs, micros = divmod(rest, 1_000_000)
     return f"{hours:02d}:{minutes:02d}:{secs:02d}.{micros:06d}"
+
+
+def value_type(value: Any) -> str:
+    """The filter type of a stored metadata value: bool, number, date (a time offset) or string."""
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, dict):
+        return "date"
+    return "string"

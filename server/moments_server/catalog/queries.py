@@ -7,12 +7,14 @@ from typing import Any
 
 from moments_server.catalog.model import (
     FRAME_EDGE,
+    METADATA_KEY_CLASS,
     SEGMENT_EDGE,
     THUMBNAIL_EDGE,
     FrameRecord,
     PropertyValue,
     VideoRecord,
     time_offset,
+    value_type,
 )
 
 Command = dict[str, Any]
@@ -95,7 +97,34 @@ def add_video(
     blobs: list[bytes] = [video_blob]
     commands.append({"AddVideo": {"_ref": 1, "properties": video.properties()}})
     add_frames(commands, blobs, video, frames, vectors, thumbnails, descriptor_set)
+    commands += register_keys(key_types(video.metadata))
     return commands, blobs
+
+
+def key_types(metadata: dict[str, Any]) -> dict[str, str]:
+    return {key: value_type(value) for key, value in metadata.items()}
+
+
+def register_keys(types: dict[str, str]) -> list[Command]:
+    """Adds each key's registry entity unless it exists (the first type stored for a key is its type)."""
+    return [
+        {
+            "AddEntity": {
+                "class": METADATA_KEY_CLASS,
+                "properties": {"key": key, "type": kind},
+                "if_not_found": {"key": ["==", key]},
+            }
+        }
+        for key, kind in sorted(types.items())
+    ]
+
+
+def find_keys(keys: Sequence[str] | None) -> list[Command]:
+    """The registry entities of these keys (None: all of them)."""
+    body: Command = {"with_class": METADATA_KEY_CLASS, "results": {"list": ["key", "type"]}}
+    if keys is not None:
+        body["constraints"] = {"key": ["in", list(keys)]}
+    return [{"FindEntity": body}]
 
 
 def add_segment(

@@ -7,8 +7,7 @@ import math
 from typing import Any
 
 from moments.v1 import moments_pb2 as pb
-from moments_server.catalog.catalog import value_type
-from moments_server.catalog.model import COMPLETE, METADATA_KEY, VIDEO_ID
+from moments_server.catalog.model import COMPLETE, METADATA_KEY, VIDEO_ID, value_type
 from moments_server.errors import InvalidArgument
 from moments_server.service.values import short, to_property
 

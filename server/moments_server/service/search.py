@@ -78,9 +78,9 @@ class SearchService:
             raise InvalidArgument("options.merge_tolerance must be between 0 and 2")
         loop = asyncio.get_running_loop()
         known = self.catalog.metadata_types()
-        if any(c.key not in known for c in request.filters.conditions):
-            # Another replica may have ingested the key: ask the store before refusing.
-            known = await loop.run_in_executor(self.executor, lambda: self.catalog.metadata_types(refresh=True))
+        unknown = [c.key for c in request.filters.conditions if c.key not in known]
+        if unknown:  # another replica may have stored the key: the store's key registry says
+            known = await loop.run_in_executor(self.executor, lambda: self.catalog.metadata_types(unknown))
         constraints = build_constraints(request.filters, known)
 
         kind = request.WhichOneof("query")
