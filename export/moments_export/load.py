@@ -38,6 +38,8 @@ class LoadedModel:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     tokenizer: Any  # open_clip.tokenizer.SimpleTokenizer
+    # how the server frames pictures for this model (manifest "preprocess"; moments_server.framing)
+    preprocess: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -167,7 +169,24 @@ def _describe(model: Any, name: str, pretrained: str | None, ckpt_sha: str | Non
         mean=tuple(float(v) for v in pp.get("mean", open_clip.OPENAI_DATASET_MEAN)),  # type: ignore[arg-type]
         std=tuple(float(v) for v in pp.get("std", open_clip.OPENAI_DATASET_STD)),  # type: ignore[arg-type]
         tokenizer=tok,
+        preprocess=framing_of(name, image_size, pp),
     )
+
+
+def framing_of(name: str, image_size: int, pp: dict[str, Any]) -> dict[str, Any]:
+    """The model's own preprocessing (OpenCLIP's PreprocessCfg: resize_mode, interpolation, fill_color) as
+    the server's framing, so frames and query images are resized as the model was trained."""
+    from moments_server.framing import INTERPOLATIONS, RESIZE_MODES, Framing
+
+    interpolation = str(pp.get("interpolation", "bicubic"))
+    resize_mode = str(pp.get("resize_mode", "shortest"))
+    if interpolation not in INTERPOLATIONS or resize_mode not in RESIZE_MODES:
+        raise UsageError(
+            f"{name}: preprocessing interpolation={interpolation!r} resize_mode={resize_mode!r} is not one the "
+            f"server does (interpolation {sorted(INTERPOLATIONS)}, resize_mode {list(RESIZE_MODES)})"
+        )
+    fill = int(pp.get("fill_color", 0) or 0)
+    return Framing(image_size, resize_mode, interpolation, (fill, fill, fill)).manifest()
 
 
 def load_model(

@@ -35,11 +35,12 @@ def _cpu() -> float:
 
 
 def _sample(path: Path, **kw: Any) -> tuple[float, list[Any], Any]:
+    from moments_server.framing import Framing
     from moments_server.video.decode import DecodeStats, sample
 
     stats = DecodeStats()
     c = _cpu()
-    frames = list(sample(path, SAMPLE_FPS, 0, SIZE, stats=stats, **kw))
+    frames = list(sample(path, SAMPLE_FPS, 0, Framing(SIZE), stats=stats, **kw))
     return _cpu() - c, frames, stats
 
 

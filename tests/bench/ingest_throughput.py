@@ -38,10 +38,11 @@ def config_videos(cfg: dict[str, Any], fps: int) -> list[Path]:
 
 def bare_decode(paths: list[Path], size: int) -> dict[str, Any]:
     """The server's decode-and-sample stage alone, all videos at once in threads (as parallel streams)."""
+    from moments_server.framing import Framing
     from moments_server.video.decode import probe, sample
 
     def one(p: Path) -> tuple[int, float]:
-        n = sum(1 for _ in sample(p, SAMPLE_FPS, 0, size))
+        n = sum(1 for _ in sample(p, SAMPLE_FPS, 0, Framing(size)))
         return n, probe(p).duration_s
 
     t = time.perf_counter()

@@ -18,6 +18,7 @@ from PIL import Image
 from moments.v1 import moments_pb2 as pb
 from moments_server.config import Settings
 from moments_server.errors import MomentsError
+from moments_server.framing import Framing
 from moments_server.inference.preprocess import BadImage, check_image, decode_image
 from moments_server.service.filters import build_constraints
 from moments_server.service.ingest import validate_header
@@ -189,7 +190,7 @@ def mutated_images(draw: st.DrawFn) -> bytes:
 def test_any_query_image_decodes_or_is_refused_precisely(data: bytes) -> None:
     try:
         check_image(data, 1 << 20, LIMITS.max_image_pixels, "the query image")
-        rgb = decode_image(data, 32)
+        rgb = decode_image(data, Framing(32))
     except BadImage as e:
         assert_precise(e)
         return

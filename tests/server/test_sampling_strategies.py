@@ -17,10 +17,12 @@ import av
 import numpy as np
 import pytest
 
+from moments_server.framing import Framing
 from moments_server.video.decode import DecodeStats, SampledFrame, sample
 
 W, H = 96, 64  # sampled at size 64: no scaling, a centre crop of the width
 SIZE = 64
+FRAMING = Framing(SIZE)
 
 
 def _image(i: int, t: float, rng_bg: np.ndarray) -> np.ndarray:
@@ -85,8 +87,8 @@ def first_of_windows(times: list[float], fps: float) -> list[int]:
 def compare(path: Path, fps: float, **kw: Any) -> tuple[list[SampledFrame], DecodeStats]:
     """Sample with both strategies; assert the same frames; return the skip strategy's frames and stats."""
     full_stats, skip_stats = DecodeStats(), DecodeStats()
-    full = list(sample(path, fps, 0, SIZE, strategy="full", stats=full_stats, **kw))
-    skip = list(sample(path, fps, 0, SIZE, strategy="skip", stats=skip_stats, **kw))
+    full = list(sample(path, fps, 0, FRAMING, strategy="full", stats=full_stats, **kw))
+    skip = list(sample(path, fps, 0, FRAMING, strategy="skip", stats=skip_stats, **kw))
     assert full_stats.strategy == "full" and full
     assert [(f.index, f.time_s, f.start_s, f.end_s) for f in skip] == [
         (f.index, f.time_s, f.start_s, f.end_s) for f in full
@@ -228,6 +230,6 @@ def test_max_frames_and_progress(tmp_path: Path) -> None:
     write_video(path, "libx264", cfr(4.0), H264_GOP)
     seen: list[int] = []
     stats = DecodeStats()
-    frames = list(sample(path, 2.0, 3, SIZE, on_decoded=seen.append, stats=stats))
+    frames = list(sample(path, 2.0, 3, FRAMING, on_decoded=seen.append, stats=stats))
     assert [f.start_s for f in frames] == [0.0, 0.5, 1.0] and stats.kept == 3
     assert seen[-1] == stats.decoded < 60  # reports the frames the decoder returned

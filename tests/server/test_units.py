@@ -137,12 +137,13 @@ def test_a_strip_of_an_image_is_cut_before_scaling() -> None:
 
     from PIL import Image
 
+    from moments_server.framing import Framing
     from moments_server.inference.preprocess import decode_image
 
     out = io.BytesIO()
     Image.new("RGB", (2, 400_000), "red").save(out, format="PNG")
-    rgb = decode_image(out.getvalue(), 224)
+    rgb = decode_image(out.getvalue(), Framing(224))
     assert rgb.shape == (224, 224, 3) and tuple(rgb[112, 112]) == (255, 0, 0)
     square = io.BytesIO()
     Image.new("RGB", (300, 200), "blue").save(square, format="PNG")
-    assert decode_image(square.getvalue(), 224).shape == (224, 224, 3)
+    assert decode_image(square.getvalue(), Framing(224)).shape == (224, 224, 3)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from moments_client.sample_video import CODECS, write_shapes_video
+from moments_server.framing import Framing
 from moments_server.video.decode import BadVideo, probe, sample
 
 SUFFIX = {"h264": "mp4", "hevc": "mkv", "vp9": "webm", "mpeg4": "avi", "mjpeg": "mov"}
@@ -22,7 +23,7 @@ def test_every_codec_samples_one_frame_per_second(tmp_path: Path, codec: str) ->
     )
     info = probe(path)
     assert (info.width, info.height) == (160, 120) and abs(info.duration_s - 3.0) < 0.15
-    frames = list(sample(path, fps=1.0, max_frames=0, size=32))
+    frames = list(sample(path, fps=1.0, max_frames=0, framing=Framing(32)))
     assert [f.start_s for f in frames] == [0.0, 1.0, 2.0]
     assert [round(f.time_s, 3) for f in frames] == [0.0, 1.0, 2.0]
     assert all(f.rgb.shape == (32, 32, 3) and f.rgb.dtype == np.uint8 for f in frames)
@@ -33,9 +34,9 @@ def test_every_codec_samples_one_frame_per_second(tmp_path: Path, codec: str) ->
 def test_fps_and_max_frames(tmp_path: Path) -> None:
     path = tmp_path / "v.mp4"
     write_shapes_video(path, [("green", "cross")], seconds_each=3.0, fps=10, size=(64, 64))
-    assert [f.start_s for f in sample(path, 2.0, 0, 32)] == [0.0, 0.5, 1.0, 1.5, 2.0, 2.5]
-    assert len(list(sample(path, 2.0, 4, 32))) == 4
-    windows = [(f.start_s, f.end_s) for f in sample(path, 1.0, 0, 32)]
+    assert [f.start_s for f in sample(path, 2.0, 0, Framing(32))] == [0.0, 0.5, 1.0, 1.5, 2.0, 2.5]
+    assert len(list(sample(path, 2.0, 4, Framing(32)))) == 4
+    windows = [(f.start_s, f.end_s) for f in sample(path, 1.0, 0, Framing(32))]
     assert windows == [(0.0, 1.0), (1.0, 2.0), (2.0, 3.0)]
 
 
@@ -52,7 +53,7 @@ def test_rotation_metadata_is_respected(tmp_path: Path) -> None:
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
-    (frame,) = list(sample(path, 1.0, 0, 32))
+    (frame,) = list(sample(path, 1.0, 0, Framing(32)))
     # Turned upright (32 wide, 64 tall, centre-cropped), the red half is at the bottom.
     assert frame.rgb[-4:, :, 0].mean() > 200 and frame.rgb[:4, :, 0].mean() < 50
 

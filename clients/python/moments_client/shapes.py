@@ -6,7 +6,10 @@ tests and the export step's training loop all draw exactly the same pictures.
 Every drawing is one shape of one colour from :data:`COLORS` × :data:`SHAPES`, large (25-60 % of the
 shorter side by default, so it stays recognisable after the server downscales a frame to the model's
 32 px), at a random position, size and rotation, on a varied low-saturation background (flat, gradient,
-noisy or striped). Captions come from :func:`caption` and can be enumerated with :func:`all_captions`.
+noisy or striped). The shape lies inside the frame's centred square by default: that is what a model
+whose input is the centre crop of a frame (CLIP's framing, and shapes-demo's) sees of a wide or tall
+frame, so every drawing is a fair question to such a model. Captions come from :func:`caption` and can
+be enumerated with :func:`all_captions`.
 """
 
 from __future__ import annotations
@@ -170,12 +173,14 @@ def draw(
     scale: tuple[float, float] = (0.25, 0.6),
     rotate: bool = True,
     color_jitter: bool = True,
+    centre_square: bool = True,
 ) -> np.ndarray:
     """Draw one ``color`` ``shape`` and return an (H, W, 3) uint8 RGB array.
 
     ``size_px`` is the output size: an int for a square image or ``(width, height)``. The shape's
     extent is a random fraction (``scale``) of the shorter side, its position is random but fully
-    inside the frame, and it is rotated by a random angle when ``rotate``. ``background`` is an
+    inside the frame (inside its centred square when ``centre_square``), and it is rotated by a random
+    angle when ``rotate``. ``background`` is an
     (H, W, 3) uint8 array (e.g. the previous video frame's background), an RGB triple, or ``None``
     for a random one from :func:`draw_background`. Small images are drawn 4x larger and
     downsampled, so edges are anti-aliased. Deterministic for a given seed / generator state.
@@ -205,8 +210,10 @@ def draw(
     extent = g.uniform(*scale) * short  # full width of the shape's bounding circle
     r = extent / 2
     # the bounding circle of every shape has radius r, so any rotation stays inside the frame
-    cx = g.uniform(r, W - r)
-    cy = g.uniform(r, H - r)
+    x0 = (W - short) / 2 if centre_square else 0.0
+    y0 = (H - short) / 2 if centre_square else 0.0
+    cx = g.uniform(x0 + r, W - x0 - r)
+    cy = g.uniform(y0 + r, H - y0 - r)
     rot = g.uniform(0, 2 * math.pi) if rotate else 0.0
     fill = _jitter_color(COLORS[color], g) if color_jitter else COLORS[color]
 

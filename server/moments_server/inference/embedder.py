@@ -62,6 +62,7 @@ class Embedder:
         self.text_tower, self.image_tower = text, image
         self.tokenizer = TextTokenizer(manifest.tokenizer_path, manifest.context_length)
         self.image_size = manifest.image_size
+        self.framing = manifest.framing
         self.dim = manifest.embed_dim
         # On CUDA, batches are padded to warmed bucket sizes so that no request meets a new shape.
         self._pad = text.provider == "CUDAExecutionProvider"
@@ -164,7 +165,7 @@ class Embedder:
 
     async def embed_images(self, images: Sequence[bytes], deadline: float | None = None) -> Embedded:
         """Encoded JPEG/PNG bytes → vectors (search lane). Raises BadImage for undecodable input."""
-        frames = [decode_image(data, self.image_size) for data in images]
+        frames = [decode_image(data, self.framing) for data in images]
         return await self.embed_frames(frames, Lane.SEARCH, deadline)
 
     def _cache_get(self, text: str) -> np.ndarray | None:

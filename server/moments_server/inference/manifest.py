@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from moments_server.framing import Framing
+
 
 class ModelDirError(Exception):
     """The model directory is missing, incomplete or does not match its manifest."""
@@ -37,6 +39,11 @@ class ModelManifest:
     @property
     def image_size(self) -> int:
         return int(self.raw["image_size"])
+
+    @property
+    def framing(self) -> Framing:
+        """How pictures become the image tower's input (the manifest's `preprocess`, pinned at export)."""
+        return Framing.from_manifest(self.image_size, self.raw.get("preprocess"))
 
     @property
     def context_length(self) -> int:

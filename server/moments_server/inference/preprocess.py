@@ -1,7 +1,4 @@
-"""Bring pictures to the image tower's input: uint8 RGB, shorter side scaled to the model's size, centre crop.
-
-The tower normalises inside its graph, so nothing here does float math.
-"""
+"""Query images: read and checked against the server's limits, then framed like video frames (framing.py)."""
 
 from __future__ import annotations
 
@@ -10,24 +7,13 @@ import io
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from moments_server.framing import Framing
+
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP")
 
 
 class BadImage(ValueError):
     """The bytes are not an image the server reads (INVALID_ARGUMENT)."""
-
-
-def scaled_size(width: int, height: int, size: int) -> tuple[int, int]:
-    """(w, h) with the shorter side equal to `size`, aspect kept."""
-    if width <= height:
-        return size, max(size, round(height * size / width))
-    return max(size, round(width * size / height)), size
-
-
-def center_crop(rgb: np.ndarray, size: int) -> np.ndarray:
-    h, w = rgb.shape[:2]
-    top, left = (h - size) // 2, (w - size) // 2
-    return np.ascontiguousarray(rgb[top : top + size, left : left + size])
 
 
 def _open(data: bytes) -> Image.Image:
@@ -79,7 +65,7 @@ def _trim_aspect(img: Image.Image) -> Image.Image:
     return img.crop((0, top, w, top + MAX_ASPECT * w))
 
 
-def decode_image(data: bytes, size: int) -> np.ndarray:
+def decode_image(data: bytes, framing: Framing) -> np.ndarray:
     opened = _open(data)
     try:
         img = opened.convert("RGB")
@@ -90,5 +76,4 @@ def decode_image(data: bytes, size: int) -> np.ndarray:
     if img.width < 1 or img.height < 1:
         raise BadImage("the image has no pixels")
     img = _trim_aspect(img)
-    img = img.resize(scaled_size(img.width, img.height, size), Image.Resampling.BICUBIC)
-    return center_crop(np.asarray(img, dtype=np.uint8), size)
+    return framing.rgb(np.asarray(img, dtype=np.uint8))

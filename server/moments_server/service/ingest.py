@@ -262,7 +262,7 @@ class IngestService:
                     path,
                     fps,
                     max_frames,
-                    self.embedder.image_size,
+                    self.embedder.framing,
                     on_decoded,
                     stop.is_set,
                     keyframes=header.sampling.keyframes,

@@ -160,7 +160,7 @@ class LiveIngest:
                 frames = sample_stream(
                     source,
                     fps,
-                    self.embedder.image_size,
+                    self.embedder.framing,
                     stop.is_set,
                     info,
                     start_s=video.stream_start_s if video else None,

@@ -18,7 +18,8 @@ from collections.abc import Callable, Iterator
 import av
 import av.error
 
-from moments_server.video.decode import BadVideo, SampledFrame, scaled_rgb
+from moments_server.framing import Framing
+from moments_server.video.decode import BadVideo, SampledFrame
 
 
 class Aborted(Exception):
@@ -88,7 +89,7 @@ class GrowingSource(io.RawIOBase):
 def sample_stream(
     source: GrowingSource,
     fps: float,
-    size: int,
+    framing: Framing,
     should_stop: Callable[[], bool] | None = None,
     info: dict[str, object] | None = None,
     *,
@@ -141,7 +142,7 @@ def sample_stream(
                     if slot <= last_slot:
                         continue
                     last_slot = slot
-                    yield SampledFrame(kept, t, slot / fps, (slot + 1) / fps, scaled_rgb(frame, size))
+                    yield SampledFrame(kept, t, slot / fps, (slot + 1) / fps, framing.frame(frame))
                     kept += 1
         except av.error.FFmpegError as e:
             raise BadVideo(f"the stream stopped decoding at byte {source.consumed} after {decoded} frames: {e}") from e
