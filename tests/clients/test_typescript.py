@@ -21,7 +21,7 @@ from tests.pki import make_pki
 
 # the live stream: 16 s of MPEG-TS, 4 s per shape
 LIVE_SHAPES = [("red", "circle"), ("blue", "square"), ("green", "triangle"), ("yellow", "cross")]
-NODE_TESTS = 8  # test() calls in clients/typescript/test/*.test.ts
+NODE_TESTS = 9  # test() calls in clients/typescript/test/*.test.ts
 
 
 @pytest.mark.skipif(shutil.which("node") is None or shutil.which("npm") is None, reason="Node.js is not installed")

@@ -205,11 +205,16 @@ export async function ingestLive(
       const named = /resume from offset (\d+)/.exec(error.rawMessage);
       if (resumeAt && error.code === Code.FailedPrecondition && named) {
         const offset = Number(named[1]);
-        if (offset !== resumeAt.offset && offset >= retained.start && offset <= retained.end) {
-          retained.trim(offset);
-          committed = offset;
-          resumeAt = { uploadId: resumeAt.uploadId, offset };
-          continue;
+        if (offset !== resumeAt.offset && offset >= retained.start) {
+          while (retained.end < offset && !ended) await pull(); // a caller's resume from an older offset
+          const failed = sourceFailed as { error: unknown } | undefined; // set by pull()
+          if (failed) throw failed.error;
+          if (offset <= retained.end) {
+            retained.trim(offset);
+            committed = offset;
+            resumeAt = { uploadId: resumeAt.uploadId, offset };
+            continue;
+          }
         }
       }
       // nothing of the stream was committed, so there is nothing to resume: start it again from its first byte

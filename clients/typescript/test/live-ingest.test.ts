@@ -144,3 +144,52 @@ test("a dropped connection resumes where the server's commits stand, without los
     link.server.close();
   }
 });
+
+test("a source that fails breaks the stream; a later call resumes it from an older offset", { skip }, async () => {
+  const client = connect({ target });
+  const data = readFileSync(streamPath);
+  const videoId = `ts-later-${process.pid}`;
+  let uploadId = "";
+  let stored = 0;
+  try {
+    async function* failing() {
+      for (let i = 0; i < data.length; i += PIECE) {
+        if (i >= data.length / 2) {
+          await until("a commit", () => stored > 0);
+          throw new Error("camera unplugged");
+        }
+        yield data.subarray(i, i + PIECE);
+      }
+    }
+    await assert.rejects(
+      client.ingestLive(videoId, failing(), {
+        segmentS: 2,
+        onCommitted: (c, id) => {
+          uploadId = id;
+          stored = Number(c.bytes);
+        },
+      }),
+      /camera unplugged/, // the source's own error, not retried
+    );
+    let state = "";
+    for (let i = 0; i < 100 && state !== "interrupted"; i++) {
+      if (i) await new Promise((resolve) => setTimeout(resolve, 100));
+      state = (await client.getVideo({ videoId })).state; // "live" until the server sees the stream broken
+    }
+    assert.equal(state, "interrupted");
+    // another process resumes with the whole file from offset 0: the server names its offset, the client
+    // skips the bytes it has
+    async function* whole() {
+      for (let i = 0; i < data.length; i += PIECE) yield data.subarray(i, i + PIECE);
+    }
+    const done = await client.ingestLive(videoId, whole(), { segmentS: 2, resume: { uploadId, offset: 0 } });
+    assert.equal(done.uploadId, uploadId);
+    assert.equal(done.video?.state, "complete");
+    assert.equal(done.video?.sizeBytes, BigInt(data.length));
+    assert.equal(done.frames, 16);
+    await expectMoment(client, videoId, "a blue square");
+  } finally {
+    await client.deleteVideo({ videoId }).catch(() => undefined);
+    client.close();
+  }
+});
