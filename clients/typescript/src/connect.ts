@@ -123,6 +123,9 @@ const UNTRUSTED = new Set([
   "ERR_TLS_CERT_ALTNAME_INVALID",
 ]);
 
+// How a call ends when its connection failed (rather than the server answering with a status).
+const LINK_CODES = new Set([Code.Canceled, Code.Unavailable, Code.Internal, Code.Unknown]);
+
 function nodeCode(e: unknown): string | undefined {
   for (let c: unknown = e, i = 0; c && i < 5; c = (c as { cause?: unknown }).cause, i++) {
     const code = (c as { code?: unknown }).code;
@@ -189,14 +192,19 @@ export function connect(options: ConnectOptions = {}): Moments {
     { pingIntervalMs: 30_000, pingTimeoutMs: 20_000 }, // the server accepts pings every 10 s
     r.tls ? { ...r.tls } : {},
   );
-  const explain = async (e: unknown, signal: AbortSignal) => {
+  const explain = async (e: unknown, signal: AbortSignal, beforeResponse: boolean) => {
     if (!(e instanceof ConnectError) || nodeCode(e.cause)) return explainTlsError(e, r.baseUrl);
-    await new Promise((resolve) => setImmediate(resolve));
+    if (!LINK_CODES.has(e.code)) return e; // the server's own answer
+    let closed = false;
+    for (let i = 0; i < 10 && !closed; i++) {
+      await new Promise((resolve) => setTimeout(resolve, i && 5));
+      closed = sessionManager.state() === "closed" || sessionManager.state() === "error";
+    }
     const explained = explainTlsError(e, r.baseUrl, sessionManager.error());
-    if (explained !== e || !r.tls || r.tls.cert) return explained;
+    if (explained !== e || !r.tls || r.tls.cert || !beforeResponse) return explained;
     // A server that requires a client certificate and got none closes the connection right after the
-    // handshake without an alert that Node reports: the call sees its stream cancelled, the session closed.
-    const closed = sessionManager.state() === "closed" || sessionManager.state() === "error";
+    // handshake without an alert that Node reports: the call sees its stream cancelled before any response,
+    // and the connection closed.
     if (e.code === Code.Canceled && !signal.aborted && closed && /stream closed/.test(e.rawMessage))
       return new ConnectError(
         `the server at ${r.baseUrl} closed the connection after the TLS handshake: it may require a client ` +
@@ -217,12 +225,12 @@ export function connect(options: ConnectOptions = {}): Moments {
             try {
               yield* messages;
             } catch (e) {
-              throw await explain(e, req.signal);
+              throw await explain(e, req.signal, false);
             }
           })(),
         };
       } catch (e) {
-        throw await explain(e, req.signal);
+        throw await explain(e, req.signal, true);
       }
     });
   }
