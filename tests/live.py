@@ -98,6 +98,20 @@ class LiveServer(Process):
         raise TimeoutError(f"server not SERVING after {timeout} s:\n{self.output()}")
 
 
+def start_server(model_dir: Path, workdir: Path, listen: str, *flags: str) -> Process:
+    """`python -m moments_server` with any flags (TLS ones too); waits until its log says it serves."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    args = ["-m", "moments_server", "--listen", listen, "--model-dir", str(model_dir)]
+    args += ["--store", f"embedded:{workdir / 'data'}", "--metrics-listen", "127.0.0.1:0", *flags]
+    proc = Process(args, workdir / "server.log")
+    deadline = time.monotonic() + 120
+    while " serving shapes-demo " not in proc.output():
+        assert proc.proc.poll() is None, proc.output()
+        assert time.monotonic() < deadline, proc.output()
+        time.sleep(0.2)
+    return proc
+
+
 class StoreListener(Process):
     """The embedded store's ApertureDB wire listener, for the SDK path."""
 
