@@ -83,6 +83,8 @@ class Settings(BaseSettings):
     max_image_bytes: int = 8 * 1024**2
     max_image_pixels: int = 50_000_000
     max_query_chars: int = 1000
+    # Composed searches: weighted parts, any_texts and negative_texts together (each one kNN or embedding).
+    max_query_parts: int = 16
     # Videos: width x height and duration, checked when the upload is probed, before decoding.
     max_video_pixels: int = 4096 * 4096
     max_video_duration_s: float = 6 * 3600.0
@@ -117,6 +119,7 @@ class Settings(BaseSettings):
         "max_image_bytes",
         "max_image_pixels",
         "max_query_chars",
+        "max_query_parts",
         "max_video_pixels",
         "max_video_duration_s",
     )

@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.clients.conftest import Library, Videos, run_cli
+from PIL import Image
+
+from moments_client.shapes import draw
+from tests.clients.conftest import CliResult, Library, Videos, run_cli
 from tests.live import LiveServer, free_port
 
 
@@ -221,3 +224,51 @@ def test_the_upload_rate_is_the_uploads_not_diluted_by_processing() -> None:
     # 93 KiB received in 0.05 s: the rich speed column showed "19 bytes/s" once decoding took seconds.
     assert upload_rate(93 * 1024, 0.05) == "1.8 MiB/s"
     assert upload_rate(0, 1.0) == "" and upload_rate(10, 0.0) == ""
+
+
+def test_search_composed(library: Library, tmp_path: Path) -> None:
+    def shown(result: CliResult) -> list[tuple[str, str]]:
+        assert result.returncode == 0, result.output
+        out = []
+        for m in json.loads(result.stdout)["moments"]:
+            at = m["best_frame_s"]
+            seg = next(s for s in library.videos.schedule[m["video_id"]] if s.start_s - 0.01 <= at < s.end_s - 0.01)
+            out.append((m["video_id"], seg.caption))
+        return out
+
+    folder = ["--video", "clip-north", "--video", "clip-south", "--video", "clip-east"]
+    either = shown(
+        run_cli(
+            "search", "--any", "a red circle", "--any", "a blue square", "--max-per-video", "1", "--json", *folder,
+            target=library.target,
+        )
+    )  # fmt: skip
+    assert sorted(v for v, _ in either) == ["clip-east", "clip-north", "clip-south"]
+    assert {c for _, c in either} <= {"a red circle", "a blue square"}
+
+    pushed = shown(
+        run_cli(
+            "search", "a red circle", "--any", "a blue square", "--not", "a blue square", "--top-k", "4", "--json",
+            *folder, target=library.target,
+        )
+    )  # fmt: skip
+    assert [c for _, c in pushed] == ["a red circle"] * 4
+
+    picture = tmp_path / "green.png"
+    Image.fromarray(draw("green", "triangle", 128, rng=7)).save(picture)
+    mixed = shown(
+        run_cli(
+            "search", "a red circle", "--image", str(picture), "--image-weight", "0.5", "--top-k", "6", "--json",
+            *folder, target=library.target,
+        )
+    )  # fmt: skip
+    assert sorted(c for _, c in mixed) == ["a green triangle"] * 2 + ["a red circle"] * 4
+    close = shown(run_cli("search", "a red circle", "--within", "0.1", "--top-k", "12", "--json", *folder,
+                          target=library.target))  # fmt: skip
+    assert [c for _, c in close] == ["a red circle"] * 4
+
+    table = run_cli("search", "a red circle", "--not", "a blue square", "--top-k", "2", target=library.target)
+    assert "moments for 'a red circle' not 'a blue square'" in table.stdout, table.output
+    for args in (["--image-weight", "0.5", "a red circle"], ["a red circle", "--max-per-video", "-1"], []):
+        bad = run_cli("search", *args, target=library.target)
+        assert bad.returncode == 2, bad.output

@@ -11,6 +11,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+from PIL import Image
 
 from moments_client import (
     AsyncClient,
@@ -21,6 +22,7 @@ from moments_client import (
     IngestProgress,
     MomentsError,
 )
+from moments_client.shapes import draw
 from tests.clients.conftest import TOKEN, Library, Videos
 from tests.live import LiveServer
 
@@ -207,3 +209,53 @@ def test_file_source_is_opened_before_the_call(client: Client, tmp_path: Path) -
     folder.mkdir()
     with pytest.raises(IsADirectoryError):
         client.ingest(folder, "py-folder")
+
+
+FOLDER_IDS = ["clip-north", "clip-south", "clip-east"]
+
+
+def _shown(videos: Videos, video_id: str, second: float) -> str:
+    return next(s.caption for s in videos.schedule[video_id] if s.start_s - 0.01 <= second < s.end_s - 0.01)
+
+
+def test_composed_search(client: Client, library: Library, tmp_path: Path) -> None:
+    picture = tmp_path / "green-triangle.png"
+    Image.fromarray(draw("green", "triangle", 128, rng=7)).save(picture)
+
+    def shown(result: object) -> list[str]:
+        return [_shown(library.videos, m.video_id, m.best_frame_s) for m in result]  # type: ignore[attr-defined]
+
+    # A text and an image together (half each): the frames of both shapes lead (4 red circles, 2 triangles).
+    mixed = client.search("a red circle", picture, top_k=6, video_ids=FOLDER_IDS)
+    assert sorted(shown(mixed)) == ["a green triangle"] * 2 + ["a red circle"] * 4
+    # The general form with a path for the image gives the same moments.
+    general = client.search(parts=[("a red circle", 0.5), (picture, 0.5)], top_k=6, video_ids=FOLDER_IDS)
+    assert [(m.video_id, m.best_frame_s) for m in general] == [(m.video_id, m.best_frame_s) for m in mixed]
+
+    either = client.search(any_texts=["a red circle", "a blue square"], max_per_video=1, video_ids=FOLDER_IDS)
+    assert sorted(m.video_id for m in either) == sorted(FOLDER_IDS)
+    assert set(shown(either)) <= {"a red circle", "a blue square"}
+
+    pushed = client.search(
+        "a red circle", any_texts=["a blue square"], negative_texts=["a blue square"], top_k=4, video_ids=FOLDER_IDS
+    )
+    assert shown(pushed) == ["a red circle"] * 4
+
+    close = client.search("a red circle", relative_score=0.1, top_k=12, video_ids=FOLDER_IDS)
+    assert shown(close) == ["a red circle"] * 4
+
+    async def composed_async() -> list[str]:
+        async with AsyncClient(client.target, token=TOKEN) as c:
+            either = await c.search(any_texts=["a blue square", "a red circle"], top_k=2, video_ids="clip-south")
+            return shown(either)
+
+    assert asyncio.run(composed_async()) == ["a red circle"] * 2
+
+    for bad in (
+        {},
+        {"text": "a red circle", "parts": [("a blue square", 1.0)]},
+        {"text": "a red circle", "image_weight": 0.3},
+        {"text": "a red circle", "image": picture, "image_weight": 1.5},
+    ):
+        with pytest.raises(ValueError):
+            client.search(**bad)  # type: ignore[arg-type]

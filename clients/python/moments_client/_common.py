@@ -139,6 +139,20 @@ def read_image(image: bytes | str | os.PathLike[str]) -> bytes:
     return Path(image).read_bytes()
 
 
+@dataclass(frozen=True)
+class Composed:
+    """The composed-query arguments of ``search`` (see :meth:`moments_client.Client.search`)."""
+
+    image_weight: float | None = None
+    parts: Sequence[tuple[str | bytes | os.PathLike[str], float]] | None = None
+    any_texts: Sequence[str] = ()
+    negative_texts: Sequence[str] = ()
+    max_per_video: int = 0
+    relative_score: float | None = None
+    negative_weight: float | None = None
+    negative_margin: float | None = None
+
+
 def search_request(
     text: str | None,
     image: bytes | str | os.PathLike[str] | None,
@@ -154,15 +168,33 @@ def search_request(
     page_token: str | None,
     merge_tolerance: float | None = None,
     complete_only: bool = False,
+    composed: Composed | None = None,
 ) -> pb.SearchRequest:
-    if (text is None) == (image is None):
-        raise ValueError("search needs exactly one of text= or image=")
+    composed = composed or Composed()
     request = pb.SearchRequest(top_k=top_k, page_token=page_token or "")
-    if text is not None:
+    parts = list(composed.parts or [])
+    if parts and (text is not None or image is not None):
+        raise ValueError("parts= is the general form of text= and image=: give one or the other")
+    if text is not None and image is not None:
+        w = 0.5 if composed.image_weight is None else composed.image_weight
+        if not 0.0 < w < 1.0:
+            raise ValueError(f"image_weight is the image's share of the query, between 0 and 1 (not {w})")
+        parts = [(text, 1.0 - w), (read_image(image), w)]
+    elif composed.image_weight is not None:
+        raise ValueError("image_weight= weighs an image against a text: give both text= and image=")
+    elif text is not None:
         request.text = text
-    else:
-        assert image is not None
+    elif image is not None:
         request.image = read_image(image)
+    for what, weight in parts:
+        if isinstance(what, str):
+            request.parts.add(text=what, weight=weight)
+        else:
+            request.parts.add(image=read_image(what), weight=weight)
+    request.any_texts.extend(composed.any_texts)
+    request.negative_texts.extend(composed.negative_texts)
+    if not (request.HasField("text") or request.HasField("image") or request.parts or request.any_texts):
+        raise ValueError("search needs text=, image=, parts= or any_texts=")
     filters = request.filters
     if isinstance(video_ids, str):
         video_ids = [video_ids]
@@ -181,6 +213,13 @@ def search_request(
         options.min_score = min_score
     if merge_tolerance is not None:
         options.merge_tolerance = merge_tolerance
+    options.max_per_video = composed.max_per_video
+    if composed.relative_score is not None:
+        options.relative_score = composed.relative_score
+    if composed.negative_weight is not None:
+        options.negative_weight = composed.negative_weight
+    if composed.negative_margin is not None:
+        options.negative_margin = composed.negative_margin
     return request
 
 

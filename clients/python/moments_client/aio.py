@@ -102,6 +102,14 @@ class AsyncClient:
         merge_tolerance: float | None = None,
         page_token: str | None = None,
         complete_only: bool = False,
+        image_weight: float | None = None,
+        parts: Sequence[tuple[str | bytes | os.PathLike[str], float]] | None = None,
+        any_texts: Sequence[str] = (),
+        negative_texts: Sequence[str] = (),
+        max_per_video: int = 0,
+        relative_score: float | None = None,
+        negative_weight: float | None = None,
+        negative_margin: float | None = None,
         timeout: float | None = None,
     ) -> SearchResult:
         """See :meth:`moments_client.Client.search`."""
@@ -120,6 +128,16 @@ class AsyncClient:
             page_token,
             merge_tolerance,
             complete_only,
+            c.Composed(
+                image_weight,
+                parts,
+                any_texts,
+                negative_texts,
+                max_per_video,
+                relative_score,
+                negative_weight,
+                negative_margin,
+            ),
         )
         return SearchResult.from_proto(await self._call("Search", request, timeout))
 

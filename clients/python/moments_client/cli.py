@@ -481,10 +481,14 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    if args.text is None and args.image is None:
-        raise UsageError("give a text to search for, or --image FILE")
-    if args.text is not None and args.image is not None:
-        raise UsageError("give a text or --image, not both")
+    if args.text is None and args.image is None and not args.any:
+        raise UsageError("give a text to search for, --image FILE or --any TEXT")
+    if args.image_weight is not None and (args.text is None or args.image is None):
+        raise UsageError("--image-weight weighs --image against the text: give both")
+    if args.max_per_video < 0:
+        raise UsageError("--max-per-video is a count of moments (0 = no limit)")
+    if args.image_weight is not None and not 0 < args.image_weight < 1:
+        raise UsageError("--image-weight is the image's share of the query: between 0 and 1")
     image = None
     if args.image is not None:
         try:
@@ -508,6 +512,11 @@ def cmd_search(args: argparse.Namespace) -> int:
             page_token=args.page_token,
             include_thumbnails=args.thumbnails is not None,
             complete_only=args.complete_only,
+            image_weight=args.image_weight,
+            any_texts=args.any,
+            negative_texts=args.negative,
+            max_per_video=args.max_per_video,
+            relative_score=args.within,
         )
     if args.thumbnails is not None:
         folder = Path(args.thumbnails)
@@ -518,7 +527,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
         return EXIT_OK
-    query = repr(args.text) if args.text is not None else f"image {args.image}"
+    terms = ([repr(args.text)] if args.text is not None else []) + ([f"image {args.image}"] if args.image else [])
+    terms += [f"or {t!r}" for t in args.any] + [f"not {t!r}" for t in args.negative]
+    query = " ".join(terms)
     table = Table(title=f"{len(result)} moments for {query}", title_justify="left")
     for col, justify in (
         ("#", "right"),
@@ -831,7 +842,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("search", parents=[common], help="find moments matching a text or an image")
     p.add_argument("text", nargs="?", help="what to look for, e.g. 'a red circle'")
-    p.add_argument("--image", metavar="FILE", help="search with a JPEG/PNG instead of a text")
+    p.add_argument("--image", metavar="FILE", help="search with a JPEG/PNG (with a text too: their weighted mix)")
+    p.add_argument(
+        "--image-weight",
+        type=float,
+        metavar="W",
+        help="with a text and --image: the image's share of the query, 0..1 (default 0.5)",
+    )
+    p.add_argument(
+        "--any", action="append", default=[], metavar="TEXT", help="or this text: a frame scores its best match"
+    )
+    p.add_argument(
+        "--not",
+        dest="negative",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="push down frames that match this text (repeatable)",
+    )
+    p.add_argument("--max-per-video", type=int, default=0, metavar="N", help="at most N moments per video")
+    p.add_argument("--within", type=float, metavar="D", help="only moments scoring within D of the best one")
     p.add_argument("--top-k", "-k", type=int, default=10, help="moments to return (default %(default)s)")
     p.add_argument("--video", action="append", default=[], metavar="ID", help="only this video (repeatable)")
     p.add_argument(

@@ -121,6 +121,14 @@ class Client:
         merge_tolerance: float | None = None,
         page_token: str | None = None,
         complete_only: bool = False,
+        image_weight: float | None = None,
+        parts: Sequence[tuple[str | bytes | os.PathLike[str], float]] | None = None,
+        any_texts: Sequence[str] = (),
+        negative_texts: Sequence[str] = (),
+        max_per_video: int = 0,
+        relative_score: float | None = None,
+        negative_weight: float | None = None,
+        negative_margin: float | None = None,
         timeout: float | None = None,
     ) -> SearchResult:
         """The moments that best match ``text`` or ``image`` (JPEG/PNG bytes or a path), best first.
@@ -131,6 +139,15 @@ class Client:
 
         ``where`` filters on the videos' metadata: ``{"camera": "north", "floor": (">=", 2),
         "site": ["a", "b"]}`` or ``[("floor", ">=", 1), ("floor", "<", 3)]``.
+
+        Composed queries (every score is built from cosine similarities of L2-normalised vectors, see the
+        proto's SearchRequest): ``text`` and ``image`` together search for their weighted sum, the image
+        weighing ``image_weight`` (default 0.5) and the text the rest; ``parts=[("a red circle", 1.0),
+        (Path("q.png"), 0.5)]`` is the general form (a ``str`` is a text, bytes or a path an image).
+        ``any_texts`` are alternatives (a frame scores its best match), ``negative_texts`` push down the
+        frames close to them (``negative_weight``, default 1, ``negative_margin``, default 0).
+        ``max_per_video`` bounds each video's moments in the results (0 = no limit); ``relative_score``
+        keeps the hits within that distance of the best one.
         """
         request = c.search_request(
             text,
@@ -147,6 +164,16 @@ class Client:
             page_token,
             merge_tolerance,
             complete_only,
+            c.Composed(
+                image_weight,
+                parts,
+                any_texts,
+                negative_texts,
+                max_per_video,
+                relative_score,
+                negative_weight,
+                negative_margin,
+            ),
         )
         return SearchResult.from_proto(self._call("Search", request, timeout))
 

@@ -399,6 +399,7 @@ class Limits:
     max_response_bytes: int = 0
     max_concurrent_ingests: int = 0
     max_message_bytes: int = 0
+    max_query_parts: int = 0
 
 
 @dataclass(frozen=True)
@@ -446,6 +447,7 @@ class Info:
                 lim.max_response_bytes,
                 lim.max_concurrent_ingests,
                 lim.max_message_bytes,
+                lim.max_query_parts,
             ),
             r.version,
         )

@@ -48,6 +48,8 @@ class Hit:
     score: float
     metadata: dict[str, Any]
     thumbnail: bytes | None = None
+    key: str = ""  # the frame descriptor's store id: the same frame found by several query vectors
+    vector: np.ndarray | None = None  # the stored frame vector, when asked for
 
 
 def _first(response: Any, command: str) -> dict[str, Any]:
@@ -256,10 +258,30 @@ class Catalog:
     def search(
         self, vector: np.ndarray, k: int, constraints: dict[str, list[Any]] | None, with_thumbnails: bool
     ) -> list[Hit]:
-        blob = np.ascontiguousarray(vector, dtype="<f4").tobytes()
+        return self.search_many([vector], k, constraints, with_thumbnails)[0]
+
+    def search_many(
+        self,
+        vectors: Sequence[np.ndarray],
+        k: int,
+        constraints: dict[str, list[Any]] | None,
+        with_thumbnails: bool,
+        with_vectors: bool = False,
+    ) -> list[list[Hit]]:
+        """The k nearest frames of each query vector, in one transaction (see queries.search)."""
+        blobs_in = [np.ascontiguousarray(v, dtype="<f4").tobytes() for v in vectors]
         response, blobs = self.run(
-            queries.search(self.descriptor_set, k, constraints, with_thumbnails), [blob], kind="search"
+            queries.search(self.descriptor_set, k, constraints, with_thumbnails, len(vectors), with_vectors),
+            blobs_in,
+            kind="search",
         )
+        per_query = 3 if with_thumbnails else 2
+        return [
+            self._hits(response[i * per_query : (i + 1) * per_query], blobs, with_thumbnails, with_vectors)
+            for i in range(len(vectors))
+        ]
+
+    def _hits(self, response: list[Any], blobs: list[bytes], with_thumbnails: bool, with_vectors: bool) -> list[Hit]:
         frames = response[0]["FindDescriptor"].get("entities") or []
         clips_by_frame: dict[str, list[dict[str, Any]]] = response[1]["FindClip"].get("entities") or {}
         thumbs_by_clip: dict[str, list[dict[str, Any]]] = {}
@@ -273,6 +295,9 @@ class Catalog:
             if clip and thumbs_by_clip.get(clip.get("_uniqueid", "")):
                 index = thumbs_by_clip[clip["_uniqueid"]][0].get("_blob_index")
                 thumbnail = blobs[index] if index is not None else None
+            vector = None
+            if with_vectors and frame.get("_blob_index") is not None:
+                vector = np.frombuffer(blobs[frame["_blob_index"]], dtype="<f4")
             hits.append(
                 Hit(
                     video_id=str(frame["video_id"]),
@@ -282,6 +307,8 @@ class Catalog:
                     score=float(frame["_distance"]),
                     metadata=user_metadata(frame),
                     thumbnail=thumbnail,
+                    key=str(frame["_uniqueid"]),
+                    vector=vector,
                 )
             )
         return hits

@@ -252,36 +252,50 @@ def add_frames(
 
 
 def search(
-    descriptor_set: str, k: int, constraints: dict[str, list[Any]] | None, with_thumbnails: bool
+    descriptor_set: str,
+    k: int,
+    constraints: dict[str, list[Any]] | None,
+    with_thumbnails: bool,
+    queries: int = 1,
+    with_vectors: bool = False,
 ) -> list[Command]:
-    """kNN over the frames, then the clip of each hit through its graph edge (and its thumbnail)."""
-    find: dict[str, Any] = {
-        "set": descriptor_set,
-        "k_neighbors": k,
-        "distances": True,
-        "_ref": 1,
-        "results": {"all_properties": True},
-    }
-    if constraints:
-        find["constraints"] = constraints
-    commands: list[Command] = [
-        {"FindDescriptor": find},
-        {
-            "FindClip": {
-                "is_connected_to": {"ref": 1, "connection_class": FRAME_EDGE},
-                "_ref": 2,
-                "results": {"list": ["_uniqueid", "start_s", "end_s", "video_id"], "group_by_source": True},
-            }
-        },
-    ]
-    if with_thumbnails:
+    """kNN over the frames, then the clip of each hit through its graph edge (and its thumbnail).
+
+    With several query vectors (one blob each, in order), one such group of commands per vector, all in
+    one transaction so that every kNN sees the same frames; with_vectors returns the hits' stored vectors.
+    """
+    commands: list[Command] = []
+    for i in range(queries):
+        frames_ref, clips_ref = 2 * i + 1, 2 * i + 2
+        find: dict[str, Any] = {
+            "set": descriptor_set,
+            "k_neighbors": k,
+            "distances": True,
+            "_ref": frames_ref,
+            "results": {"all_properties": True},
+        }
+        if with_vectors:
+            find["blobs"] = True
+        if constraints:
+            find["constraints"] = constraints
+        commands.append({"FindDescriptor": find})
         commands.append(
             {
-                "FindImage": {
-                    "is_connected_to": {"ref": 2, "connection_class": THUMBNAIL_EDGE},
-                    "blobs": True,
-                    "results": {"list": ["frame_s"], "group_by_source": True},
+                "FindClip": {
+                    "is_connected_to": {"ref": frames_ref, "connection_class": FRAME_EDGE},
+                    "_ref": clips_ref,
+                    "results": {"list": ["_uniqueid", "start_s", "end_s", "video_id"], "group_by_source": True},
                 }
             }
         )
+        if with_thumbnails:
+            commands.append(
+                {
+                    "FindImage": {
+                        "is_connected_to": {"ref": clips_ref, "connection_class": THUMBNAIL_EDGE},
+                        "blobs": True,
+                        "results": {"list": ["frame_s"], "group_by_source": True},
+                    }
+                }
+            )
     return commands

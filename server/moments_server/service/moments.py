@@ -1,4 +1,4 @@
-"""Turning ranked frame hits into moments: minimum score, merging adjacent frames, one per video."""
+"""Turning ranked frame hits into moments: minimum score, merging adjacent frames, at most N per video."""
 
 from __future__ import annotations
 
@@ -59,11 +59,21 @@ def merge_adjacent(moments: list[Moment], tolerance: float = DEFAULT_MERGE_TOLER
 
 
 def best_per_video(moments: list[Moment]) -> list[Moment]:
-    best: dict[str, Moment] = {}
-    for m in moments:
-        if m.video_id not in best or m.score > best[m.video_id].score:
-            best[m.video_id] = m
-    return rank(list(best.values()))
+    return per_video(moments, 1)
+
+
+def per_video(moments: list[Moment], limit: int) -> list[Moment]:
+    """The best `limit` moments of each video, ranked: one video cannot fill a page (0 = no limit)."""
+    ranked = rank(moments)
+    if limit <= 0:
+        return ranked
+    kept: dict[str, int] = {}
+    out = []
+    for m in ranked:
+        if kept.get(m.video_id, 0) < limit:
+            kept[m.video_id] = kept.get(m.video_id, 0) + 1
+            out.append(m)
+    return out
 
 
 def rank(moments: list[Moment]) -> list[Moment]:
@@ -72,11 +82,15 @@ def rank(moments: list[Moment]) -> list[Moment]:
 
 
 def to_moments(
-    hits: list[Hit], min_score: float | None, merge: bool, group: bool, tolerance: float = DEFAULT_MERGE_TOLERANCE
+    hits: list[Hit],
+    min_score: float | None,
+    merge: bool,
+    group: bool,
+    tolerance: float = DEFAULT_MERGE_TOLERANCE,
+    max_per_video: int = 0,
 ) -> list[Moment]:
+    """Ranked moments of the hits scoring at least min_score; group is max_per_video = 1."""
     moments = [_moment(h) for h in hits if min_score is None or h.score >= min_score]
     if merge:
         moments = merge_adjacent(moments, tolerance)
-    if group:
-        moments = best_per_video(moments)
-    return rank(moments)
+    return per_video(moments, 1 if group else max_per_video)

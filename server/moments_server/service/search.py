@@ -1,4 +1,9 @@
-"""Search: embed the query through the search lane, one store transaction, then moments and paging."""
+"""Search: embed the query through the search lane, kNN in one store transaction, then moments and paging.
+
+Pages are slices of one ranking computed from the top each time (the token holds the offset): the kNN
+goes deeper (doubling, up to max_page_depth * OVERFETCH frames per query vector) until no frame it left
+out could rank among the moments up to the page's end, so pages neither overlap nor skip a moment.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +13,17 @@ import hashlib
 import json
 import time
 from concurrent.futures import Executor
+from functools import partial
+
+import numpy as np
 
 from moments.v1 import moments_pb2 as pb
-from moments_server.catalog.catalog import Catalog
+from moments_server.catalog.catalog import Catalog, Hit
 from moments_server.config import Settings
 from moments_server.errors import InvalidArgument, ResourceExhausted
 from moments_server.inference.batcher import Expired
-from moments_server.inference.embedder import Embedder
-from moments_server.inference.preprocess import check_image
+from moments_server.inference.embedder import Embedded, Embedder
+from moments_server.service import compose
 from moments_server.service.filters import build_constraints
 from moments_server.service.moments import DEFAULT_MERGE_TOLERANCE, to_moments
 from moments_server.service.sizing import fit
@@ -73,9 +81,18 @@ class SearchService:
         min_score = options.min_score if options.HasField("min_score") else None
         if min_score is not None and not -1.0 <= min_score <= 1.0:
             raise InvalidArgument("options.min_score is a cosine similarity: between -1 and 1")
+        relative = options.relative_score if options.HasField("relative_score") else None
+        if relative is not None and not 0.0 <= relative <= 2.0:
+            raise InvalidArgument("options.relative_score is a distance below the best score: between 0 and 2")
         tolerance = options.merge_tolerance if options.HasField("merge_tolerance") else DEFAULT_MERGE_TOLERANCE
         if not 0.0 <= tolerance <= 2.0:
             raise InvalidArgument("options.merge_tolerance must be between 0 and 2")
+        if options.group_by_video and options.max_per_video not in (0, 1):
+            raise InvalidArgument(
+                f"group_by_video is max_per_video = 1, and max_per_video is {options.max_per_video}: set one of them"
+            )
+        per_video = 1 if options.group_by_video else options.max_per_video
+        query = compose.plan(request, self.settings)
         loop = asyncio.get_running_loop()
         known = self.catalog.metadata_types()
         unknown = [c.key for c in request.filters.conditions if c.key not in known]
@@ -83,33 +100,33 @@ class SearchService:
             known = await loop.run_in_executor(self.executor, lambda: self.catalog.metadata_types(unknown))
         constraints = build_constraints(request.filters, known)
 
-        kind = request.WhichOneof("query")
-        if kind == "text":
-            if not request.text.strip():
-                raise InvalidArgument("the text query is empty")
-            if len(request.text) > self.settings.max_query_chars:
-                raise InvalidArgument(
-                    f"the text query has {len(request.text)} characters; at most {self.settings.max_query_chars}"
-                )
-            embedded = await self.embedder.embed_texts([request.text], deadline=deadline)
-        elif kind == "image":
-            check_image(request.image, self.settings.max_image_bytes, self.settings.max_image_pixels, "the query image")
-            embedded = await self.embedder.embed_images([request.image], deadline=deadline)
-        else:
-            raise InvalidArgument("the request needs a query: set text or image")
+        texts, images = await self._embed(query, deadline)
+        vectors, negatives = query.vectors(texts.vectors, images.vectors, self.embedder.dim)
 
         wanted = offset + top_k + 1
-        folding = options.merge_adjacent or options.group_by_video
-        k = min(wanted * OVERFETCH, self.settings.max_page_depth * OVERFETCH) if folding else wanted
-        store_started = time.perf_counter()
-        if deadline is not None and store_started >= deadline:  # nobody waits for the answer any more
-            raise Expired("the deadline passed before the store query; the search was not run")
-        hits = await loop.run_in_executor(
-            self.executor,
-            lambda: self.catalog.search(embedded.vectors[0], k, constraints, options.include_thumbnails),
-        )
-        store_s = time.perf_counter() - store_started
-        moments = to_moments(hits, min_score, options.merge_adjacent, options.group_by_video, tolerance)
+        folding = options.merge_adjacent or per_video > 0
+        cap = self.settings.max_page_depth * OVERFETCH
+        k = min(wanted * OVERFETCH, cap) if folding else wanted
+        store_s = 0.0
+        while True:
+            store_started = time.perf_counter()
+            if deadline is not None and store_started >= deadline:  # nobody waits for the answer any more
+                raise Expired("the deadline passed before the store query; the search was not run")
+            thumbs, with_vectors = options.include_thumbnails, len(negatives) > 0
+            find = partial(self.catalog.search_many, vectors, k, constraints, thumbs, with_vectors)
+            per_query = await loop.run_in_executor(self.executor, find)
+            store_s += time.perf_counter() - store_started
+            hits = compose.combine(per_query, negatives, query.negative_weight, query.negative_margin)
+            floor = _floor(hits, min_score, relative)
+            moments = to_moments(hits, floor, options.merge_adjacent, False, tolerance, per_video)
+            # Done when no frame left out of the kNN could change the moments up to `wanted`: it would score
+            # at most `bound`. A plain query is done at once (its wanted-th hit is the bound).
+            bound = compose.unseen_bound(per_query, k)
+            if bound is None or k >= cap or (floor is not None and bound < floor):
+                break
+            if len(moments) >= wanted and moments[wanted - 1].score >= bound:
+                break
+            k = min(k * 2, cap)
         page = moments[offset : offset + top_k]
         response = pb.SearchResponse()
         for m in page:
@@ -130,8 +147,29 @@ class SearchService:
             response.next_page_token = encode_page_token(offset + kept, fingerprint)
         elif len(moments) > offset + top_k:
             response.next_page_token = encode_page_token(offset + top_k, fingerprint)
-        response.timing.queue_ms = embedded.queue_s * 1e3
-        response.timing.inference_ms = embedded.inference_s * 1e3
+        response.timing.queue_ms = max(texts.queue_s, images.queue_s) * 1e3
+        response.timing.inference_ms = max(texts.inference_s, images.inference_s) * 1e3
         response.timing.store_ms = store_s * 1e3
         response.timing.total_ms = (time.perf_counter() - started) * 1e3
         return response
+
+    async def _embed(self, query: compose.Plan, deadline: float | None) -> tuple[Embedded, Embedded]:
+        """The query's texts and images, each kind in one batch, both at once."""
+        none = Embedded(np.zeros((0, self.embedder.dim), np.float32), 0.0, 0.0)
+        texts, images = query.texts, query.images
+        if texts and images:
+            both = await asyncio.gather(
+                self.embedder.embed_texts(texts, deadline=deadline), self.embedder.embed_images(images, deadline)
+            )
+            return both[0], both[1]
+        if texts:
+            return await self.embedder.embed_texts(texts, deadline=deadline), none
+        return none, await self.embedder.embed_images(images, deadline)
+
+
+def _floor(hits: list[Hit], min_score: float | None, relative: float | None) -> float | None:
+    """The lowest score kept: min_score, and within `relative` of the best hit of the whole result."""
+    floors = [] if min_score is None else [min_score]
+    if relative is not None and hits:
+        floors.append(max(h.score for h in hits) - relative)
+    return max(floors) if floors else None

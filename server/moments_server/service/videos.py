@@ -169,6 +169,7 @@ class VideoService:
                 live_segment_s=s.live_segment_s,
                 live_segment_min_s=s.live_segment_min_s,
                 live_segment_max_s=s.live_segment_max_s,
+                max_query_parts=s.max_query_parts,
             ),
             version=VERSION,
         )
