@@ -7,6 +7,8 @@ from typing import Any
 
 from moments_server.catalog.model import (
     FRAME_EDGE,
+    INTERRUPTED,
+    LIVE,
     SEGMENT_EDGE,
     THUMBNAIL_EDGE,
     FrameRecord,
@@ -132,11 +134,55 @@ def live_totals(video: VideoRecord) -> dict[str, Any]:
         "size_bytes": video.size_bytes,
         "duration_s": video.duration_s,
         "restart_offset": video.restart_offset,
+        "active_at": video.active_at,
     }
 
 
 def find_upload(upload_id: str) -> list[Command]:
     return [{"FindVideo": {"constraints": {"upload_id": ["==", upload_id]}, "results": {"all_properties": True}}}]
+
+
+def find_expired_upload(upload_id: str) -> list[Command]:
+    return [
+        {
+            "FindVideo": {
+                "constraints": {"expired_upload_id": ["==", upload_id]},
+                "results": {"list": ["video_id", "active_at"]},
+            }
+        }
+    ]
+
+
+def idle_uploads(before: float) -> list[Command]:
+    """Videos of LIVE/FRAMES streams whose last commit was before `before` (epoch seconds)."""
+    return [
+        {
+            "FindVideo": {
+                "constraints": {"active_at": ["<", before], "state": ["in", [LIVE, INTERRUPTED]]},
+                "results": {"list": ["video_id", "upload_id", "state", "active_at"]},
+            }
+        }
+    ]
+
+
+def expire_upload(video_id: str, upload_id: str) -> list[Command]:
+    """A stream that can no longer be resumed: its video and frames "interrupted", its resume state dropped
+    (the id kept as expired_upload_id, so that a resume is told why). Matches only while the video still
+    has that upload id (a stream resumed meanwhile keeps it)."""
+    match = {"video_id": ["==", video_id], "upload_id": ["==", upload_id]}
+    return [
+        {
+            "UpdateVideo": {
+                "constraints": match,
+                "properties": {"state": INTERRUPTED, "expired_upload_id": upload_id},
+                "remove_props": ["upload_id", "stream_start_s", "init_end", "restart_offset"],
+            }
+        }
+    ]
+
+
+def mark_frames(video_id: str, state: str) -> list[Command]:
+    return [{"UpdateDescriptor": {"constraints": _by_video(video_id), "properties": {"state": state}}}]
 
 
 def stored_bytes(video_id: str, start: int, end: int) -> list[Command]:

@@ -30,7 +30,7 @@ def center_crop(rgb: np.ndarray, size: int) -> np.ndarray:
     return np.ascontiguousarray(rgb[top : top + size, left : left + size])
 
 
-def _open(data: bytes) -> Image.Image:
+def open_image(data: bytes) -> Image.Image:
     """Read the image's header only (PIL decodes lazily) and check its format."""
     if not data:
         raise BadImage("the image is empty")
@@ -50,7 +50,7 @@ def check_image(data: bytes, max_bytes: int, max_pixels: int, where: str = "the 
     if len(data) > max_bytes:
         raise BadImage(f"{where} is {len(data)} bytes; the server takes at most {max_bytes}")
     try:
-        img = _open(data)
+        img = open_image(data)
     except BadImage as e:
         if isinstance(e.__cause__, Image.DecompressionBombError):
             raise BadImage(f"{where} is too large ({e.__cause__}); the server takes at most {max_pixels} pixels") from e
@@ -68,7 +68,7 @@ def check_image(data: bytes, max_bytes: int, max_pixels: int, where: str = "the 
 MAX_ASPECT = 3
 
 
-def _trim_aspect(img: Image.Image) -> Image.Image:
+def trim_aspect(img: Image.Image) -> Image.Image:
     w, h = img.size
     if max(w, h) <= MAX_ASPECT * min(w, h):
         return img
@@ -80,7 +80,7 @@ def _trim_aspect(img: Image.Image) -> Image.Image:
 
 
 def decode_image(data: bytes, size: int) -> np.ndarray:
-    opened = _open(data)
+    opened = open_image(data)
     try:
         img = opened.convert("RGB")
     except Image.DecompressionBombError as e:
@@ -89,6 +89,6 @@ def decode_image(data: bytes, size: int) -> np.ndarray:
         raise BadImage(f"cannot decode the image: {e}") from e
     if img.width < 1 or img.height < 1:
         raise BadImage("the image has no pixels")
-    img = _trim_aspect(img)
+    img = trim_aspect(img)
     img = img.resize(scaled_size(img.width, img.height, size), Image.Resampling.BICUBIC)
     return center_crop(np.asarray(img, dtype=np.uint8), size)
