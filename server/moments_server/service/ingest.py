@@ -126,6 +126,44 @@ class IngestService:
         # Uploads of a server killed mid-ingest are never finished: clear them before taking new ones.
         sweep(settings.spool_dir)
 
+    # -- housekeeping ---------------------------------------------------------------------------------------
+    @property
+    def housekeeping_every_s(self) -> float:
+        return min(60.0, max(0.2, self.settings.upload_ttl_s / 4))
+
+    async def expire_idle_uploads(self) -> int:
+        """Streams (LIVE, FRAMES) with no commit for upload_ttl_s can no longer be resumed: their video becomes
+        "interrupted" and their resume state is dropped (Catalog.expire_upload). Streams running in this process
+        are left alone. Returns how many expired."""
+        loop = asyncio.get_running_loop()
+        cutoff = time.time() - self.settings.upload_ttl_s
+        idle = await loop.run_in_executor(self.executor, self.catalog.idle_uploads, cutoff)
+        expired = 0
+        for video in idle:
+            if video.video_id in self._in_flight:
+                continue
+            if await loop.run_in_executor(self.executor, self.catalog.expire_upload, video):
+                expired += 1
+                log.info(
+                    "upload %s of video %s expired (%s, idle for %.0f s)",
+                    video.upload_id,
+                    video.video_id,
+                    video.state,
+                    time.time() - video.active_at,
+                )
+        # spool files of servers that are gone (a killed worker's); this process's own are in use
+        await loop.run_in_executor(self.executor, lambda: sweep(self.settings.spool_dir, at_start=False))
+        return expired
+
+    async def housekeeping(self) -> None:
+        """Runs until cancelled: expire_idle_uploads every housekeeping_every_s."""
+        while True:
+            await asyncio.sleep(self.housekeeping_every_s)
+            try:
+                await self.expire_idle_uploads()
+            except Exception:  # a store that is away now is tried again next round
+                log.exception("housekeeping failed")
+
     async def ingest(self, header: pb.IngestHeader, chunks: AsyncIterator[bytes], emit: Emit) -> None:
         """An UPLOAD or LIVE ingest: the video's bytes follow the header."""
         await self._gated(header, lambda metadata: self._ingest(header, metadata, chunks, emit))

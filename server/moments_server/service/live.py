@@ -136,6 +136,8 @@ class Committer:
             return
         catalog = self.ingest.catalog
         blob = self.parts.take_blob()
+        if not seg.frames and not blob and self.video is not None:
+            return  # nothing new to store (the end of a stream right after a commit)
         self.frames_total += len(seg.frames)
         media_s = seg.frames[-1].end_s if seg.frames else (self.video.duration_s if self.video else 0.0)
         dim = self.ingest.embedder.dim
@@ -441,10 +443,11 @@ class LiveIngest:
             previous: float | None = None
             last = time.perf_counter()
             async for message in frames_in:
-                if previous is None and video is not None and message.time_s < video.duration_s - 1e-6:
+                if previous is None and video is not None and abs(message.time_s - video.duration_s) > 1e-6:
+                    # the last committed frame ends where the next one starts: that one comes first
                     raise InvalidArgument(
-                        f"frame {index}: time_s {message.time_s} is before the committed end of the stream "
-                        f"({video.duration_s} s); resume with the frame at that time"
+                        f"frame {index}: a resumed stream goes on with its first frame not committed, the one at "
+                        f"{video.duration_s} s (where the committed part ends); got time_s {message.time_s}"
                     )
                 check_time(index, message.time_s, previous)
                 data = message.image
