@@ -138,7 +138,7 @@ def test_a_dropped_frames_stream_resumes_without_a_frame_missing_or_twice(
     with grpc.insecure_channel(server.target) as ch, Client(server.target) as client:
         stub = pb_grpc.VideoSearchStub(ch)
         client.ingest_frames(frames, "frames-whole", segment_s=2.0)
-        held = HeldFrames(frames, hold_at=9)
+        held = HeldFrames(frames, hold_at=5)  # frames 0-3 have their end: two segments of 2 s, no more
         upload_id, committed = "", 0
         for event in client.ingest_frames_events(held, "frames-resumed", segment_s=2.0):
             if isinstance(event, IngestAccepted):

@@ -17,10 +17,13 @@ import numpy as np
 from moments_server import metrics
 from moments_server.catalog import queries
 from moments_server.catalog.model import INTERRUPTED, FrameRecord, VideoRecord, user_metadata
+from moments_server.store.embedded.blobs import FileBlob
 
 
 class Connector(Protocol):
-    def query(self, commands: list[dict[str, Any]], blobs: Sequence[bytes] = ()) -> tuple[Any, list[bytes]]: ...
+    def query(
+        self, commands: list[dict[str, Any]], blobs: Sequence[bytes | FileBlob] = ()
+    ) -> tuple[Any, list[bytes]]: ...
     def close(self) -> None: ...
 
 
@@ -68,7 +71,7 @@ class Catalog:
         self._types_read_at = -float("inf")
 
     def run(
-        self, commands: list[dict[str, Any]], blobs: Sequence[bytes] = (), kind: str = "query"
+        self, commands: list[dict[str, Any]], blobs: Sequence[bytes | FileBlob] = (), kind: str = "query"
     ) -> tuple[list[Any], list[bytes]]:
         started = time.perf_counter()
         try:
@@ -123,7 +126,7 @@ class Catalog:
     def add_video(
         self,
         video: VideoRecord,
-        blob: bytes,
+        blob: bytes | FileBlob,
         frames: Sequence[FrameRecord],
         vectors: np.ndarray,
         thumbnails: Sequence[bytes] | None,

@@ -16,6 +16,7 @@ from moments_server.catalog.model import (
     VideoRecord,
     time_offset,
 )
+from moments_server.store.embedded.blobs import FileBlob
 
 Command = dict[str, Any]
 
@@ -82,19 +83,19 @@ def delete_video(video_id: str, descriptor_set: str) -> list[Command]:
 
 def add_video(
     video: VideoRecord,
-    video_blob: bytes,
+    video_blob: bytes | FileBlob,
     frames: Sequence[FrameRecord],
     vectors: Sequence[bytes],
     thumbnails: Sequence[bytes] | None,
     descriptor_set: str,
     replace: bool,
-) -> tuple[list[Command], list[bytes]]:
+) -> tuple[list[Command], list[bytes | FileBlob]]:
     """One transaction: (the old video's removal,) the Video, then per frame its Clip, Descriptor and thumbnail.
 
     One transaction makes the video visible whole or not at all, and a replace atomic.
     """
     commands: list[Command] = delete_video(video.video_id, descriptor_set) if replace else []
-    blobs: list[bytes] = [video_blob]
+    blobs: list[bytes | FileBlob] = [video_blob]
     commands.append({"AddVideo": {"_ref": 1, "properties": video.properties()}})
     add_frames(commands, blobs, video, frames, vectors, thumbnails, descriptor_set)
     return commands, blobs
@@ -109,12 +110,12 @@ def add_segment(
     vectors: Sequence[bytes],
     thumbnails: Sequence[bytes] | None,
     descriptor_set: str,
-) -> tuple[list[Command], list[bytes]]:
+) -> tuple[list[Command], list[bytes | FileBlob]]:
     """A LIVE video's next segment, in one transaction: its bytes as a Blob on the video, its frames, and the
     video's committed totals. The video must still exist (FindVideo with `unique`): a stream whose video was
     deleted meanwhile fails its commit."""
     commands: list[Command] = [{"FindVideo": {"_ref": 1, "constraints": _by_video(video.video_id), "unique": True}}]
-    blobs: list[bytes] = []
+    blobs: list[bytes | FileBlob] = []
     if segment_blob:
         props = {"video_id": video.video_id, "segment": index, "byte_start": byte_start}
         props["byte_end"] = byte_start + len(segment_blob)
@@ -218,7 +219,7 @@ def set_state(video: VideoRecord) -> list[Command]:
 
 def add_frames(
     commands: list[Command],
-    blobs: list[bytes],
+    blobs: list[bytes | FileBlob],
     video: VideoRecord,
     frames: Sequence[FrameRecord],
     vectors: Sequence[bytes],

@@ -31,6 +31,7 @@ from moments_server.inference.embedder import Embedder
 from moments_server.service.live import LiveIngest
 from moments_server.service.values import metadata_from_request
 from moments_server.service.videos import video_message
+from moments_server.store.embedded.blobs import FileBlob
 from moments_server.video.decode import SampledFrame, VideoInfo, probe, sample
 from moments_server.video.spool import Spool, UploadTooLarge, sweep
 
@@ -74,10 +75,21 @@ def validate_header(header: pb.IngestHeader, settings: Settings) -> None:
         raise InvalidArgument(
             "segment_s and resume_upload_id are for LIVE and FRAMES ingests (mode = INGEST_MODE_LIVE or _FRAMES)"
         )
-    if header.size_bytes > settings.max_upload_bytes:
+    if header.size_bytes > settings.max_stored_video_bytes:
         raise ResourceExhausted(
-            f"the upload is {header.size_bytes} bytes; the server takes at most {settings.max_upload_bytes}"
+            f"the upload is {header.size_bytes} bytes; the server takes at most {settings.max_stored_video_bytes}"
+            + _store_bound_note(settings)
         )
+
+
+def _store_bound_note(settings: Settings) -> str:
+    """Why the bound is below max_upload_bytes, when it is: the store takes the video in one message."""
+    if settings.max_stored_video_bytes >= settings.max_upload_bytes:
+        return ""
+    return (
+        " (the store receives the video in one query message; Info's limits.max_stored_video_bytes): "
+        "split the video, or serve this server on an in-process embedded store"
+    )
 
 
 def check_video(info: VideoInfo, settings: Settings) -> None:
@@ -215,14 +227,15 @@ class IngestService:
 
         progress = pb.IngestProgress()
         suffix = Path(header.filename).suffix[:16] if header.filename else ""
-        spool = Spool(self.settings.spool_dir, self.settings.max_upload_bytes, suffix)
+        limit = self.settings.max_stored_video_bytes
+        spool = Spool(self.settings.spool_dir, limit, suffix)
         try:
             last = time.perf_counter()
             async for chunk in chunks:
                 try:
                     spool.write(chunk)
                 except UploadTooLarge as e:
-                    raise ResourceExhausted(str(e)) from e
+                    raise ResourceExhausted(str(e) + _store_bound_note(self.settings)) from e
                 check_size(header, spool.size, finished=False)
                 metrics.INGEST_BYTES.inc(len(chunk))
                 progress.bytes_received = spool.size
@@ -243,7 +256,9 @@ class IngestService:
             if not frames:
                 raise InvalidArgument("no frame could be sampled from the video")
             record = self._record(header, metadata, info, spool.size, digest, frames)
-            blob = await loop.run_in_executor(self.executor, spool.read_bytes)
+            # the video's blob is the spool file: the in-process store copies it file to file; a remote one
+            # reads it into its one message (bounded by max_stored_video_bytes, checked as the bytes arrived)
+            blob = FileBlob(spool.path, spool.size)
             store_started = time.perf_counter()
             await loop.run_in_executor(
                 self.executor,

@@ -94,9 +94,6 @@ class Spool:
         self._file.close()
         return self._sha.hexdigest()
 
-    def read_bytes(self) -> bytes:
-        return self.path.read_bytes()
-
     def discard(self) -> None:
         if not self._file.closed:
             self._file.close()
