@@ -53,6 +53,7 @@ class Running:
     close_store: Callable[[], None]
     wire: object | None = None
     store_watch: StoreWatch | None = None
+    housekeeping: asyncio.Task | None = None
 
 
 async def start(settings: Settings) -> Running:
@@ -161,7 +162,8 @@ async def start(settings: Settings) -> Running:
 
         watch = StoreWatch(connector, executor, set_serving)
         watch.start()
-    return Running(server, port, metrics_port, embedder, health, executor, connector.close, wire, watch)
+    housekeeping = asyncio.create_task(ingest.housekeeping())
+    return Running(server, port, metrics_port, embedder, health, executor, connector.close, wire, watch, housekeeping)
 
 
 async def start_wire_listener(settings: Settings, engine: Engine) -> WireServer | None:
@@ -177,6 +179,8 @@ async def start_wire_listener(settings: Settings, engine: Engine) -> WireServer 
 
 
 async def stop(running: Running, grace_s: float) -> None:
+    if running.housekeeping is not None:
+        running.housekeeping.cancel()
     if running.store_watch is not None:
         await running.store_watch.stop()
     await running.health.enter_graceful_shutdown()

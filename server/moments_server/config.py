@@ -10,6 +10,10 @@ from typing import Any
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# An UPLOAD's final query through a remote store: room for the frames beside the video, and protobuf's bound.
+FRAMES_ROOM_BYTES = 64 * 1024**2
+PROTOBUF_MAX_BYTES = 2**31 - 1
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MOMENTS_", extra="forbid")
@@ -96,6 +100,12 @@ class Settings(BaseSettings):
     live_segment_s: float = 4.0
     live_segment_min_s: float = 0.5
     live_segment_max_s: float = 60.0
+    # LIVE and FRAMES: an interrupted stream idle this long can no longer be resumed; the server's
+    # housekeeping (every upload_ttl_s / 4, at most a minute apart) drops its resume state.
+    upload_ttl_s: float = Field(24 * 3600.0, description="seconds an idle interrupted stream stays resumable")
+    # The largest query message an aperturedb:// store takes (ApertureDB's C++ server default: 256 MiB): an
+    # UPLOAD's video is one blob of its final query (see max_stored_video_bytes).
+    store_message_bytes: int = 256 * 1024**2
     store_threads: int = 8
     grace_s: float = 10.0
 
@@ -122,6 +132,8 @@ class Settings(BaseSettings):
         "max_query_parts",
         "max_video_pixels",
         "max_video_duration_s",
+        "upload_ttl_s",
+        "store_message_bytes",
     )
     @classmethod
     def _positive(cls, v: float) -> float:
@@ -135,6 +147,21 @@ class Settings(BaseSettings):
         if not 1 <= v <= 64:
             raise ValueError("must be between 1 and 64 (the store's key pattern)")
         return v
+
+    @property
+    def max_stored_video_bytes(self) -> int:
+        """The largest UPLOAD the store takes (Limits.max_stored_video_bytes). The in-process embedded store
+        copies the video from the spool file: max_upload_bytes. A remote store gets it in its final query's
+        one message, which also carries the frames' vectors and thumbnails (up to 64 MiB are left for them):
+        aperturedb:// takes store_message_bytes; the workers of a multi-process server write through their
+        owner's wire listener, which takes max_upload_bytes + 64 MiB, but no protobuf message is 2 GiB."""
+        if self.store.startswith("aperturedb://"):
+            message = self.store_message_bytes
+        elif self.store_writer:
+            message = min(self.max_upload_bytes + FRAMES_ROOM_BYTES, PROTOBUF_MAX_BYTES)
+        else:
+            return self.max_upload_bytes
+        return max(0, min(self.max_upload_bytes, message - min(FRAMES_ROOM_BYTES, message // 4)))
 
     @property
     def threads(self) -> int:

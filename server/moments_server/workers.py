@@ -35,7 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from moments_server.config import Settings
+from moments_server.config import FRAMES_ROOM_BYTES, Settings
 from moments_server.errors import ListenError
 
 log = logging.getLogger(__name__)
@@ -130,7 +130,7 @@ class Launcher:
                 0,
                 ssl=False,
                 users={OWNER_USER: password},
-                max_message_bytes=s.max_upload_bytes + (64 << 20),
+                max_message_bytes=s.max_upload_bytes + FRAMES_ROOM_BYTES,
             )
             await wire.start()
             env["MOMENTS_STORE_WRITER"] = f"aperturedb://{OWNER_USER}:{password}@127.0.0.1:{wire.port}?ssl=0"

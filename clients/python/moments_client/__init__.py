@@ -7,8 +7,10 @@ from moments_client.client import Client
 from moments_client.errors import MomentsError
 from moments_client.types import (
     Embeddings,
+    Frame,
     Info,
     IngestAccepted,
+    IngestCommitted,
     IngestDone,
     IngestEvent,
     IngestProgress,
@@ -30,8 +32,10 @@ __all__ = [
     "AsyncClient",
     "Client",
     "Embeddings",
+    "Frame",
     "Info",
     "IngestAccepted",
+    "IngestCommitted",
     "IngestDone",
     "IngestEvent",
     "IngestProgress",

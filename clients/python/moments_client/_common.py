@@ -16,7 +16,7 @@ from typing import IO, Any, TypeAlias, cast
 import grpc
 
 from moments.v1 import moments_pb2 as pb
-from moments_client.types import Where, conditions, to_value
+from moments_client.types import Frame, Where, conditions, to_value
 
 SERVICE = "moments.v1.VideoSearch"
 CHUNK_SIZE = 256 * 1024
@@ -45,6 +45,8 @@ SERVICE_CONFIG: dict[str, Any] = {
 
 VIDEO_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
+#: A FRAMES ingest's item: a Frame, or (image bytes, time in seconds).
+FrameItem: TypeAlias = Frame | tuple[bytes, float]
 Source: TypeAlias = str | os.PathLike[str] | bytes | bytearray | memoryview | IO[bytes] | Iterable[bytes]
 AsyncSource: TypeAlias = Source | AsyncIterable[bytes]
 TlsArg: TypeAlias = bool | str | os.PathLike[str] | grpc.ChannelCredentials | None
@@ -267,6 +269,33 @@ def ingest_header(
     for key, value in (metadata or {}).items():
         header.metadata[key].CopyFrom(to_value(value))
     return header
+
+
+def frames_header(
+    video_id: str,
+    filename: str,
+    metadata: Mapping[str, Any] | None,
+    segment_s: float,
+    replace: bool,
+    thumbnails: bool,
+    resume_upload_id: str | None,
+    resume_offset: int,
+) -> pb.IngestHeader:
+    header = ingest_header(video_id, filename, metadata, 0.0, 0, replace, thumbnails, None, None, segment_s=segment_s)
+    header.mode = pb.INGEST_MODE_FRAMES
+    header.resume_upload_id = resume_upload_id or ""
+    header.resume_offset = resume_offset
+    return header
+
+
+def frame_request(item: FrameItem) -> pb.IngestRequest:
+    if isinstance(item, Frame):
+        image, time_s = item.image, item.time_s
+    else:
+        image, time_s = item
+    if not isinstance(image, bytes | bytearray | memoryview):
+        raise TypeError(f"a frame's image must be JPEG/PNG bytes, not {type(image).__name__}")
+    return pb.IngestRequest(frame=pb.IngestFrame(image=bytes(image), time_s=float(time_s)))
 
 
 # ------------------------------------------------------------------------------------------------ uploads

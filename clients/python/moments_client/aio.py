@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -287,6 +287,94 @@ class AsyncClient:
             sha256=sha256,
             filename=filename,
             chunk_size=chunk_size,
+            timeout=timeout,
+        ):
+            if on_progress is not None:
+                on_progress(event)
+            if isinstance(event, IngestDone):
+                done = event
+        if done is None:
+            raise MomentsError(grpc.StatusCode.UNKNOWN, "the ingest stream ended without a done event", "Ingest")
+        return done
+
+    async def ingest_frames_events(
+        self,
+        frames: Iterable[c.FrameItem] | AsyncIterable[c.FrameItem],
+        video_id: str,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        segment_s: float = 0.0,
+        replace: bool = False,
+        thumbnails: bool = False,
+        filename: str = "",
+        resume_upload_id: str | None = None,
+        resume_offset: int = 0,
+        timeout: float | None = None,
+    ) -> AsyncIterator[IngestEvent]:
+        """See :meth:`moments_client.Client.ingest_frames_events`; also takes an async iterable."""
+        header = c.frames_header(
+            video_id, filename, metadata, segment_s, replace, thumbnails, resume_upload_id, resume_offset
+        )
+        failure: list[BaseException] = []
+        sent = [0]
+
+        async def requests() -> AsyncIterator[pb.IngestRequest]:
+            yield pb.IngestRequest(header=header)
+            try:
+                if isinstance(frames, AsyncIterable):
+                    async for item in frames:
+                        request = c.frame_request(item)
+                        sent[0] += len(request.frame.image)
+                        yield request
+                else:
+                    for item in frames:
+                        request = c.frame_request(item)
+                        sent[0] += len(request.frame.image)
+                        yield request
+            except Exception as e:
+                failure.append(e)
+                raise
+
+        call = self._stub.Ingest(requests(), timeout=timeout, metadata=self._metadata)
+        try:
+            async for message in call:
+                event = ingest_event(message, video_id, sent[0], None)
+                if event is not None:
+                    yield event
+        except grpc.RpcError as e:
+            if failure:
+                raise failure[0] from None
+            raise MomentsError.from_rpc_error(e, "Ingest") from None
+        finally:
+            call.cancel()
+
+    async def ingest_frames(
+        self,
+        frames: Iterable[c.FrameItem] | AsyncIterable[c.FrameItem],
+        video_id: str,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        segment_s: float = 0.0,
+        replace: bool = False,
+        thumbnails: bool = False,
+        filename: str = "",
+        resume_upload_id: str | None = None,
+        resume_offset: int = 0,
+        timeout: float | None = None,
+        on_progress: Callable[[IngestEvent], None] | None = None,
+    ) -> IngestDone:
+        """Stream frames and wait until the stream ends; ``on_progress`` receives every event."""
+        done: IngestDone | None = None
+        async for event in self.ingest_frames_events(
+            frames,
+            video_id,
+            metadata,
+            segment_s=segment_s,
+            replace=replace,
+            thumbnails=thumbnails,
+            filename=filename,
+            resume_upload_id=resume_upload_id,
+            resume_offset=resume_offset,
             timeout=timeout,
         ):
             if on_progress is not None:

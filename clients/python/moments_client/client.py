@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -335,6 +335,94 @@ class Client:
             sha256=sha256,
             filename=filename,
             chunk_size=chunk_size,
+            timeout=timeout,
+        ):
+            if on_progress is not None:
+                on_progress(event)
+            if isinstance(event, IngestDone):
+                done = event
+        if done is None:
+            raise MomentsError(grpc.StatusCode.UNKNOWN, "the ingest stream ended without a done event", "Ingest")
+        return done
+
+    def ingest_frames_events(
+        self,
+        frames: Iterable[c.FrameItem],
+        video_id: str,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        segment_s: float = 0.0,
+        replace: bool = False,
+        thumbnails: bool = False,
+        filename: str = "",
+        resume_upload_id: str | None = None,
+        resume_offset: int = 0,
+        timeout: float | None = None,
+    ) -> Iterator[IngestEvent]:
+        """Stream pictures sampled by the caller (INGEST_MODE_FRAMES): ``frames`` yields :class:`Frame` or
+        ``(jpeg_or_png_bytes, time_s)`` with strictly increasing times, each standing for the time until the
+        next one; the iterator may never end. The server commits every ``segment_s`` seconds (reported as
+        :class:`IngestCommitted`, searchable at once; ``frames`` is the count committed). After a break,
+        resume with ``resume_upload_id`` (:attr:`IngestAccepted.upload_id`) and ``resume_offset`` = frames
+        committed, sending the frames from that one on. No deadline unless ``timeout`` is given."""
+        header = c.frames_header(
+            video_id, filename, metadata, segment_s, replace, thumbnails, resume_upload_id, resume_offset
+        )
+        failure: list[BaseException] = []
+        sent = [0]
+
+        def requests() -> Iterator[pb.IngestRequest]:
+            yield pb.IngestRequest(header=header)
+            try:
+                for item in frames:
+                    request = c.frame_request(item)
+                    sent[0] += len(request.frame.image)
+                    yield request
+            except Exception as e:  # the caller's iterator failed: the call is cancelled below
+                failure.append(e)
+                raise
+
+        call = self._stub.Ingest(requests(), timeout=timeout, metadata=self._metadata)
+        try:
+            for message in call:
+                event = ingest_event(message, video_id, sent[0], None)
+                if event is not None:
+                    yield event
+        except grpc.RpcError as e:
+            if failure:
+                raise failure[0] from None
+            raise MomentsError.from_rpc_error(e, "Ingest") from None
+        finally:
+            call.cancel()
+
+    def ingest_frames(
+        self,
+        frames: Iterable[c.FrameItem],
+        video_id: str,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        segment_s: float = 0.0,
+        replace: bool = False,
+        thumbnails: bool = False,
+        filename: str = "",
+        resume_upload_id: str | None = None,
+        resume_offset: int = 0,
+        timeout: float | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> IngestDone:
+        """Like :meth:`ingest_frames_events`, but blocks until the stream ends and returns the summary;
+        ``on_progress`` (if given) receives every event as it arrives."""
+        done: IngestDone | None = None
+        for event in self.ingest_frames_events(
+            frames,
+            video_id,
+            metadata,
+            segment_s=segment_s,
+            replace=replace,
+            thumbnails=thumbnails,
+            filename=filename,
+            resume_upload_id=resume_upload_id,
+            resume_offset=resume_offset,
             timeout=timeout,
         ):
             if on_progress is not None:

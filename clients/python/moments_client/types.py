@@ -281,6 +281,20 @@ class IngestAccepted:
 
     video_id: str
     replacing: bool
+    #: LIVE and FRAMES: the id that resumes this stream, and where it stands (bytes stored, or frames
+    #: committed for FRAMES; the media seconds committed).
+    upload_id: str = ""
+    offset: int = 0
+    media_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One picture of a FRAMES ingest (:meth:`Client.ingest_frames`): JPEG/PNG bytes and its time in seconds
+    from the stream start (strictly increasing)."""
+
+    image: bytes
+    time_s: float
 
 
 @dataclass(frozen=True)
@@ -332,7 +346,8 @@ IngestEvent: TypeAlias = IngestAccepted | IngestProgress | IngestCommitted | Ing
 def ingest_event(event: pb.IngestEvent, video_id: str, bytes_sent: int, total: int | None) -> IngestEvent | None:
     kind = event.WhichOneof("event")
     if kind == "accepted":
-        return IngestAccepted(event.accepted.video_id, event.accepted.replacing)
+        a = event.accepted
+        return IngestAccepted(a.video_id, a.replacing, a.upload_id, a.offset, a.media_s)
     if kind == "progress":
         p = event.progress
         return IngestProgress(
@@ -400,6 +415,8 @@ class Limits:
     max_concurrent_ingests: int = 0
     max_message_bytes: int = 0
     max_query_parts: int = 0
+    upload_ttl_s: float = 0.0
+    max_stored_video_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -448,6 +465,8 @@ class Info:
                 lim.max_concurrent_ingests,
                 lim.max_message_bytes,
                 lim.max_query_parts,
+                lim.upload_ttl_s,
+                lim.max_stored_video_bytes,
             ),
             r.version,
         )

@@ -16,11 +16,14 @@ import numpy as np
 
 from moments_server import metrics
 from moments_server.catalog import queries
-from moments_server.catalog.model import FrameRecord, VideoRecord, user_metadata
+from moments_server.catalog.model import INTERRUPTED, FrameRecord, VideoRecord, user_metadata
+from moments_server.store.embedded.blobs import FileBlob
 
 
 class Connector(Protocol):
-    def query(self, commands: list[dict[str, Any]], blobs: Sequence[bytes] = ()) -> tuple[Any, list[bytes]]: ...
+    def query(
+        self, commands: list[dict[str, Any]], blobs: Sequence[bytes | FileBlob] = ()
+    ) -> tuple[Any, list[bytes]]: ...
     def close(self) -> None: ...
 
 
@@ -69,7 +72,7 @@ class Catalog:
         self._types_lock = threading.Lock()
 
     def run(
-        self, commands: list[dict[str, Any]], blobs: Sequence[bytes] = (), kind: str = "query"
+        self, commands: list[dict[str, Any]], blobs: Sequence[bytes | FileBlob] = (), kind: str = "query"
     ) -> tuple[list[Any], list[bytes]]:
         started = time.perf_counter()
         try:
@@ -142,7 +145,7 @@ class Catalog:
     def add_video(
         self,
         video: VideoRecord,
-        blob: bytes,
+        blob: bytes | FileBlob,
         frames: Sequence[FrameRecord],
         vectors: np.ndarray,
         thumbnails: Sequence[bytes] | None,
@@ -179,6 +182,27 @@ class Catalog:
         response, _ = self.run(queries.find_upload(upload_id), kind="find_upload")
         entities = _first(response, "FindVideo").get("entities") or []
         return VideoRecord.from_properties(entities[0]) if entities else None
+
+    def find_expired_upload(self, upload_id: str) -> VideoRecord | None:
+        """The video of a stream that expired (upload_ttl_s), by its former upload id."""
+        response, _ = self.run(queries.find_expired_upload(upload_id), kind="find_upload")
+        entities = _first(response, "FindVideo").get("entities") or []
+        return VideoRecord.from_properties(entities[0]) if entities else None
+
+    def idle_uploads(self, before: float) -> list[VideoRecord]:
+        """Videos of LIVE/FRAMES streams, live or interrupted, with no commit since `before` (epoch s)."""
+        response, _ = self.run(queries.idle_uploads(before), kind="idle_uploads")
+        entities = _first(response, "FindVideo").get("entities") or []
+        return [VideoRecord.from_properties(e) for e in entities if e.get("upload_id")]
+
+    def expire_upload(self, video: VideoRecord) -> bool:
+        """Drop a stream's resume state (queries.expire_upload); False when it changed meanwhile."""
+        response, _ = self.run(queries.expire_upload(video.video_id, video.upload_id), kind="expire_upload")
+        if int(_first(response, "UpdateVideo").get("count", 0)) == 0:
+            return False
+        if video.state != INTERRUPTED:
+            self.run(queries.mark_frames(video.video_id, INTERRUPTED), kind="expire_upload")
+        return True
 
     def stored_bytes(self, video_id: str, start: int, end: int) -> bytes:
         """Bytes [start, end) of a LIVE video's stream, from its blob and its segment blobs."""

@@ -28,6 +28,9 @@ VIDEO_FIELDS = (
     "stream_start_s",
     "init_end",
     "restart_offset",
+    # when its stream last committed (epoch seconds), and the id of a stream that expired (upload_ttl_s)
+    "active_at",
+    "expired_upload_id",
 )
 FRAME_FIELDS = ("video_id", "frame_s", "start_s", "end_s", "state")
 RESERVED_KEYS = frozenset(VIDEO_FIELDS) | frozenset(FRAME_FIELDS)
@@ -42,6 +45,8 @@ METADATA_KEY_CLASS = "MomentsMetadataKey"
 # A video's `state` (and its frames'): uploads are complete when they become visible; LIVE ingests are
 # "live" while their stream runs, then "complete" or "interrupted".
 COMPLETE, LIVE, INTERRUPTED = "complete", "live", "interrupted"
+# The codec and container of a FRAMES ingest's video (pictures, no video bytes).
+FRAMES_CONTAINER = "frames"
 
 METADATA_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
 VIDEO_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -80,6 +85,7 @@ class VideoRecord:
     stream_start_s: float = 0.0
     init_end: int = 0
     restart_offset: int = 0
+    active_at: float = 0.0
 
     def properties(self) -> dict[str, Any]:
         props: dict[str, Any] = {
@@ -104,6 +110,7 @@ class VideoRecord:
                 stream_start_s=self.stream_start_s,
                 init_end=self.init_end,
                 restart_offset=self.restart_offset,
+                active_at=self.active_at,
             )
         props.update(self.metadata)
         return props
@@ -130,6 +137,7 @@ class VideoRecord:
             stream_start_s=float(props.get("stream_start_s", 0.0)),
             init_end=int(props.get("init_end", 0)),
             restart_offset=int(props.get("restart_offset", 0)),
+            active_at=float(props.get("active_at", 0.0)),
         )
 
 

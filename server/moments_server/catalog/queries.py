@@ -7,6 +7,8 @@ from typing import Any
 
 from moments_server.catalog.model import (
     FRAME_EDGE,
+    INTERRUPTED,
+    LIVE,
     METADATA_KEY_CLASS,
     SEGMENT_EDGE,
     THUMBNAIL_EDGE,
@@ -16,6 +18,7 @@ from moments_server.catalog.model import (
     time_offset,
     value_type,
 )
+from moments_server.store.embedded.blobs import FileBlob
 
 Command = dict[str, Any]
 
@@ -82,19 +85,19 @@ def delete_video(video_id: str, descriptor_set: str) -> list[Command]:
 
 def add_video(
     video: VideoRecord,
-    video_blob: bytes,
+    video_blob: bytes | FileBlob,
     frames: Sequence[FrameRecord],
     vectors: Sequence[bytes],
     thumbnails: Sequence[bytes] | None,
     descriptor_set: str,
     replace: bool,
-) -> tuple[list[Command], list[bytes]]:
+) -> tuple[list[Command], list[bytes | FileBlob]]:
     """One transaction: (the old video's removal,) the Video, then per frame its Clip, Descriptor and thumbnail.
 
     One transaction makes the video visible whole or not at all, and a replace atomic.
     """
     commands: list[Command] = delete_video(video.video_id, descriptor_set) if replace else []
-    blobs: list[bytes] = [video_blob]
+    blobs: list[bytes | FileBlob] = [video_blob]
     commands.append({"AddVideo": {"_ref": 1, "properties": video.properties()}})
     add_frames(commands, blobs, video, frames, vectors, thumbnails, descriptor_set)
     commands += register_keys(key_types(video.metadata))
@@ -136,12 +139,12 @@ def add_segment(
     vectors: Sequence[bytes],
     thumbnails: Sequence[bytes] | None,
     descriptor_set: str,
-) -> tuple[list[Command], list[bytes]]:
+) -> tuple[list[Command], list[bytes | FileBlob]]:
     """A LIVE video's next segment, in one transaction: its bytes as a Blob on the video, its frames, and the
     video's committed totals. The video must still exist (FindVideo with `unique`): a stream whose video was
     deleted meanwhile fails its commit."""
     commands: list[Command] = [{"FindVideo": {"_ref": 1, "constraints": _by_video(video.video_id), "unique": True}}]
-    blobs: list[bytes] = []
+    blobs: list[bytes | FileBlob] = []
     if segment_blob:
         props = {"video_id": video.video_id, "segment": index, "byte_start": byte_start}
         props["byte_end"] = byte_start + len(segment_blob)
@@ -161,11 +164,55 @@ def live_totals(video: VideoRecord) -> dict[str, Any]:
         "size_bytes": video.size_bytes,
         "duration_s": video.duration_s,
         "restart_offset": video.restart_offset,
+        "active_at": video.active_at,
     }
 
 
 def find_upload(upload_id: str) -> list[Command]:
     return [{"FindVideo": {"constraints": {"upload_id": ["==", upload_id]}, "results": {"all_properties": True}}}]
+
+
+def find_expired_upload(upload_id: str) -> list[Command]:
+    return [
+        {
+            "FindVideo": {
+                "constraints": {"expired_upload_id": ["==", upload_id]},
+                "results": {"list": ["video_id", "active_at"]},
+            }
+        }
+    ]
+
+
+def idle_uploads(before: float) -> list[Command]:
+    """Videos of LIVE/FRAMES streams whose last commit was before `before` (epoch seconds)."""
+    return [
+        {
+            "FindVideo": {
+                "constraints": {"active_at": ["<", before], "state": ["in", [LIVE, INTERRUPTED]]},
+                "results": {"list": ["video_id", "upload_id", "state", "active_at"]},
+            }
+        }
+    ]
+
+
+def expire_upload(video_id: str, upload_id: str) -> list[Command]:
+    """A stream that can no longer be resumed: its video and frames "interrupted", its resume state dropped
+    (the id kept as expired_upload_id, so that a resume is told why). Matches only while the video still
+    has that upload id (a stream resumed meanwhile keeps it)."""
+    match = {"video_id": ["==", video_id], "upload_id": ["==", upload_id]}
+    return [
+        {
+            "UpdateVideo": {
+                "constraints": match,
+                "properties": {"state": INTERRUPTED, "expired_upload_id": upload_id},
+                "remove_props": ["upload_id", "stream_start_s", "init_end", "restart_offset"],
+            }
+        }
+    ]
+
+
+def mark_frames(video_id: str, state: str) -> list[Command]:
+    return [{"UpdateDescriptor": {"constraints": _by_video(video_id), "properties": {"state": state}}}]
 
 
 def stored_bytes(video_id: str, start: int, end: int) -> list[Command]:
@@ -201,7 +248,7 @@ def set_state(video: VideoRecord) -> list[Command]:
 
 def add_frames(
     commands: list[Command],
-    blobs: list[bytes],
+    blobs: list[bytes | FileBlob],
     video: VideoRecord,
     frames: Sequence[FrameRecord],
     vectors: Sequence[bytes],

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections import OrderedDict, deque
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
@@ -20,12 +20,23 @@ from moments_server.inference.sessions import Tower
 from moments_server.inference.tokenizer import TextTokenizer
 
 log = logging.getLogger(__name__)
+K = TypeVar("K")
 
 
 @dataclass
 class Embedded:
     vectors: np.ndarray  # (n, dim) float32, L2-normalised
     queue_s: float
+    inference_s: float
+
+
+@dataclass
+class StreamEmbedded(Generic[K]):
+    """One frame of Embedder.embed_stream, back in order: what the caller sent with it, its vector, and its
+    share of its batch's inference time."""
+
+    key: K
+    vector: np.ndarray
     inference_s: float
 
 
@@ -167,6 +178,61 @@ class Embedder:
         """Encoded JPEG/PNG bytes → vectors (search lane). Raises BadImage for undecodable input."""
         frames = [decode_image(data, self.framing) for data in images]
         return await self.embed_frames(frames, Lane.SEARCH, deadline)
+
+    @property
+    def image_max_batch(self) -> int:
+        return self.image_batcher.max_batch
+
+    @property
+    def text_max_batch(self) -> int:
+        return self.text_batcher.max_batch
+
+    async def embed_stream(
+        self, frames: AsyncIterator[tuple[K, np.ndarray]], window: int = 0
+    ) -> AsyncGenerator[StreamEmbedded[K], None]:
+        """Ingest frames in, their embeddings out in the same order, as soon as each is ready.
+
+        `frames` yields (key, uint8 RGB at the model's size); at most `window` (default two batches) are
+        in the tower at once: the next frame is only pulled when one comes back, which is the back-pressure
+        on the producer. An error of `frames` is raised here after the embeddings before it were yielded;
+        closing this iterator drops what is still in flight."""
+        window = window or 2 * self.image_batcher.max_batch
+        in_flight: deque[tuple[K, asyncio.Future]] = deque()
+        getter: asyncio.Future | None = None
+        exhausted = False
+        try:
+            while in_flight or not exhausted:
+                if getter is None and not exhausted and len(in_flight) < window:
+                    getter = asyncio.ensure_future(frames.__anext__())
+                waits: set[asyncio.Future] = {in_flight[0][1]} if in_flight else set()
+                if getter is not None:
+                    waits.add(getter)
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                while in_flight and in_flight[0][1].done():
+                    key, fut = in_flight.popleft()
+                    r: Result[np.ndarray] = fut.result()
+                    yield StreamEmbedded(key, r.value, r.inference_s / r.batch_size)
+                if getter is not None and getter.done():
+                    done, getter = getter, None
+                    try:
+                        key, rgb = done.result()
+                    except StopAsyncIteration:
+                        exhausted = True
+                        continue
+                    except BaseException:
+                        # the frames before the failure first (a live stream commits them), then the error
+                        for key, fut in in_flight:
+                            r = await fut
+                            yield StreamEmbedded(key, r.value, r.inference_s / r.batch_size)
+                        in_flight.clear()
+                        raise
+                    (fut,) = self.image_batcher.submit_nowait([rgb], Lane.INGEST)
+                    in_flight.append((key, fut))
+        finally:
+            if getter is not None:
+                getter.cancel()
+            for _, fut in in_flight:
+                fut.cancel()
 
     def _cache_get(self, text: str) -> np.ndarray | None:
         vec = self._cache.get(text)

@@ -16,7 +16,7 @@ class BadImage(ValueError):
     """The bytes are not an image the server reads (INVALID_ARGUMENT)."""
 
 
-def _open(data: bytes) -> Image.Image:
+def open_image(data: bytes) -> Image.Image:
     """Read the image's header only (PIL decodes lazily) and check its format."""
     if not data:
         raise BadImage("the image is empty")
@@ -36,7 +36,7 @@ def check_image(data: bytes, max_bytes: int, max_pixels: int, where: str = "the 
     if len(data) > max_bytes:
         raise BadImage(f"{where} is {len(data)} bytes; the server takes at most {max_bytes}")
     try:
-        img = _open(data)
+        img = open_image(data)
     except BadImage as e:
         if isinstance(e.__cause__, Image.DecompressionBombError):
             raise BadImage(f"{where} is too large ({e.__cause__}); the server takes at most {max_pixels} pixels") from e
@@ -54,7 +54,7 @@ def check_image(data: bytes, max_bytes: int, max_pixels: int, where: str = "the 
 MAX_ASPECT = 3
 
 
-def _trim_aspect(img: Image.Image) -> Image.Image:
+def trim_aspect(img: Image.Image) -> Image.Image:
     w, h = img.size
     if max(w, h) <= MAX_ASPECT * min(w, h):
         return img
@@ -66,7 +66,7 @@ def _trim_aspect(img: Image.Image) -> Image.Image:
 
 
 def decode_image(data: bytes, framing: Framing) -> np.ndarray:
-    opened = _open(data)
+    opened = open_image(data)
     try:
         img = opened.convert("RGB")
     except Image.DecompressionBombError as e:
@@ -75,5 +75,5 @@ def decode_image(data: bytes, framing: Framing) -> np.ndarray:
         raise BadImage(f"cannot decode the image: {e}") from e
     if img.width < 1 or img.height < 1:
         raise BadImage("the image has no pixels")
-    img = _trim_aspect(img)
+    img = trim_aspect(img)
     return framing.rgb(np.asarray(img, dtype=np.uint8))

@@ -11,28 +11,27 @@ import asyncio
 import io
 import logging
 import math
-import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import Executor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import cast
 
 import numpy as np
 from PIL import Image
 
 from moments.v1 import moments_pb2 as pb
 from moments_server import metrics
+from moments_server.bridge import ThreadIterator
 from moments_server.catalog.catalog import Catalog
 from moments_server.catalog.model import VIDEO_ID, FrameRecord, VideoRecord
 from moments_server.config import Settings
 from moments_server.errors import AlreadyExists, DataLoss, InvalidArgument, Overloaded, ResourceExhausted
-from moments_server.inference.batcher import Lane
 from moments_server.inference.embedder import Embedder
 from moments_server.service.live import LiveIngest
 from moments_server.service.values import metadata_from_request
 from moments_server.service.videos import video_message
+from moments_server.store.embedded.blobs import FileBlob
 from moments_server.video.decode import SampledFrame, VideoInfo, probe, sample
 from moments_server.video.spool import Spool, UploadTooLarge, sweep
 
@@ -42,7 +41,6 @@ Emit = Callable[[pb.IngestEvent], Awaitable[None]]
 PROGRESS_EVERY_S = 0.25
 # Frames are scaled to the model's size by their shorter side: a 2 x 4,000,000 video would scale to gigabytes.
 MAX_VIDEO_ASPECT = 8
-_END = object()
 
 
 def validate_header(header: pb.IngestHeader, settings: Settings) -> None:
@@ -55,7 +53,13 @@ def validate_header(header: pb.IngestHeader, settings: Settings) -> None:
         raise InvalidArgument(f"sampling.max_frames must be at most {settings.max_frames}")
     if header.sha256 and (len(header.sha256) != 64 or any(c not in "0123456789abcdef" for c in header.sha256)):
         raise InvalidArgument("header.sha256 must be 64 lowercase hex characters")
-    if header.mode == pb.INGEST_MODE_LIVE:
+    if header.mode not in (pb.INGEST_MODE_UNSPECIFIED, pb.INGEST_MODE_LIVE, pb.INGEST_MODE_FRAMES):
+        raise InvalidArgument(f"header.mode {header.mode} is unknown: UPLOAD (0), LIVE (1) or FRAMES (2)")
+    if header.mode == pb.INGEST_MODE_FRAMES and (
+        header.sampling.fps or header.sampling.max_frames or header.sampling.keyframes
+    ):
+        raise InvalidArgument("a FRAMES stream keeps every frame sent (the sender samples): leave sampling unset")
+    if header.mode in (pb.INGEST_MODE_LIVE, pb.INGEST_MODE_FRAMES):
         seg = header.segment_s
         if seg and not settings.live_segment_min_s <= seg <= settings.live_segment_max_s:
             raise InvalidArgument(
@@ -63,16 +67,29 @@ def validate_header(header: pb.IngestHeader, settings: Settings) -> None:
                 "seconds (0 = the server's default)"
             )
         if header.sha256:
-            raise InvalidArgument("sha256 checks a whole upload; a LIVE stream has none: leave it empty")
+            raise InvalidArgument("sha256 checks a whole upload; a LIVE or FRAMES stream has none: leave it empty")
         if header.resume_upload_id and header.replace:
             raise InvalidArgument("a resumed stream continues its video: replace does not apply")
         return  # a live stream has no size to check
     if header.segment_s or header.resume_upload_id:
-        raise InvalidArgument("segment_s and resume_upload_id are for LIVE ingests (mode = INGEST_MODE_LIVE)")
-    if header.size_bytes > settings.max_upload_bytes:
-        raise ResourceExhausted(
-            f"the upload is {header.size_bytes} bytes; the server takes at most {settings.max_upload_bytes}"
+        raise InvalidArgument(
+            "segment_s and resume_upload_id are for LIVE and FRAMES ingests (mode = INGEST_MODE_LIVE or _FRAMES)"
         )
+    if header.size_bytes > settings.max_stored_video_bytes:
+        raise ResourceExhausted(
+            f"the upload is {header.size_bytes} bytes; the server takes at most {settings.max_stored_video_bytes}"
+            + _store_bound_note(settings)
+        )
+
+
+def _store_bound_note(settings: Settings) -> str:
+    """Why the bound is below max_upload_bytes, when it is: the store takes the video in one message."""
+    if settings.max_stored_video_bytes >= settings.max_upload_bytes:
+        return ""
+    return (
+        " (the store receives the video in one query message; Info's limits.max_stored_video_bytes): "
+        "split the video, or serve this server on an in-process embedded store"
+    )
 
 
 def check_video(info: VideoInfo, settings: Settings) -> None:
@@ -121,7 +138,55 @@ class IngestService:
         # Uploads of a server killed mid-ingest are never finished: clear them before taking new ones.
         sweep(settings.spool_dir)
 
+    # -- housekeeping ---------------------------------------------------------------------------------------
+    @property
+    def housekeeping_every_s(self) -> float:
+        return min(60.0, max(0.2, self.settings.upload_ttl_s / 4))
+
+    async def expire_idle_uploads(self) -> int:
+        """Streams (LIVE, FRAMES) with no commit for upload_ttl_s can no longer be resumed: their video becomes
+        "interrupted" and their resume state is dropped (Catalog.expire_upload). Streams running in this process
+        are left alone. Returns how many expired."""
+        loop = asyncio.get_running_loop()
+        cutoff = time.time() - self.settings.upload_ttl_s
+        idle = await loop.run_in_executor(self.executor, self.catalog.idle_uploads, cutoff)
+        expired = 0
+        for video in idle:
+            if video.video_id in self._in_flight:
+                continue
+            if await loop.run_in_executor(self.executor, self.catalog.expire_upload, video):
+                expired += 1
+                log.info(
+                    "upload %s of video %s expired (%s, idle for %.0f s)",
+                    video.upload_id,
+                    video.video_id,
+                    video.state,
+                    time.time() - video.active_at,
+                )
+        # spool files of servers that are gone (a killed worker's); this process's own are in use
+        await loop.run_in_executor(self.executor, lambda: sweep(self.settings.spool_dir, at_start=False))
+        return expired
+
+    async def housekeeping(self) -> None:
+        """Runs until cancelled: expire_idle_uploads every housekeeping_every_s."""
+        while True:
+            await asyncio.sleep(self.housekeeping_every_s)
+            try:
+                await self.expire_idle_uploads()
+            except Exception:  # a store that is away now is tried again next round
+                log.exception("housekeeping failed")
+
     async def ingest(self, header: pb.IngestHeader, chunks: AsyncIterator[bytes], emit: Emit) -> None:
+        """An UPLOAD or LIVE ingest: the video's bytes follow the header."""
+        await self._gated(header, lambda metadata: self._ingest(header, metadata, chunks, emit))
+
+    async def ingest_frames(self, header: pb.IngestHeader, frames: AsyncIterator[pb.IngestFrame], emit: Emit) -> None:
+        """A FRAMES ingest: the sender's pictures follow the header."""
+        live = LiveIngest(self.settings, self.embedder, self.catalog, self.executor, _thumbnail)
+        await self._gated(header, lambda metadata: live.run_frames(header, metadata, frames, emit))
+
+    async def _gated(self, header: pb.IngestHeader, run: Callable[[dict], Awaitable[None]]) -> None:
+        """Checks, then `run(metadata)` in a slot, as the one stream of its video."""
         validate_header(header, self.settings)
         metadata = metadata_from_request(header.metadata, self.settings)
         if self._slots.locked():
@@ -141,7 +206,7 @@ class IngestService:
         async with self._slots:
             self._in_flight[header.video_id] = task
             try:
-                await self._ingest(header, metadata, chunks, emit)
+                await run(metadata)
             finally:
                 if self._in_flight.get(header.video_id) is task:
                     del self._in_flight[header.video_id]
@@ -162,14 +227,15 @@ class IngestService:
 
         progress = pb.IngestProgress()
         suffix = Path(header.filename).suffix[:16] if header.filename else ""
-        spool = Spool(self.settings.spool_dir, self.settings.max_upload_bytes, suffix)
+        limit = self.settings.max_stored_video_bytes
+        spool = Spool(self.settings.spool_dir, limit, suffix)
         try:
             last = time.perf_counter()
             async for chunk in chunks:
                 try:
                     spool.write(chunk)
                 except UploadTooLarge as e:
-                    raise ResourceExhausted(str(e)) from e
+                    raise ResourceExhausted(str(e) + _store_bound_note(self.settings)) from e
                 check_size(header, spool.size, finished=False)
                 metrics.INGEST_BYTES.inc(len(chunk))
                 progress.bytes_received = spool.size
@@ -190,7 +256,9 @@ class IngestService:
             if not frames:
                 raise InvalidArgument("no frame could be sampled from the video")
             record = self._record(header, metadata, info, spool.size, digest, frames)
-            blob = await loop.run_in_executor(self.executor, spool.read_bytes)
+            # the video's blob is the spool file: the in-process store copies it file to file; a remote one
+            # reads it into its one message (bounded by max_stored_video_bytes, checked as the bytes arrived)
+            blob = FileBlob(spool.path, spool.size)
             store_started = time.perf_counter()
             await loop.run_in_executor(
                 self.executor,
@@ -243,87 +311,60 @@ class IngestService:
     async def _embed_video(
         self, header: pb.IngestHeader, path: Path, progress: pb.IngestProgress, emit: Emit
     ) -> tuple[list[FrameRecord], np.ndarray, list[bytes] | None, float, float]:
-        """Decode in a thread, embed as frames arrive (a bounded window in flight), report progress."""
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[object] = asyncio.Queue(maxsize=2 * self.embedder.image_batcher.max_batch)
-        stop = threading.Event()
+        """Decode in a thread, embed as frames arrive (the Embedder's stream bounds what is in flight), report
+        progress."""
         fps = header.sampling.fps or 1.0
         max_frames = header.sampling.max_frames or self.settings.max_frames
         decoded = [0]
+        decode_s = [0.0]
         want_thumbs = header.thumbnails
 
         def on_decoded(n: int) -> None:
             decoded[0] = n
 
-        def produce() -> float:
+        def produce(should_stop: Callable[[], bool]) -> Iterator[tuple[tuple[SampledFrame, bytes | None], np.ndarray]]:
             started = time.perf_counter()
-            try:
-                sampled = sample(
-                    path,
-                    fps,
-                    max_frames,
-                    self.embedder.framing,
-                    on_decoded,
-                    stop.is_set,
-                    keyframes=header.sampling.keyframes,
-                )
-                for frame in sampled:
-                    thumb = _thumbnail(frame.rgb) if want_thumbs else None
-                    asyncio.run_coroutine_threadsafe(queue.put((frame, thumb)), loop).result()
-                asyncio.run_coroutine_threadsafe(queue.put(_END), loop).result()
-            except BaseException as e:
-                if not stop.is_set():
-                    asyncio.run_coroutine_threadsafe(queue.put(e), loop).result()
-            return time.perf_counter() - started
+            sampled = sample(
+                path,
+                fps,
+                max_frames,
+                self.embedder.framing,
+                on_decoded,
+                should_stop,
+                keyframes=header.sampling.keyframes,
+            )
+            for frame in sampled:
+                thumb = _thumbnail(frame.rgb) if want_thumbs else None
+                decode_s[0] = time.perf_counter() - started
+                yield (frame, thumb), frame.rgb
+            decode_s[0] = time.perf_counter() - started
 
-        producer = loop.run_in_executor(self.executor, produce)
-        frames: list[SampledFrame] = []
+        decoder = ThreadIterator(self.executor, produce, maxsize=2 * self.embedder.image_max_batch)
+        records: list[FrameRecord] = []
         thumbs: list[bytes] = []
-        pending: list[asyncio.Future] = []
         results: list[np.ndarray] = []
-        window = 2 * self.embedder.image_batcher.max_batch
         embed_s = 0.0
         last = time.perf_counter()
+        stream = self.embedder.embed_stream(decoder)
         try:
-            while True:
-                item = await queue.get()
-                if item is _END:
-                    break
-                if isinstance(item, BaseException):
-                    raise item
-                frame, thumb = cast(tuple[SampledFrame, bytes | None], item)
-                frames.append(frame)
+            async for done in stream:
+                frame, thumb = done.key
+                records.append(FrameRecord(frame.time_s, frame.start_s, frame.end_s))
                 if thumb is not None:
                     thumbs.append(thumb)
-                pending.extend(self.embedder.image_batcher.submit_nowait([frame.rgb], Lane.INGEST))
-                while len(pending) >= window:
-                    r = await pending.pop(0)
-                    results.append(r.value)
-                    embed_s += r.inference_s / r.batch_size
-                progress.frames_decoded = max(decoded[0], len(frames))
+                results.append(done.vector)
+                embed_s += done.inference_s
+                progress.frames_decoded = max(decoded[0], len(records))
                 progress.frames_embedded = len(results)
                 if time.perf_counter() - last >= PROGRESS_EVERY_S:
                     last = time.perf_counter()
                     await emit(pb.IngestEvent(progress=progress))
-            for fut in pending:
-                r = await fut
-                results.append(r.value)
-                embed_s += r.inference_s / r.batch_size
-            pending.clear()
         finally:
-            stop.set()
-            for fut in pending:
-                fut.cancel()
-            # Unblock a producer waiting on a full queue, then wait for it to leave the decoder.
-            while not producer.done():
-                while not queue.empty():
-                    queue.get_nowait()
-                await asyncio.sleep(0.005)
-        decode_s = producer.result() if not producer.cancelled() else 0.0
-        progress.frames_decoded = max(decoded[0], len(frames))
+            await stream.aclose()
+            await decoder.aclose()
+        progress.frames_decoded = max(decoded[0], len(records))
         progress.frames_embedded = len(results)
         metrics.INGEST_FRAMES.labels("decoded").inc(progress.frames_decoded)
         metrics.INGEST_FRAMES.labels("embedded").inc(len(results))
-        records = [FrameRecord(f.time_s, f.start_s, f.end_s) for f in frames]
         vectors = np.stack(results) if results else np.zeros((0, self.embedder.dim), np.float32)
-        return records, vectors, (thumbs if want_thumbs else None), decode_s, embed_s
+        return records, vectors, (thumbs if want_thumbs else None), decode_s[0], embed_s

@@ -150,8 +150,8 @@ class VideoService:
             limits=pb.Limits(
                 max_top_k=s.max_top_k,
                 max_upload_bytes=s.max_upload_bytes,
-                text_max_batch=self.embedder.text_batcher.max_batch,
-                image_max_batch=self.embedder.image_batcher.max_batch,
+                text_max_batch=self.embedder.text_max_batch,
+                image_max_batch=self.embedder.image_max_batch,
                 max_fps=s.max_fps,
                 max_frames=s.max_frames,
                 max_metadata_keys=s.max_metadata_keys,
@@ -170,6 +170,8 @@ class VideoService:
                 live_segment_min_s=s.live_segment_min_s,
                 live_segment_max_s=s.live_segment_max_s,
                 max_query_parts=s.max_query_parts,
+                upload_ttl_s=s.upload_ttl_s,
+                max_stored_video_bytes=s.max_stored_video_bytes,
             ),
             version=VERSION,
         )

@@ -22,6 +22,8 @@ import types
 from collections.abc import Sequence
 from typing import Any
 
+from .embedded.blobs import FileBlob, in_memory
+
 
 def _import_connector() -> Any:
     """The SDK's Connector class, without running the `aperturedb` package's __init__.
@@ -92,13 +94,13 @@ class SDKConnector:
                 return c
         return self._pool.get()
 
-    def query(self, commands: list[dict[str, Any]], blobs: Sequence[bytes] = ()) -> tuple[Any, list[bytes]]:
+    def query(self, commands: list[dict[str, Any]], blobs: Sequence[bytes | FileBlob] = ()) -> tuple[Any, list[bytes]]:
         if self._closed:
             raise RuntimeError("connector is closed")
         c = self._get()
         ok = False
         try:
-            resp, out = c.query(commands, list(blobs))
+            resp, out = c.query(commands, in_memory(blobs))
             ok = True
             return resp, list(out)
         except (TypeError, ValueError, KeyError):

@@ -1,9 +1,10 @@
 """The one interface Moments runs its ApertureDB queries on.
 
     class Connector(Protocol):
-        def query(self, commands: list[dict], blobs: Sequence[bytes] = ()) -> tuple[Any, list[bytes]]
+        def query(self, commands: list[dict], blobs: Sequence[bytes | FileBlob] = ()) -> tuple[Any, list[bytes]]
             # (response_json, response_blobs) exactly as ApertureDB returns them: a list of
-            # per-command results on success, a dict {"status": -1, "info": ...} on error
+            # per-command results on success, a dict {"status": -1, "info": ...} on error; a FileBlob
+            # (a spooled upload) is copied file to file by the in-process engine, read by the others
         def close(self) -> None
 
     open_connector(url) -> Connector
@@ -21,10 +22,14 @@ from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from .embedded.blobs import FileBlob
+
 
 @runtime_checkable
 class Connector(Protocol):
-    def query(self, commands: list[dict[str, Any]], blobs: Sequence[bytes] = ()) -> tuple[Any, list[bytes]]: ...
+    def query(
+        self, commands: list[dict[str, Any]], blobs: Sequence[bytes | FileBlob] = ()
+    ) -> tuple[Any, list[bytes]]: ...
 
     def close(self) -> None: ...
 
@@ -37,7 +42,7 @@ class EmbeddedConnector:
 
         self.engine = Engine(data_dir)
 
-    def query(self, commands: list[dict[str, Any]], blobs: Sequence[bytes] = ()) -> tuple[Any, list[bytes]]:
+    def query(self, commands: list[dict[str, Any]], blobs: Sequence[bytes | FileBlob] = ()) -> tuple[Any, list[bytes]]:
         return self.engine.query(commands, blobs)
 
     def close(self) -> None:
@@ -54,7 +59,7 @@ class ReplicaConnector:
         self.writer = open_connector(writer_url)
         self.engine = Engine(data_dir, replica=True)
 
-    def query(self, commands: list[dict[str, Any]], blobs: Sequence[bytes] = ()) -> tuple[Any, list[bytes]]:
+    def query(self, commands: list[dict[str, Any]], blobs: Sequence[bytes | FileBlob] = ()) -> tuple[Any, list[bytes]]:
         from .embedded.commands import READ_ONLY
 
         names = [next(iter(c), "") for c in commands] if isinstance(commands, list) else []

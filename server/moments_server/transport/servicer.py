@@ -33,14 +33,35 @@ class VideoSearchServicer(pb_grpc.VideoSearchServicer):
         if first.WhichOneof("payload") != "header":
             raise InvalidArgument("the first message must be the IngestHeader, then the video's chunks")
 
-        async def chunks() -> AsyncIterator[bytes]:
+        header = first.header
+        want = "frame" if header.mode == pb.INGEST_MODE_FRAMES else "chunk"
+
+        async def payloads() -> AsyncIterator[pb.IngestRequest]:
             async for message in messages:
-                if message.WhichOneof("payload") == "header":
-                    raise InvalidArgument("a second IngestHeader arrived; send one header, then only chunks")
+                kind = message.WhichOneof("payload")
+                if kind == "header":
+                    raise InvalidArgument(f"a second IngestHeader arrived; send one header, then only {want}s")
+                if kind is not None and kind != want:
+                    raise InvalidArgument(
+                        f"a {kind} arrived in a stream of {want}s: frames are for INGEST_MODE_FRAMES, "
+                        "chunks for the other modes"
+                    )
+                if kind is not None:
+                    yield message
+
+        async def chunks() -> AsyncIterator[bytes]:
+            async for message in payloads():
                 if message.chunk:
                     yield message.chunk
 
-        await self._ingest.ingest(first.header, chunks(), context.write)
+        async def frames() -> AsyncIterator[pb.IngestFrame]:
+            async for message in payloads():
+                yield message.frame
+
+        if header.mode == pb.INGEST_MODE_FRAMES:
+            await self._ingest.ingest_frames(header, frames(), context.write)
+        else:
+            await self._ingest.ingest(header, chunks(), context.write)
 
     @rpc("Search")
     async def Search(self, request: pb.SearchRequest, context: grpc.aio.ServicerContext) -> pb.SearchResponse:

@@ -31,10 +31,11 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def sweep(directory: Path | None) -> tuple[int, int]:
+def sweep(directory: Path | None, at_start: bool = True) -> tuple[int, int]:
     """Remove spool files left by servers that are gone. Returns (files, bytes) removed.
 
-    Call once at start, before this process spools anything."""
+    at_start: before this process spools anything (its own pid's files are an earlier process's); later
+    calls leave this process's files alone."""
     folder = Path(directory) if directory is not None else Path(tempfile.gettempdir())
     files = size = 0
     try:
@@ -50,6 +51,8 @@ def sweep(directory: Path | None) -> tuple[int, int]:
                 pid = int(match.group(1))
                 # At start this process has no upload yet: a file under its own pid is from an earlier process
                 # that had the same pid (a restarted container's pid 1).
+                if pid == os.getpid() and not at_start:
+                    continue
                 if pid != os.getpid() and _alive(pid):
                     continue
             elif now - stat.st_mtime < LEGACY_AGE_S:
@@ -90,9 +93,6 @@ class Spool:
         """Close the file; returns the hex sha256 of everything written."""
         self._file.close()
         return self._sha.hexdigest()
-
-    def read_bytes(self) -> bytes:
-        return self.path.read_bytes()
 
     def discard(self) -> None:
         if not self._file.closed:

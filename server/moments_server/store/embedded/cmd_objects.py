@@ -6,7 +6,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from . import jsonio
-from .blobs import INLINE_MAX
+from .blobs import INLINE_MAX, FileBlob
 from .constraints import compile_constraints, uid_of
 from .errors import QueryError
 from .media import clip_inside, clip_range, in_range, probe_video
@@ -146,7 +146,7 @@ def _insert_object(
     props: dict[str, Any],
     body: dict[str, Any],
     cmd: str,
-    blob: bytes | None = None,
+    blob: bytes | FileBlob | None = None,
     set_id: int | None = None,
     label: str | None = None,
 ) -> int:
@@ -155,7 +155,7 @@ def _insert_object(
     tx.p_objects.append((rid, cls, jsonio.dumps(props), set_id, label))
     if blob is not None:
         if len(blob) <= INLINE_MAX:
-            tx.p_blobdata.append((rid, blob, None))
+            tx.p_blobdata.append((rid, blob.read() if isinstance(blob, FileBlob) else blob, None))
         else:
             name = tx.engine.blob_files.write(blob)
             tx.new_files.append(name)
@@ -174,7 +174,7 @@ def add_object(tx: Tx, cmd: str, body: dict[str, Any]) -> dict[str, Any]:
             raise QueryError("AddEntity: 'class' is required (a non-empty string)")
     else:
         cls = CLASS_OF[cmd[3:]]
-    blob = tx.next_blob(cmd) if cmd in ("AddImage", "AddVideo", "AddBlob") else None
+    blob = tx.next_object_blob(cmd) if cmd in ("AddImage", "AddVideo", "AddBlob") else None
     props = encode_properties(body.get("properties"))
     found = _if_not_found(tx, body, cmd, Select(cls))
     if found:

@@ -48,7 +48,7 @@ import numpy as np
 
 from . import commands as cmds
 from . import jsonio
-from .blobs import BlobFiles
+from .blobs import BlobFiles, FileBlob
 from .errors import QueryError
 from .model import Binding, SetInfo
 from .readcache import ReadCache
@@ -96,7 +96,7 @@ class Tx:
     engine: Engine
     conn: sqlite3.Connection
     write: bool
-    blobs_in: Sequence[bytes]
+    blobs_in: Sequence[bytes | FileBlob]
     blob_pos: int = 0
     refs: dict[int, Binding] = field(default_factory=dict)
     out_blobs: list[bytes] = field(default_factory=list)
@@ -128,7 +128,17 @@ class Tx:
             raise QueryError(f"{cmd}: expects a blob but the query has only {len(self.blobs_in)} blob(s)")
         b = self.blobs_in[self.blob_pos]
         self.blob_pos += 1
+        if isinstance(b, FileBlob):
+            return b.read()
         return b if type(b) is bytes else bytes(b)
+
+    def next_object_blob(self, cmd: str) -> bytes | FileBlob:
+        """An image's, video's or blob's data: a FileBlob stays a file (BlobFiles.write copies it)."""
+        if self.blob_pos < len(self.blobs_in) and isinstance(self.blobs_in[self.blob_pos], FileBlob):
+            b = self.blobs_in[self.blob_pos]
+            self.blob_pos += 1
+            return b
+        return self.next_blob(cmd)
 
     def new_id(self) -> int:
         return self.engine._alloc_id()
@@ -464,7 +474,7 @@ class Engine:
 
     # -- queries -----------------------------------------------------------------------------------
 
-    def query(self, commands: Any, blobs: Sequence[bytes] = ()) -> tuple[Any, list[bytes]]:
+    def query(self, commands: Any, blobs: Sequence[bytes | FileBlob] = ()) -> tuple[Any, list[bytes]]:
         if self._closed:
             return {"status": -1, "info": "The store is closed"}, []
         if isinstance(commands, str | bytes):
@@ -493,7 +503,7 @@ class Engine:
         write: bool,
         commands: list[dict[str, Any]],
         names: list[str],
-        blobs: Sequence[bytes],
+        blobs: Sequence[bytes | FileBlob],
     ) -> tuple[Any, list[bytes]]:
         tx = Tx(self, conn, write, blobs)
         if write:

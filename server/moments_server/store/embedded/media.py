@@ -7,6 +7,7 @@ import logging
 import re
 from typing import Any
 
+from .blobs import FileBlob
 from .errors import QueryError
 
 log = logging.getLogger(__name__)
@@ -14,12 +15,12 @@ log = logging.getLogger(__name__)
 _TIME_RE = re.compile(r"^(?:(\d+):)?(?:(\d+):)?(\d+(?:\.\d+)?)$")
 
 
-def probe_video(data: bytes) -> dict[str, Any]:
+def probe_video(data: bytes | FileBlob) -> dict[str, Any]:
     """The system fields ApertureDB adds to a video; {} when the blob cannot be probed."""
     try:
         import av
 
-        with av.open(io.BytesIO(data), mode="r") as c:
+        with av.open(str(data.path) if isinstance(data, FileBlob) else io.BytesIO(data), mode="r") as c:
             if not c.streams.video:
                 return {}
             s = c.streams.video[0]
