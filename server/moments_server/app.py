@@ -53,6 +53,7 @@ class Running:
     close_store: Callable[[], None]
     wire: object | None = None
     store_watch: StoreWatch | None = None
+    ingest: IngestService | None = None
 
 
 async def start(settings: Settings) -> Running:
@@ -161,7 +162,7 @@ async def start(settings: Settings) -> Running:
 
         watch = StoreWatch(connector, executor, set_serving)
         watch.start()
-    return Running(server, port, metrics_port, embedder, health, executor, connector.close, wire, watch)
+    return Running(server, port, metrics_port, embedder, health, executor, connector.close, wire, watch, ingest)
 
 
 async def start_wire_listener(settings: Settings, engine: Engine) -> WireServer | None:
@@ -180,6 +181,8 @@ async def stop(running: Running, grace_s: float) -> None:
     if running.store_watch is not None:
         await running.store_watch.stop()
     await running.health.enter_graceful_shutdown()
+    if running.ingest is not None:
+        await running.ingest.close()  # pulls have no end of their own: they stop now, "interrupted"
     await running.server.stop(grace_s)
     await running.embedder.stop()
     if isinstance(running.wire, WireServer):

@@ -94,6 +94,13 @@ class Settings(BaseSettings):
     live_segment_s: float = 4.0
     live_segment_min_s: float = 0.5
     live_segment_max_s: float = 60.0
+    # PULL ingest (IngestHeader.source_url): consecutive failed tries to (re)connect before a pull gives up
+    # (the count restarts once the source delivers again), the first wait between tries (doubling up to
+    # pull_backoff_max_s), and the network timeout of each connect and read.
+    pull_retries: int = 5
+    pull_backoff_s: float = 0.5
+    pull_backoff_max_s: float = 8.0
+    pull_timeout_s: float = 10.0
     store_threads: int = 8
     grace_s: float = 10.0
 
@@ -119,6 +126,9 @@ class Settings(BaseSettings):
         "max_query_chars",
         "max_video_pixels",
         "max_video_duration_s",
+        "pull_backoff_s",
+        "pull_backoff_max_s",
+        "pull_timeout_s",
     )
     @classmethod
     def _positive(cls, v: float) -> float:

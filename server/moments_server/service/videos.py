@@ -169,6 +169,8 @@ class VideoService:
                 live_segment_s=s.live_segment_s,
                 live_segment_min_s=s.live_segment_min_s,
                 live_segment_max_s=s.live_segment_max_s,
+                pull_retries=s.pull_retries,
+                pull_timeout_s=s.pull_timeout_s,
             ),
             version=VERSION,
         )
