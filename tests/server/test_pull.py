@@ -4,11 +4,7 @@ commits them as LIVE streams, and StopIngest ends them cleanly."""
 
 from __future__ import annotations
 
-import functools
-import http.server
-import shutil
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -20,11 +16,10 @@ import pytest
 from moments.v1 import moments_pb2 as pb
 from moments.v1 import moments_pb2_grpc as pb_grpc
 from moments_client.sample_video import write_shapes_video
-from tests.live import REPO, LiveServer, free_port
+from tests.live import LiveServer, free_port
+from tests.pull_sources import HLS_VOD, RtspServer, needs_rtsp, serve_folder
 
 SHAPES = [("red", "circle"), ("blue", "square"), ("green", "triangle"), ("yellow", "cross")]
-SYSTEM_PYTHON = "/usr/bin/python3"
-RTSP_SCRIPT = REPO / "tests" / "rtsp_server.py"
 
 
 @pytest.fixture(scope="module")
@@ -60,23 +55,13 @@ def frame_windows(stub: pb_grpc.VideoSearchStub, video_id: str) -> list[float]:
 # ------------------------------------------------------------------------------------------------ HLS
 
 
-class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def hls_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A VOD playlist of 2 s segments, served by a real HTTP server on loopback: 16 s of the 4 shapes."""
     folder = tmp_path_factory.mktemp("hls")
-    options = {"hls_time": "2", "hls_list_size": "0", "hls_playlist_type": "vod"}
-    write_shapes_video(folder / "index.m3u8", SHAPES, seconds_each=4.0, fps=10, options=options)
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(folder)))
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/index.m3u8"
-    httpd.shutdown()
-    httpd.server_close()
+    write_shapes_video(folder / "index.m3u8", SHAPES, seconds_each=4.0, fps=10, options=HLS_VOD)
+    with serve_folder(folder) as base:
+        yield f"{base}/index.m3u8"
 
 
 def test_an_hls_playlist_is_pulled_committed_and_searchable(stub: pb_grpc.VideoSearchStub, hls_url: str) -> None:
@@ -97,51 +82,6 @@ def test_an_hls_playlist_is_pulled_committed_and_searchable(stub: pb_grpc.VideoS
 
 
 # ------------------------------------------------------------------------------------------------ RTSP
-
-
-def rtsp_server_available() -> bool:
-    if not Path(SYSTEM_PYTHON).exists() or shutil.which(SYSTEM_PYTHON) is None:
-        return False
-    probe = subprocess.run([SYSTEM_PYTHON, str(RTSP_SCRIPT), "--check"], capture_output=True, timeout=60)
-    return probe.returncode == 0
-
-
-needs_rtsp = pytest.mark.skipif(
-    not rtsp_server_available(),
-    reason="needs GStreamer's RTSP server (apt-get install python3-gi gir1.2-gst-rtsp-server-1.0 "
-    "gstreamer1.0-plugins-base gstreamer1.0-plugins-good)",
-)
-
-
-class RtspServer:
-    """tests/rtsp_server.py on a port: a camera that can be switched off and on again at the same address."""
-
-    def __init__(self, video: Path, log: Path, port: int = 0) -> None:
-        self.video, self.log = video, log
-        self.port = port or free_port()
-        self.url = f"rtsp://127.0.0.1:{self.port}/cam"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.start()
-
-    def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [SYSTEM_PYTHON, str(RTSP_SCRIPT), str(self.port), str(self.video)], stdout=out, stderr=out
-            )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log.read_text()
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise TimeoutError(self.log.read_text())
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -332,7 +332,7 @@ class Client:
         replace: bool = False,
         thumbnails: bool = False,
         timeout: float | None = None,
-    ) -> Iterator[IngestEvent]:
+    ) -> Generator[IngestEvent, None, None]:
         """Have the server pull ``url`` (``rtsp://``, ``rtsps://``, ``http(s)://`` e.g. an HLS playlist,
         ``udp://`` MPEG-TS) as the live video ``video_id``; yields :class:`IngestAccepted`, :class:`IngestPull`
         (what the server has read, reconnects), :class:`IngestCommitted` and finally :class:`IngestDone`.
