@@ -224,3 +224,29 @@ def test_stop_ingest_ends_a_callers_live_stream_complete(stub: pb_grpc.VideoSear
         release.set()
     assert stopped.video.state == "complete" and 2 <= stopped.video.frames < 8, stopped.video
     assert rest[-1].WhichOneof("event") == "done" and rest[-1].done.frames == stopped.video.frames
+
+
+@needs_rtsp
+def test_a_server_shutdown_leaves_a_pull_interrupted(
+    shapes_model_dir: Path, camera: RtspServer, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    first = LiveServer(shapes_model_dir, f"embedded:{data}", tmp_path)
+    try:
+        with grpc.insecure_channel(first.target) as ch:
+            call = pb_grpc.VideoSearchStub(ch).Ingest(pull_request("rtsp-down", camera.url, segment_s=1.0), timeout=60)
+            events = iter(call)
+            events_until(events, lambda e: e.WhichOneof("event") == "committed" and e.committed.media_s >= 2.0)
+            first.proc.terminate()  # SIGTERM: the server shuts down gracefully
+            with pytest.raises(grpc.RpcError) as e:
+                list(events)
+            assert e.value.code() == grpc.StatusCode.UNAVAILABLE and "shutting down" in (e.value.details() or "")
+    finally:
+        first.stop()
+    second = LiveServer(shapes_model_dir, f"embedded:{data}", tmp_path)
+    try:
+        with grpc.insecure_channel(second.target) as ch:
+            video = pb_grpc.VideoSearchStub(ch).GetVideo(pb.GetVideoRequest(video_id="rtsp-down"), timeout=30)
+            assert video.state == "interrupted" and video.frames >= 2, video
+    finally:
+        second.stop()
