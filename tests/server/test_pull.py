@@ -25,7 +25,7 @@ SHAPES = [("red", "circle"), ("blue", "square"), ("green", "triangle"), ("yellow
 @pytest.fixture(scope="module")
 def server(shapes_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     workdir = tmp_path_factory.mktemp("pull")
-    fast_retries = ("--pull-retries", "3", "--pull-backoff-s", "0.5", "--pull-timeout-s", "3")
+    fast_retries = ("--pull-retries", "4", "--pull-backoff-s", "0.5", "--pull-timeout-s", "3")
     s = LiveServer(shapes_model_dir, f"embedded:{workdir / 'data'}", workdir, *fast_retries)
     yield s
     s.stop()
@@ -186,13 +186,13 @@ def test_bad_sources_get_precise_statuses(stub: pb_grpc.VideoSearchStub, tmp_pat
     with pytest.raises(grpc.RpcError) as e:
         list(stub.Ingest(pull_request("bad", "http://127.0.0.1:1/x.m3u8", resume_upload_id="u"), timeout=30))
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "resume" in (e.value.details() or "")
-    # nothing listens there: bounded tries (the server's --pull-retries 3), then UNAVAILABLE naming the URL
+    # nothing listens there: bounded tries (the server's --pull-retries 4), then UNAVAILABLE naming the URL
     url = f"rtsp://user:secret@127.0.0.1:{free_port()}/cam"
     with pytest.raises(grpc.RpcError) as e:
         list(stub.Ingest(pull_request("gone", url), timeout=60))
     details = e.value.details() or ""
     assert e.value.code() == grpc.StatusCode.UNAVAILABLE and f"{url.split('@')[1]}" in details, details
-    assert "secret" not in details and "4 tries" in details
+    assert "secret" not in details and "5 tries" in details
     with pytest.raises(grpc.RpcError) as e:
         stub.GetVideo(pb.GetVideoRequest(video_id="gone"), timeout=30)
     assert e.value.code() == grpc.StatusCode.NOT_FOUND  # nothing was committed

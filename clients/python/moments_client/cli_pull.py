@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
+import threading
 
 import grpc
 from rich.markup import escape
@@ -42,26 +44,25 @@ def cmd_ingest_url(args: argparse.Namespace) -> int:
             replace=args.replace,
             thumbnails=args.thumbnails,
         )
-        stopping = False
+        stopping: list[threading.Thread] = []
+
+        def request_stop() -> None:
+            try:
+                client.stop_ingest(args.id)
+            except MomentsError as e:  # it had ended, or another server process runs it: Ctrl-C again leaves
+                cli.err.print(f"[yellow]{e.code.name}: {escape(e.message)}[/yellow]")
+
+        def on_sigint(signum: int, frame: object) -> None:
+            # the first Ctrl-C asks the server to stop the pull (the events go on until `done`); a second leaves
+            if stopping:
+                raise KeyboardInterrupt
+            cli.err.print("[yellow]stopping the pull...[/yellow]")
+            stopping.append(threading.Thread(target=request_stop, daemon=True))
+            stopping[0].start()
+
+        previous = signal.signal(signal.SIGINT, on_sigint)
         try:
-            while True:
-                try:
-                    event = next(events)
-                except StopIteration:
-                    break
-                except KeyboardInterrupt:
-                    if stopping:  # a second Ctrl-C: leave at once (closing the call still ends the pull cleanly)
-                        events.close()
-                        break
-                    stopping = True
-                    cli.err.print("[yellow]stopping the pull...[/yellow]")
-                    try:
-                        client.stop_ingest(args.id)
-                    except MomentsError as e:  # it had ended, or another server process runs it
-                        cli.err.print(f"[yellow]{e.code.name}: {escape(e.message)}[/yellow]")
-                        events.close()
-                        break
-                    continue
+            for event in events:
                 if isinstance(event, IngestPull):
                     read_s = event.media_s
                     if event.error and not args.quiet:
@@ -80,14 +81,8 @@ def cmd_ingest_url(args: argparse.Namespace) -> int:
         except MomentsError as e:
             cli.err.print(f"[red]error:[/red] {e.code.name}: {escape(e.message)}")
             return cli.EXIT_UNREACHABLE if e.code == grpc.StatusCode.UNAVAILABLE else cli.EXIT_FAILED
-        if done is None and stopping:  # the call was closed: the server ends the video; show where it stands
-            try:
-                video = client.get_video(args.id)
-            except MomentsError:
-                return cli.EXIT_OK
-            summary = {"video_id": args.id, "state": video.state, "frames": video.frames}
-            summary["duration_s"] = video.duration_s
-            print(json.dumps(summary) if args.json else f"{args.id}: {video.state}, {video.frames} frames")
+        finally:
+            signal.signal(signal.SIGINT, previous)
     if done is not None:
         summary = {"video_id": args.id, "state": done.video.state, "frames": done.frames}
         summary["duration_s"] = done.video.duration_s
