@@ -54,6 +54,7 @@ class Running:
     wire: object | None = None
     store_watch: StoreWatch | None = None
     housekeeping: asyncio.Task | None = None
+    ingest: IngestService | None = None
 
 
 async def start(settings: Settings) -> Running:
@@ -163,7 +164,9 @@ async def start(settings: Settings) -> Running:
         watch = StoreWatch(connector, executor, set_serving)
         watch.start()
     housekeeping = asyncio.create_task(ingest.housekeeping())
-    return Running(server, port, metrics_port, embedder, health, executor, connector.close, wire, watch, housekeeping)
+    return Running(
+        server, port, metrics_port, embedder, health, executor, connector.close, wire, watch, housekeeping, ingest
+    )
 
 
 async def start_wire_listener(settings: Settings, engine: Engine) -> WireServer | None:
@@ -184,6 +187,8 @@ async def stop(running: Running, grace_s: float) -> None:
     if running.store_watch is not None:
         await running.store_watch.stop()
     await running.health.enter_graceful_shutdown()
+    if running.ingest is not None:
+        await running.ingest.close()  # pulls have no end of their own: they stop now, "interrupted"
     await running.server.stop(grace_s)
     await running.embedder.stop()
     if isinstance(running.wire, WireServer):

@@ -106,6 +106,13 @@ class Settings(BaseSettings):
     # The largest query message an aperturedb:// store takes (ApertureDB's C++ server default: 256 MiB): an
     # UPLOAD's video is one blob of its final query (see max_stored_video_bytes).
     store_message_bytes: int = 256 * 1024**2
+    # PULL ingest (IngestHeader.source_url): consecutive failed tries to (re)connect before a pull gives up
+    # (the count restarts once the source delivers again), the first wait between tries (doubling up to
+    # pull_backoff_max_s), and the network timeout of each connect and read.
+    pull_retries: int = 5
+    pull_backoff_s: float = 0.5
+    pull_backoff_max_s: float = 8.0
+    pull_timeout_s: float = 10.0
     store_threads: int = 8
     grace_s: float = 10.0
 
@@ -134,6 +141,9 @@ class Settings(BaseSettings):
         "max_video_duration_s",
         "upload_ttl_s",
         "store_message_bytes",
+        "pull_backoff_s",
+        "pull_backoff_max_s",
+        "pull_timeout_s",
     )
     @classmethod
     def _positive(cls, v: float) -> float:

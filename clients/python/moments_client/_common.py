@@ -298,6 +298,26 @@ def frame_request(item: FrameItem) -> pb.IngestRequest:
     return pb.IngestRequest(frame=pb.IngestFrame(image=bytes(image), time_s=float(time_s)))
 
 
+def pull_header(
+    url: str,
+    video_id: str,
+    metadata: Mapping[str, Any] | None,
+    fps: float,
+    segment_s: float,
+    replace: bool,
+    thumbnails: bool,
+    keyframes: bool,
+) -> pb.IngestHeader:
+    """The header of a server-side pull: the server reads `url` (rtsp://, rtsps://, http(s)://, udp://)."""
+    if not isinstance(url, str) or "://" not in url:
+        raise ValueError(f"a pull needs a URL such as rtsp://host/path, not {url!r}")
+    header = ingest_header(
+        video_id, "", metadata, fps, 0, replace, thumbnails, None, None, keyframes=keyframes, segment_s=segment_s
+    )
+    header.source_url = url
+    return header
+
+
 # ------------------------------------------------------------------------------------------------ uploads
 
 

@@ -384,3 +384,75 @@ class AsyncClient:
         if done is None:
             raise MomentsError(grpc.StatusCode.UNKNOWN, "the ingest stream ended without a done event", "Ingest")
         return done
+
+    # ---------------------------------------------------------------------------------------- pull
+
+    async def ingest_url_events(
+        self,
+        url: str,
+        video_id: str,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        fps: float = 1.0,
+        keyframes: bool = False,
+        segment_s: float = 0.0,
+        replace: bool = False,
+        thumbnails: bool = False,
+        timeout: float | None = None,
+    ) -> AsyncIterator[IngestEvent]:
+        """Have the server pull ``url`` as the live video ``video_id`` (see :meth:`Client.ingest_url_events`)."""
+        header = c.pull_header(url, video_id, metadata, fps, segment_s, replace, thumbnails, keyframes)
+
+        async def requests() -> AsyncIterator[pb.IngestRequest]:
+            yield pb.IngestRequest(header=header)
+
+        call = self._stub.Ingest(requests(), timeout=timeout, metadata=self._metadata)
+        try:
+            async for message in call:
+                event = ingest_event(message, video_id, 0, None)
+                if event is not None:
+                    yield event
+        except grpc.RpcError as e:
+            raise MomentsError.from_rpc_error(e, "Ingest") from None
+        finally:
+            call.cancel()
+
+    async def ingest_url(
+        self,
+        url: str,
+        video_id: str,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        fps: float = 1.0,
+        keyframes: bool = False,
+        segment_s: float = 0.0,
+        replace: bool = False,
+        thumbnails: bool = False,
+        timeout: float | None = None,
+        on_progress: Callable[[IngestEvent], None] | None = None,
+    ) -> IngestDone:
+        """Pull ``url`` and wait until the pull ends; ``on_progress`` receives every event."""
+        done: IngestDone | None = None
+        async for event in self.ingest_url_events(
+            url,
+            video_id,
+            metadata,
+            fps=fps,
+            keyframes=keyframes,
+            segment_s=segment_s,
+            replace=replace,
+            thumbnails=thumbnails,
+            timeout=timeout,
+        ):
+            if on_progress is not None:
+                on_progress(event)
+            if isinstance(event, IngestDone):
+                done = event
+        if done is None:
+            raise MomentsError(grpc.StatusCode.UNKNOWN, "the pull ended without a done event", "Ingest")
+        return done
+
+    async def stop_ingest(self, video_id: str, *, timeout: float | None = None) -> Video | None:
+        """End the running live ingest of ``video_id`` cleanly (see :meth:`Client.stop_ingest`)."""
+        r = await self._call("StopIngest", pb.StopIngestRequest(video_id=video_id), timeout)
+        return Video.from_proto(r.video) if r.HasField("video") else None

@@ -2,6 +2,7 @@
 
     moments sample-video demo.mp4          # shapes at known seconds (works offline)
     moments ingest demo.mp4                # or folders, recursively, with --parallel N streams
+    moments ingest rtsp://cam/live --id cam-7   # the server pulls a camera (or http(s) HLS, udp); Ctrl-C ends it
     moments search "a red circle"          # a table; --json for scripts
 
 Exit codes: 0 ok; 1 the server refused a call, or some files failed to ingest; 2 bad usage or an unreadable
@@ -296,6 +297,10 @@ def cmd_ingest_live(args: argparse.Namespace) -> int:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
+    from moments_client import cli_pull
+
+    if any(cli_pull.is_url(p) for p in args.paths):
+        return cli_pull.cmd_ingest_url(args)
     if args.live:
         return cmd_ingest_live(args)
     meta = parse_meta(args.meta)
@@ -801,8 +806,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("ingest", parents=[common], help="upload videos (files or folders, recursive)")
-    p.add_argument("paths", nargs="+", metavar="PATH", help="video files, or folders searched recursively")
+    p = sub.add_parser(
+        "ingest", parents=[common], help="upload videos (files or folders, recursive), or have the server pull a URL"
+    )
+    p.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help="video files, or folders searched recursively; or one rtsp://, rtsps://, http(s):// (HLS) or udp:// "
+        "URL that the server pulls as a live video (needs --id; Ctrl-C or `moments stop ID` ends it cleanly)",
+    )
     p.add_argument("--parallel", "-j", type=int, default=2, help="concurrent upload streams (default %(default)s)")
     p.add_argument(
         "--id-from",
@@ -832,13 +845,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="stream one source that may never end ('-' = standard input, e.g. ffmpeg ... -f mpegts -), "
         "committed and searchable every --segment-s seconds of video; needs --id; Ctrl-C ends it cleanly",
     )
-    p.add_argument("--id", help="the video id (--live)")
+    p.add_argument("--id", help="the video id (--live, a URL)")
     p.add_argument(
-        "--segment-s", type=float, default=0.0, help="--live: seconds of video per commit (0 = the server's default)"
+        "--segment-s",
+        type=float,
+        default=0.0,
+        help="--live, a URL: seconds of video per commit (0 = the server's default)",
     )
     p.add_argument("--json", action="store_true", help="print the summary as JSON (no progress bars)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_ingest)
+
+    from moments_client import cli_pull
+
+    cli_pull.add_stop_parser(sub, common)
 
     p = sub.add_parser("search", parents=[common], help="find moments matching a text or an image")
     p.add_argument("text", nargs="?", help="what to look for, e.g. 'a red circle'")

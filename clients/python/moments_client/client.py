@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -432,3 +432,79 @@ class Client:
         if done is None:
             raise MomentsError(grpc.StatusCode.UNKNOWN, "the ingest stream ended without a done event", "Ingest")
         return done
+
+    # ---------------------------------------------------------------------------------------- pull
+
+    def ingest_url_events(
+        self,
+        url: str,
+        video_id: str,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        fps: float = 1.0,
+        keyframes: bool = False,
+        segment_s: float = 0.0,
+        replace: bool = False,
+        thumbnails: bool = False,
+        timeout: float | None = None,
+    ) -> Generator[IngestEvent, None, None]:
+        """Have the server pull ``url`` (``rtsp://``, ``rtsps://``, ``http(s)://`` e.g. an HLS playlist,
+        ``udp://`` MPEG-TS) as the live video ``video_id``; yields :class:`IngestAccepted`, :class:`IngestPull`
+        (what the server has read, reconnects), :class:`IngestCommitted` and finally :class:`IngestDone`.
+
+        The server reconnects when the source breaks and ends the video "complete" when the source ends, on
+        :meth:`stop_ingest`, or when this iterator is closed early (which cancels the call); no deadline
+        unless ``timeout`` is given."""
+        header = c.pull_header(url, video_id, metadata, fps, segment_s, replace, thumbnails, keyframes)
+        call = self._stub.Ingest(iter([pb.IngestRequest(header=header)]), timeout=timeout, metadata=self._metadata)
+        try:
+            for message in call:
+                event = ingest_event(message, video_id, 0, None)
+                if event is not None:
+                    yield event
+        except grpc.RpcError as e:
+            raise MomentsError.from_rpc_error(e, "Ingest") from None
+        finally:
+            call.cancel()
+
+    def ingest_url(
+        self,
+        url: str,
+        video_id: str,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        fps: float = 1.0,
+        keyframes: bool = False,
+        segment_s: float = 0.0,
+        replace: bool = False,
+        thumbnails: bool = False,
+        timeout: float | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> IngestDone:
+        """Like :meth:`ingest_url_events`, but blocks until the pull ends and returns the summary."""
+        done: IngestDone | None = None
+        for event in self.ingest_url_events(
+            url,
+            video_id,
+            metadata,
+            fps=fps,
+            keyframes=keyframes,
+            segment_s=segment_s,
+            replace=replace,
+            thumbnails=thumbnails,
+            timeout=timeout,
+        ):
+            if on_progress is not None:
+                on_progress(event)
+            if isinstance(event, IngestDone):
+                done = event
+        if done is None:
+            raise MomentsError(grpc.StatusCode.UNKNOWN, "the pull ended without a done event", "Ingest")
+        return done
+
+    def stop_ingest(self, video_id: str, *, timeout: float | None = None) -> Video | None:
+        """End the running live ingest (a pull or a stream) of ``video_id`` cleanly: the video becomes
+        "complete"; returns it once its ingest has ended (None when nothing had been committed).
+        MomentsError(NOT_FOUND) when no ingest of that id runs."""
+        r = self._call("StopIngest", pb.StopIngestRequest(video_id=video_id), timeout)
+        return Video.from_proto(r.video) if r.HasField("video") else None

@@ -6,7 +6,7 @@ know from the returned schedule which seconds show which shape. Needs PyAV (`pip
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,8 +44,11 @@ def write_shapes_video(
     size: tuple[int, int] = (256, 256),
     codec: str = "h264",
     seed: int = 0,
+    options: Mapping[str, str] | None = None,
+    codec_options: Mapping[str, str] | None = None,
 ) -> list[Segment]:
-    """Write `shapes` [(color, shape), ...] one after another; returns when each is on screen."""
+    """Write `shapes` [(color, shape), ...] one after another; returns when each is on screen. `options` go
+    to the muxer (say, an .m3u8 playlist's hls_time), `codec_options` to the encoder (say, its GOP size)."""
     import av  # optional dependency
 
     encoder, pix_fmt = CODECS[codec]
@@ -53,12 +56,14 @@ def write_shapes_video(
     width, height = size
     frames_each = max(1, round(seconds_each * fps))
     schedule: list[Segment] = []
-    with av.open(str(path), mode="w") as container:
+    with av.open(str(path), mode="w", options=dict(options or {})) as container:
         stream = container.add_stream(encoder, rate=fps)
         assert isinstance(stream, av.VideoStream)
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
         if encoder == "libx265":
             stream.options = {"x265-params": "log-level=error"}
+        if codec_options:
+            stream.options = {**stream.options, **codec_options}
         index = 0
         for color, shape in shapes:
             image = draw(color, shape, (width, height), rng)

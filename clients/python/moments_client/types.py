@@ -340,7 +340,20 @@ class IngestCommitted:
     segments: int
 
 
-IngestEvent: TypeAlias = IngestAccepted | IngestProgress | IngestCommitted | IngestDone
+@dataclass(frozen=True)
+class IngestPull:
+    """A server-side pull's reading of its source: media seconds read (``media_s`` minus the last
+    :class:`IngestCommitted`'s is how far commits lag), reconnects so far, and while the source is away, why
+    and the seconds until the next try."""
+
+    video_id: str
+    media_s: float
+    reconnects: int
+    error: str = ""
+    retry_in_s: float = 0.0
+
+
+IngestEvent: TypeAlias = IngestAccepted | IngestProgress | IngestCommitted | IngestDone | IngestPull
 
 
 def ingest_event(event: pb.IngestEvent, video_id: str, bytes_sent: int, total: int | None) -> IngestEvent | None:
@@ -356,6 +369,9 @@ def ingest_event(event: pb.IngestEvent, video_id: str, bytes_sent: int, total: i
     if kind == "committed":
         c = event.committed
         return IngestCommitted(video_id, c.bytes, c.media_s, c.frames, c.segments)
+    if kind == "pull":
+        u = event.pull
+        return IngestPull(video_id, u.media_s, u.reconnects, u.error, u.retry_in_s)
     if kind == "done":
         d = event.done
         t = d.timings

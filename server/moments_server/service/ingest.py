@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import Executor
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar, cast
 
 import numpy as np
 from PIL import Image
@@ -26,18 +27,30 @@ from moments_server.bridge import ThreadIterator
 from moments_server.catalog.catalog import Catalog
 from moments_server.catalog.model import VIDEO_ID, FrameRecord, VideoRecord
 from moments_server.config import Settings
-from moments_server.errors import AlreadyExists, DataLoss, InvalidArgument, Overloaded, ResourceExhausted
+from moments_server.errors import (
+    AlreadyExists,
+    DataLoss,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Overloaded,
+    ResourceExhausted,
+    Unavailable,
+)
 from moments_server.inference.embedder import Embedder
 from moments_server.service.live import LiveIngest
+from moments_server.service.pull import Pull, check_source_url
 from moments_server.service.values import metadata_from_request
 from moments_server.service.videos import video_message
 from moments_server.store.embedded.blobs import FileBlob
 from moments_server.video.decode import SampledFrame, VideoInfo, probe, sample
+from moments_server.video.pull import redacted
 from moments_server.video.spool import Spool, UploadTooLarge, sweep
 
 log = logging.getLogger(__name__)
 
 Emit = Callable[[pb.IngestEvent], Awaitable[None]]
+T = TypeVar("T")
 PROGRESS_EVERY_S = 0.25
 # Frames are scaled to the model's size by their shorter side: a 2 x 4,000,000 video would scale to gigabytes.
 MAX_VIDEO_ASPECT = 8
@@ -59,7 +72,15 @@ def validate_header(header: pb.IngestHeader, settings: Settings) -> None:
         header.sampling.fps or header.sampling.max_frames or header.sampling.keyframes
     ):
         raise InvalidArgument("a FRAMES stream keeps every frame sent (the sender samples): leave sampling unset")
-    if header.mode in (pb.INGEST_MODE_LIVE, pb.INGEST_MODE_FRAMES):
+    if header.source_url:
+        check_source_url(header.source_url)
+        if header.mode not in (pb.INGEST_MODE_UNSPECIFIED, pb.INGEST_MODE_LIVE):
+            raise InvalidArgument("source_url pulls a LIVE stream: leave mode UNSPECIFIED or LIVE")
+        if header.resume_upload_id:
+            raise InvalidArgument("a pull does not resume an upload: pull again (replace=true overwrites the video)")
+        if header.size_bytes:
+            raise InvalidArgument("size_bytes is for uploads; a pull has none: leave it 0")
+    if header.mode in (pb.INGEST_MODE_LIVE, pb.INGEST_MODE_FRAMES) or header.source_url:
         seg = header.segment_s
         if seg and not settings.live_segment_min_s <= seg <= settings.live_segment_max_s:
             raise InvalidArgument(
@@ -121,6 +142,26 @@ def check_size(header: pb.IngestHeader, received: int, finished: bool) -> None:
         )
 
 
+async def _until(chunks: AsyncIterator[T], stopped: asyncio.Event) -> AsyncIterator[T]:
+    """The caller's chunks (or frames) until StopIngest: then the stream ends as if the caller had closed it."""
+    it = chunks.__aiter__()
+    stop_wait: asyncio.Future[object] = asyncio.ensure_future(stopped.wait())
+    try:
+        while True:
+            nxt: asyncio.Future[object] = asyncio.ensure_future(it.__anext__())
+            await asyncio.wait({nxt, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+            if not nxt.done():
+                nxt.cancel()
+                return
+            try:
+                chunk = nxt.result()
+            except StopAsyncIteration:
+                return
+            yield cast(T, chunk)
+    finally:
+        stop_wait.cancel()
+
+
 def _thumbnail(rgb: np.ndarray) -> bytes:
     out = io.BytesIO()
     Image.fromarray(rgb).save(out, format="JPEG", quality=85)
@@ -134,6 +175,9 @@ class IngestService:
         self.catalog = catalog
         self.executor = executor
         self._in_flight: dict[str, asyncio.Task] = {}  # video id -> the call ingesting it
+        self._stops: dict[asyncio.Task, Callable[[], None]] = {}  # a LIVE call -> what ends its stream cleanly
+        self._pulls: set[asyncio.Task] = set()  # the pulls' LIVE ingests, cancelled (interrupted) on shutdown
+        self._closing = False
         self._slots = asyncio.Semaphore(settings.max_concurrent_ingests)
         # Uploads of a server killed mid-ingest are never finished: clear them before taking new ones.
         sweep(settings.spool_dir)
@@ -183,7 +227,13 @@ class IngestService:
     async def ingest_frames(self, header: pb.IngestHeader, frames: AsyncIterator[pb.IngestFrame], emit: Emit) -> None:
         """A FRAMES ingest: the sender's pictures follow the header."""
         live = LiveIngest(self.settings, self.embedder, self.catalog, self.executor, _thumbnail)
-        await self._gated(header, lambda metadata: live.run_frames(header, metadata, frames, emit))
+
+        async def run(metadata: dict) -> None:
+            stopped = asyncio.Event()
+            self._stops[cast(asyncio.Task, asyncio.current_task())] = stopped.set
+            await live.run_frames(header, metadata, _until(frames, stopped), emit)
+
+        await self._gated(header, run)
 
     async def _gated(self, header: pb.IngestHeader, run: Callable[[dict], Awaitable[None]]) -> None:
         """Checks, then `run(metadata)` in a slot, as the one stream of its video."""
@@ -208,15 +258,45 @@ class IngestService:
             try:
                 await run(metadata)
             finally:
+                self._stops.pop(task, None)
                 if self._in_flight.get(header.video_id) is task:
                     del self._in_flight[header.video_id]
+
+    async def stop(self, video_id: str) -> pb.StopIngestResponse:
+        """End a running LIVE ingest (a pull or a caller's stream) cleanly; -> the video once it has ended."""
+        task = self._in_flight.get(video_id)
+        if task is None:
+            raise NotFound(f"no ingest of video {video_id!r} is running on this server")
+        stop = self._stops.get(task)
+        if stop is None:
+            raise FailedPrecondition(
+                f"video {video_id!r} is being uploaded (all or nothing): cancel its Ingest call to abandon it"
+            )
+        stop()
+        await asyncio.wait({task}, timeout=self.settings.pull_timeout_s + self.settings.grace_s)
+        loop = asyncio.get_running_loop()
+        video = await loop.run_in_executor(self.executor, self.catalog.get_video, video_id)
+        return pb.StopIngestResponse(video=video_message(video)) if video is not None else pb.StopIngestResponse()
+
+    async def close(self) -> None:
+        """Server shutdown: running pulls end "interrupted" (their sources did not end)."""
+        self._closing = True
+        for job in self._pulls:
+            job.cancel()
+        if self._pulls:
+            await asyncio.wait(set(self._pulls), timeout=self.settings.grace_s)
 
     async def _ingest(self, header: pb.IngestHeader, metadata: dict, chunks: AsyncIterator[bytes], emit: Emit) -> None:
         loop = asyncio.get_running_loop()
         t0 = time.perf_counter()
+        if header.source_url:
+            await self._pull(header, metadata, emit)
+            return
         if header.mode == pb.INGEST_MODE_LIVE:
             live = LiveIngest(self.settings, self.embedder, self.catalog, self.executor, _thumbnail)
-            await live.run(header, metadata, chunks, emit)
+            stopped = asyncio.Event()
+            self._stops[cast(asyncio.Task, asyncio.current_task())] = stopped.set
+            await live.run(header, metadata, _until(chunks, stopped), emit)
             return
         existing = await loop.run_in_executor(self.executor, self.catalog.get_video, header.video_id)
         if existing is not None and not header.replace:
@@ -281,6 +361,45 @@ class IngestService:
             info.duration_s,
             done - t0,
         )
+
+    async def _pull(self, header: pb.IngestHeader, metadata: dict, emit: Emit) -> None:
+        """A LIVE ingest of what the server reads from header.source_url. It runs as a task of its own so
+        that a caller who cancels the call ends it cleanly (like StopIngest: "complete") rather than
+        breaking it, while a server shutdown cancels it ("interrupted")."""
+        live_header = pb.IngestHeader()
+        live_header.CopyFrom(header)
+        live_header.mode = pb.INGEST_MODE_LIVE
+        if not live_header.filename:
+            live_header.filename = redacted(header.source_url)
+        caller_gone = False
+
+        async def relay(event: pb.IngestEvent) -> None:
+            if not caller_gone:
+                await emit(event)
+
+        pull = Pull(header.source_url, self.settings, relay)
+        self._stops[cast(asyncio.Task, asyncio.current_task())] = pull.stop
+        live = LiveIngest(self.settings, self.embedder, self.catalog, self.executor, _thumbnail)
+        job = asyncio.ensure_future(live.run(live_header, metadata, pull.chunks(), relay))
+        job.add_done_callback(lambda t: t.cancelled() or t.exception())  # its error is read below, or logged
+        self._pulls.add(job)
+        try:
+            await asyncio.shield(job)
+        except asyncio.CancelledError:
+            if job.cancelled() and self._closing:
+                raise Unavailable(
+                    f"the server is shutting down: the pull of {redacted(header.source_url)} stopped and video "
+                    f"{header.video_id!r} is interrupted; pull it again from another server (replace=true)"
+                ) from None
+            if not job.done():  # the caller left: the pull ends as if stopped
+                caller_gone = True
+                pull.stop()
+                await asyncio.wait({job}, timeout=self.settings.pull_timeout_s + self.settings.grace_s)
+                job.cancel()
+            raise
+        finally:
+            pull.stop()
+            self._pulls.discard(job)
 
     def _record(
         self,

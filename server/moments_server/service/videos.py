@@ -172,6 +172,8 @@ class VideoService:
                 max_query_parts=s.max_query_parts,
                 upload_ttl_s=s.upload_ttl_s,
                 max_stored_video_bytes=s.max_stored_video_bytes,
+                pull_retries=s.pull_retries,
+                pull_timeout_s=s.pull_timeout_s,
             ),
             version=VERSION,
         )

@@ -63,6 +63,12 @@ class VideoSearchServicer(pb_grpc.VideoSearchServicer):
         else:
             await self._ingest.ingest(header, chunks(), context.write)
 
+    @rpc("StopIngest")
+    async def StopIngest(
+        self, request: pb.StopIngestRequest, context: grpc.aio.ServicerContext
+    ) -> pb.StopIngestResponse:
+        return await self._ingest.stop(request.video_id)
+
     @rpc("Search")
     async def Search(self, request: pb.SearchRequest, context: grpc.aio.ServicerContext) -> pb.SearchResponse:
         return await self._search.search(request, deadline_of(context))
