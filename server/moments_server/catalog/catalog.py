@@ -10,22 +10,15 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from moments_server import metrics
 from moments_server.catalog import queries
 from moments_server.catalog.model import INTERRUPTED, FrameRecord, VideoRecord, user_metadata
+from moments_server.store.connector import Connector
 from moments_server.store.embedded.blobs import FileBlob
-
-
-class Connector(Protocol):
-    def query(
-        self, commands: list[dict[str, Any]], blobs: Sequence[bytes | FileBlob] = ()
-    ) -> tuple[Any, list[bytes]]: ...
-    def close(self) -> None: ...
-
 
 log = logging.getLogger(__name__)
 
