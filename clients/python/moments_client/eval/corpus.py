@@ -5,7 +5,7 @@
 
 Writes ``OUT_DIR/videos/*`` (h264, vp9 and mpeg4; 4:3 and 16:9), ``OUT_DIR/queries/*.png`` (image queries:
 each a fresh drawing of the shape, never a frame of a video) and ``OUT_DIR/set.json`` (the labelled set,
-docs/eval.md). Four videos, 37 s in all, made of shots:
+docs/eval.md). Four videos, 38 s in all, made of shots:
 
 * a shot shows zero, one or two shapes (two: side by side) on a drawn background, seen through a slowly
   panning "camera" with a little sensor noise and brightness flicker on every frame;
@@ -26,6 +26,7 @@ import json
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -186,12 +187,19 @@ def _render(plan: VideoPlan, path: Path, rng: np.random.Generator) -> None:
         start, end = bounds[i]
         return pictures[i].frame((t - start) / (end - start))
 
-    with av.open(str(path), mode="w") as container:
+    # bitexact: no random container ids (Matroska's segment UID), so a seed gives the same bytes
+    with av.open(str(path), mode="w", options={"fflags": "+bitexact"}) as container:
         stream = container.add_stream(encoder, rate=FPS)
         assert isinstance(stream, av.VideoStream)
         stream.width, stream.height, stream.pix_fmt = w, h, pix_fmt
-        if plan.codec == "vp9":
-            stream.options = {"deadline": "realtime", "cpu-used": "8"}
+        # The same bytes for a seed, measured: one encoder thread (x264's output changed on a busy machine),
+        # x264 without macroblock-tree rate control (its output changed from one encode to the next in one
+        # process), libvpx without its real-time deadline (which adapts to the wall clock).
+        stream.codec_context.thread_count = 1
+        if plan.codec == "h264":
+            stream.options = {"x264-params": "mbtree=0"}
+        elif plan.codec == "vp9":
+            stream.options = {"deadline": "good", "cpu-used": "8"}
         for n in range(frames):
             t = (n + 0.5) / FPS  # the middle of the frame's display time
             i = next(k for k, (_, end) in enumerate(bounds) if t < end or k == len(bounds) - 1)
@@ -207,6 +215,7 @@ def _render(plan: VideoPlan, path: Path, rng: np.random.Generator) -> None:
             flicker = rng.uniform(0.97, 1.03)
             noisy = image * flicker + rng.normal(0, NOISE_SIGMA, size=(h, w, 1)).astype(np.float32)
             frame = av.VideoFrame.from_ndarray(np.clip(noisy + 0.5, 0, 255).astype(np.uint8), format="rgb24")
+            frame.pts, frame.time_base = n, Fraction(1, FPS)
             for packet in stream.encode(frame):
                 container.mux(packet)
         for packet in stream.encode():
