@@ -31,7 +31,7 @@ $(INSTALLED): pyproject.toml clients/python/pyproject.toml
 	flavour=$$(GPU=$(GPU) $(PY) server/moments_server/ort_package.py) || exit 1; \
 	other=$$([ "$$flavour" = gpu ] && echo onnxruntime || echo onnxruntime-gpu); \
 	if $(PY) -m pip show -q $$other >/dev/null 2>&1; then $(PY) -m pip uninstall -q -y $$other; fi; \
-	$(PY) -m pip install -q -e ./clients/python -e ".[aperturedb,export,dev,$$flavour]"
+	$(PY) -m pip install -q -e "./clients/python[video,eval]" -e ".[aperturedb,export,dev,$$flavour]"
 	rm -f $(VENV)/.installed*
 	touch $@
 

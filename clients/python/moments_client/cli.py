@@ -4,6 +4,7 @@
     moments ingest demo.mp4                # or folders, recursively, with --parallel N streams
     moments ingest rtsp://cam/live --id cam-7   # the server pulls a camera (or http(s) HLS, udp); Ctrl-C ends it
     moments search "a red circle"          # a table; --json for scripts
+    moments eval set.json --ingest         # search quality on a labelled set (docs/eval.md)
 
 Exit codes: 0 ok; 1 the server refused a call, or some files failed to ingest; 2 bad usage or an unreadable
 local file; 3 the server is unreachable or did not answer in time.
@@ -40,6 +41,7 @@ from rich.table import Table
 
 from moments_client.client import Client
 from moments_client.errors import MomentsError
+from moments_client.eval.command import add_parser as add_eval_parser
 from moments_client.types import (
     IngestAccepted,
     IngestCommitted,
@@ -948,6 +950,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the schedule as JSON")
     p.set_defaults(func=cmd_sample_video)
+
+    add_eval_parser(sub, common)
     return parser
 
 
