@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -96,6 +96,16 @@ class Settings(BaseSettings):
     max_frames: int = 36_000
     max_embed_items: int = 256
     max_concurrent_ingests: int = 8
+    # UPLOAD: the windows of a header that leaves SamplingOptions.windows unset: "shots" (shot-aware: shots
+    # are detected while decoding, video/shots.py) or "fixed" (1/fps each). Shots measured at mean temporal
+    # IoU 0.99 against 0.92 for fixed windows on generated videos, for about 3 % of the ingest CPU
+    # (tests/bench/shots.py).
+    default_windows: Literal["shots", "fixed"] = "shots"
+    # Shot detection: the skip decode also decodes the first frame of each 1/shot_detect_fps window (a shot
+    # shorter than that between two GOPs could go unseen), and the content detector's cut threshold
+    # (PySceneDetect's ContentDetector, weighted mean HSV difference, 0-255; its default 27).
+    shot_detect_fps: float = 4.0
+    shot_threshold: float = 27.0
     # LIVE ingest: seconds of video per committed segment (a header may ask for another within the bounds).
     live_segment_s: float = 4.0
     live_segment_min_s: float = 0.5
@@ -144,6 +154,8 @@ class Settings(BaseSettings):
         "pull_backoff_s",
         "pull_backoff_max_s",
         "pull_timeout_s",
+        "shot_detect_fps",
+        "shot_threshold",
     )
     @classmethod
     def _positive(cls, v: float) -> float:
