@@ -19,6 +19,7 @@ beside it. Figures are modules of this package, each with `run(ctx) -> list[Figu
     live_lag          12  live ingest: searchable lag after a frame's last byte (p95), RSS over a long stream
     eval_quality      13  search quality (`moments eval`) of shapes-demo on the generated labelled corpus,
                           unmerged vs merged: HIT@1/5, mAP, nDCG@10, IoU@1 (+ eval-*.json/.md/.png)
+    shots             14  shot-aware windows: moment IoU vs fixed windows; detection CPU / ingest CPU
 
 `--workers N[,M]` measures figures 10 and 11 once per server worker count (passed as the server's
 `--workers` when its --help lists it); without it the server runs with its default.
@@ -54,6 +55,7 @@ FIGURES = (
     "ingest_decode",
     "live_lag",
     "eval_quality",
+    "shots",
 )
 
 # Every size the run uses; recorded in the JSON. Full sizes are chosen so that a run with the caches

@@ -46,6 +46,14 @@ class Hit:
     thumbnail: bytes | None = None
     key: str = ""  # the frame descriptor's store id: the same frame found by several query vectors
     vector: np.ndarray | None = None  # the stored frame vector, when asked for
+    # shot-aware videos: the frame's shot and its range (shot_end_s None while unknown)
+    shot: int | None = None
+    shot_start_s: float | None = None
+    shot_end_s: float | None = None
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if value is not None else None
 
 
 def _first(response: Any, command: str) -> dict[str, Any]:
@@ -326,6 +334,9 @@ class Catalog:
                     thumbnail=thumbnail,
                     key=str(frame["_uniqueid"]),
                     vector=vector,
+                    shot=int(frame["shot"]) if frame.get("shot") is not None else None,
+                    shot_start_s=_number(frame.get("shot_start_s")),
+                    shot_end_s=_number(frame.get("shot_end_s")),
                 )
             )
         return hits

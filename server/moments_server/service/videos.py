@@ -35,6 +35,7 @@ def video_message(v: VideoRecord) -> pb.Video:
         frames=v.frames,
         size_bytes=v.size_bytes,
         state=v.state,
+        shots=v.shots,
     )
     fill_metadata(msg.metadata, v.metadata)
     return msg
