@@ -7,6 +7,7 @@ from typing import Any
 
 from moments_server.catalog.model import (
     FRAME_EDGE,
+    LIVE,
     SEGMENT_EDGE,
     THUMBNAIL_EDGE,
     FrameRecord,
@@ -133,6 +134,11 @@ def live_totals(video: VideoRecord) -> dict[str, Any]:
         "duration_s": video.duration_s,
         "restart_offset": video.restart_offset,
     }
+
+
+def find_live() -> list[Command]:
+    """The videos whose state is "live" (a stream commits them)."""
+    return [{"FindVideo": {"constraints": {"state": ["==", LIVE]}, "results": {"all_properties": True}}}]
 
 
 def find_upload(upload_id: str) -> list[Command]:
