@@ -10,9 +10,12 @@ counts of a video's clips, descriptors and segment blobs through the graph, and 
 from __future__ import annotations
 
 import os
+import random
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -274,3 +277,164 @@ def test_a_video_left_live_by_a_crash_is_interrupted_at_start_and_resumable(
     finally:
         store.close()
         second.stop()
+
+
+@dataclass
+class Stream:
+    """What the camera heard of one video's streams across the kills."""
+
+    video_id: str
+    upload_id: str = ""
+    committed: pb.IngestCommitted | None = None  # the last commit reported
+    done: pb.IngestDone | None = None
+    commits: int = 0
+
+
+@dataclass
+class KillRun:
+    streams: list[Stream] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    kills: int = 0
+    resumes: int = 0
+    redirected: int = 0  # resumes refused with the server's offset (it had committed more than reported)
+    lives: list[str] = field(default_factory=list)  # per server life: the stream, its commits then, done
+
+
+def check_after_restart(
+    stub: pb_grpc.VideoSearchStub, store: Store, workdir: Path, data: bytes, run: KillRun, label: str
+) -> None:
+    """The guarantees, after a restart, for every stream so far (appends what breaks them to run.problems)."""
+    p = run.problems
+    for s in run.streams:
+        where = f"{label}, {s.video_id}"
+        video = get_video(stub, s.video_id)
+        parts = store.of_video(s.video_id)
+        reported = s.done.video.size_bytes if s.done else s.committed.bytes if s.committed else 0
+        if video is None:
+            if reported:
+                p.append(f"{where}: {reported} bytes were reported committed, the video is gone")
+            if any(parts[k] for k in ("videos", "clips_by_id", "descriptors_by_id", "blobs_by_id")):
+                p.append(f"{where}: nothing was committed, yet the store holds {parts}")
+            continue
+        # what was reported committed is there (the server may have committed more: its report was lost)
+        if s.committed and (video.size_bytes < s.committed.bytes or video.frames < s.committed.frames):
+            p.append(f"{where}: {video.size_bytes} B / {video.frames} frames stored, {s.committed} reported")
+        if video.state not in ("interrupted", "complete") or (s.done and video.state != "complete"):
+            p.append(f"{where}: state {video.state!r} after a restart")
+        if video.state == "complete" and (video.frames != FRAMES or video.size_bytes != len(data)):
+            p.append(f"{where}: complete with {video.frames} frames, {video.size_bytes} bytes")
+        # every committed window once, none missing, and nothing of an uncommitted segment
+        expected = [k / SAMPLE_FPS for k in range(video.frames)]
+        if windows(stub, s.video_id) != expected:
+            p.append(f"{where}: search finds windows {windows(stub, s.video_id)}, expected {expected}")
+        if parts["clips"] != video.frames or parts["descriptors"] != video.frames:
+            p.append(f"{where}: {video.frames} frames, the store holds {parts}")
+        if parts["clips_by_id"] != parts["clips"] or parts["descriptors_by_id"] != parts["descriptors"]:
+            p.append(f"{where}: clips or descriptors off the video's graph: {parts}")
+        if parts["states"] != [video.state]:
+            p.append(f"{where}: video {video.state!r}, its frames {parts['states']}")
+        # the stored bytes: the video's blob, then segment blobs end to end up to size_bytes
+        at = parts["blob"]
+        for start, end in parts["segments"]:
+            if start != at:
+                p.append(f"{where}: segment blob at {start}-{end}, expected one starting at {at}")
+            at = end
+        if at != video.size_bytes or parts["blobs_by_id"] != len(parts["segments"]):
+            p.append(f"{where}: blobs cover {at} bytes of {video.size_bytes}: {parts}")
+    orphans = store.orphans()
+    if any(orphans.values()):
+        p.append(f"{label}: orphans or live leftovers in the store: {orphans}")
+    p += [f"{label}: unreferenced blob file {n}" for n in blob_files_unreferenced(workdir / "data")]
+    p += [f"{label}: spool file left {f.name}" for f in workdir.glob("moments-upload-*")]
+
+
+def stream_once(stub: pb_grpc.VideoSearchStub, s: Stream, data: bytes, run: KillRun, pause_s: float) -> None:
+    """Start or resume `s`'s stream and follow it until it ends (done, or the kill: UNAVAILABLE)."""
+    video = get_video(stub, s.video_id)
+    if video is None or not s.upload_id:
+        h, offset = header(s.video_id, replace=video is not None), 0
+    else:
+        # the camera resumes from what it was told; a server that committed more says where it stands
+        offset = s.committed.bytes if s.committed else 0
+        h = header(s.video_id, resume_upload_id=s.upload_id, resume_offset=offset)
+        if offset != video.size_bytes:
+            try:
+                list(stub.Ingest(requests(h, data[offset:]), timeout=60))
+                run.problems.append(f"{s.video_id}: resume from {offset} accepted, the server has {video.size_bytes}")
+            except grpc.RpcError as e:
+                want = f"resume from offset {video.size_bytes}"
+                if e.code() != grpc.StatusCode.FAILED_PRECONDITION or want not in (e.details() or ""):
+                    run.problems.append(f"{s.video_id}: resume from {offset}: {e.code()} {e.details()}")
+            run.redirected += 1
+            offset = video.size_bytes
+            h.resume_offset = offset
+        run.resumes += 1
+    try:
+        for ev in stub.Ingest(requests(h, data[offset:], pause_s=pause_s), timeout=60):
+            kind = ev.WhichOneof("event")
+            if kind == "accepted":
+                s.upload_id = ev.accepted.upload_id
+                if ev.accepted.offset != offset:
+                    run.problems.append(f"{s.video_id}: accepted at {ev.accepted.offset}, resumed at {offset}")
+            elif kind == "committed":
+                s.committed = ev.committed
+                s.commits += 1
+            elif kind == "done":
+                s.done = ev.done
+    except grpc.RpcError as e:
+        if e.code() != grpc.StatusCode.UNAVAILABLE:  # the kill; anything else is a finding
+            run.problems.append(f"{s.video_id}: {e.code().name}: {e.details()}")
+
+
+def test_kill_9_at_random_points_of_live_streams(
+    shapes_model_dir: Path, descriptor_set: str, stream_bytes: bytes, tmp_path: Path
+) -> None:
+    """ROUNDS server lives on one data dir, each killed after a seeded random delay into a paced live stream
+    (before its first commit, mid-decode, mid-commit, or after its end). After each restart the guarantees
+    hold; the streams resume where the server stands; at the end each completes as the unbroken stream."""
+    rng = random.Random(SEED)
+    pause_s = 0.04
+    stream_s = pause_s * len(stream_bytes) / 2048  # about how long the camera takes to send the whole stream
+    run = KillRun()
+    reference: list[tuple[float, float]] = []
+    for rnd in range(ROUNDS + 1):
+        server, port = start_server(shapes_model_dir, tmp_path)
+        store = Store(port, descriptor_set)
+        try:
+            with grpc.insecure_channel(server.target) as ch:
+                stub = pb_grpc.VideoSearchStub(ch)
+                check_after_restart(stub, store, tmp_path, stream_bytes, run, f"after kill {rnd}")
+                if rnd == 0:  # the unbroken stream, to compare with
+                    list(stub.Ingest(requests(header("unbroken"), stream_bytes), timeout=60))
+                    reference = frames_of(stub, "unbroken")
+                    assert len(reference) == FRAMES * len(SHAPES)
+                if rnd == ROUNDS:  # the last life: every stream resumes to its end, unkilled
+                    for s in run.streams:
+                        if s.done is None:
+                            stream_once(stub, s, stream_bytes, run, 0.0)
+                        if s.done is None or frames_of(stub, s.video_id) != reference:
+                            run.problems.append(f"{s.video_id}: not completed as the unbroken stream: {s.done}")
+                    break
+                if not run.streams or run.streams[-1].done is not None:
+                    run.streams.append(Stream(f"cam-{len(run.streams)}"))
+                current = run.streams[-1]
+                before = current.commits
+                follower = threading.Thread(
+                    target=stream_once, args=(stub, current, stream_bytes, run, pause_s), daemon=True
+                )
+                follower.start()
+                time.sleep(rng.uniform(0.0, stream_s * 1.2))
+                server.stop(sig_kill=True)
+                run.kills += 1
+                follower.join(30)
+                assert not follower.is_alive(), "the stream did not end with the server"
+                run.lives.append(f"{current.video_id} +{current.commits - before}{' done' if current.done else ''}")
+        finally:
+            store.close()
+            server.stop(sig_kill=True)
+    summary = [(s.video_id, s.commits, s.done is not None) for s in run.streams]
+    print(f"live kills: {run.kills}, resumes {run.resumes} ({run.redirected} redirected), lives {run.lives}")
+    assert run.problems == []
+    assert run.kills == ROUNDS
+    # worth something only if kills landed between commits of a stream that then resumed, and a stream completed
+    assert run.resumes >= 2 and any(s.done for s in run.streams), summary
