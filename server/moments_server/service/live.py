@@ -20,7 +20,7 @@ import secrets
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import cast
@@ -108,6 +108,10 @@ class LiveIngest:
         await emit(pb.IngestEvent(accepted=accepted))
 
         source = GrowingSource()
+        # The decoder waits on the network and the feeding on the decoder for the stream's whole life: on
+        # threads of the stream's own, never the store's (streams as many as store_threads took them all,
+        # and then neither their bytes nor any store query could run).
+        own_threads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="live")
         pending = bytearray()  # received, not stored yet
         stored = video.size_bytes if video else 0
         received = [0]
@@ -131,7 +135,7 @@ class LiveIngest:
                     + self.catalog.stored_bytes(header.video_id, restart, stored)
                 ),
             )
-            await loop.run_in_executor(self.executor, source.feed, prefix)
+            await loop.run_in_executor(own_threads, source.feed, prefix)
 
         async def receive() -> None:
             last = time.perf_counter()
@@ -145,7 +149,7 @@ class LiveIngest:
                             f"{len(pending)} bytes arrived that could not be committed yet (bound "
                             f"{s.max_upload_bytes}): the stream arrives faster than it can be decoded"
                         )
-                    await loop.run_in_executor(self.executor, source.feed, bytes(chunk))
+                    await loop.run_in_executor(own_threads, source.feed, bytes(chunk))
                     if time.perf_counter() - last >= 0.25:
                         last = time.perf_counter()
                         await emit(pb.IngestEvent(progress=pb.IngestProgress(bytes_received=received[0])))
@@ -236,7 +240,7 @@ class LiveIngest:
             await emit(pb.IngestEvent(committed=committed))
 
         receiver = asyncio.ensure_future(receive())
-        producer = loop.run_in_executor(self.executor, produce)
+        producer = loop.run_in_executor(own_threads, produce)
         in_flight: list[tuple[SampledFrame, bytes | None, asyncio.Future]] = []
         seg = _Segment(math.floor((video.duration_s if video else 0.0) / seg_s + 1e-9))
         try:
@@ -287,6 +291,7 @@ class LiveIngest:
                 while not queue.empty():
                     queue.get_nowait()
                 await asyncio.sleep(0.005)
+            own_threads.shutdown(wait=False)
             if video is not None and not state_written:
                 video.state = INTERRUPTED
                 broken = video
