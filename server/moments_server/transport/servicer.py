@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import grpc
@@ -40,7 +41,15 @@ class VideoSearchServicer(pb_grpc.VideoSearchServicer):
                 if message.chunk:
                     yield message.chunk
 
-        await self._ingest.ingest(first.header, chunks(), context.write)
+        # one write at a time: grpc.aio fails a write that overlaps another (ExecuteBatchError), and a live
+        # stream's events come from two tasks (its receiver's progress, its commits)
+        writing = asyncio.Lock()
+
+        async def emit(event: pb.IngestEvent) -> None:
+            async with writing:
+                await context.write(event)
+
+        await self._ingest.ingest(first.header, chunks(), emit)
 
     @rpc("Search")
     async def Search(self, request: pb.SearchRequest, context: grpc.aio.ServicerContext) -> pb.SearchResponse:
