@@ -27,6 +27,7 @@ from moments.v1 import moments_pb2_grpc as pb_grpc
 from moments_client.sample_video import write_shapes_video
 from moments_server.inference.manifest import load_manifest
 from tests.live import LiveServer, free_port
+from tests.server.conftest import ingest_requests
 
 SHAPES = [("red", "circle"), ("blue", "square"), ("green", "triangle"), ("yellow", "cross")]
 SECONDS_EACH = 3.0
@@ -438,3 +439,184 @@ def test_kill_9_at_random_points_of_live_streams(
     assert run.kills == ROUNDS
     # worth something only if kills landed between commits of a stream that then resumed, and a stream completed
     assert run.resumes >= 2 and any(s.done for s in run.streams), summary
+
+
+@dataclass
+class Served:
+    server: LiveServer
+    stub: pb_grpc.VideoSearchStub
+    store: Store
+    workdir: Path
+
+
+@pytest.fixture(scope="module")
+def served(shapes_model_dir: Path, descriptor_set: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    workdir = tmp_path_factory.mktemp("live-faults")
+    server, port = start_server(shapes_model_dir, workdir, "--max-concurrent-ingests", "12")
+    channel = grpc.insecure_channel(server.target)
+    store = Store(port, descriptor_set)
+    try:
+        yield Served(server, pb_grpc.VideoSearchStub(channel), store, workdir)
+    finally:
+        store.close()
+        channel.close()
+        server.stop()
+
+
+def test_eight_streams_and_an_upload_with_searches_running(served: Served, stream_bytes: bytes, tmp_path: Path) -> None:
+    """8 LIVE streams and a file upload at once while a client searches: from the moment a commit is reported
+    its frames are found (every window once, in order); every stream and the upload end complete."""
+    stub, streams = served.stub, [f"many-{i}" for i in range(8)]
+    reported = dict.fromkeys(streams, 0)  # frames reported committed, per stream
+    done: dict[str, pb.IngestDone] = {}
+    errors: list[str] = []
+    finished = threading.Event()
+    checks = [0]
+
+    def stream(video_id: str) -> None:
+        try:
+            for ev in stub.Ingest(requests(header(video_id), stream_bytes, pause_s=0.02), timeout=120):
+                if ev.WhichOneof("event") == "committed":
+                    reported[video_id] = ev.committed.frames
+                elif ev.WhichOneof("event") == "done":
+                    done[video_id] = ev.done
+        except grpc.RpcError as e:
+            errors.append(f"{video_id}: {e.code().name}: {e.details()}")
+
+    def upload(path: Path) -> None:
+        try:
+            for ev in stub.Ingest(ingest_requests(path, "uploaded", sampling=pb.SamplingOptions(fps=2)), timeout=120):
+                if ev.WhichOneof("event") == "done":
+                    done["uploaded"] = ev.done
+        except grpc.RpcError as e:
+            errors.append(f"upload: {e.code().name}: {e.details()}")
+
+    def searcher() -> None:
+        rng = random.Random(SEED)
+        while not finished.is_set():
+            video_id = rng.choice(streams)
+            at_least = reported[video_id]  # before the search is sent
+            try:
+                found = windows(stub, video_id)
+                stub.Search(pb.SearchRequest(text="a blue square", top_k=20), timeout=30)
+            except grpc.RpcError as e:
+                errors.append(f"search: {e.code().name}: {e.details()}")
+                continue
+            if len(found) < at_least or found != [k / SAMPLE_FPS for k in range(len(found))]:
+                errors.append(f"search of {video_id} after {at_least} frames were reported: windows {found}")
+            checks[0] += 1
+
+    clip = tmp_path / "upload.mp4"
+    write_shapes_video(clip, SHAPES[:2], seconds_each=2.0, fps=10, size=(96, 96))
+    threads = [threading.Thread(target=stream, args=(v,)) for v in streams]
+    threads.append(threading.Thread(target=upload, args=(clip,)))
+    search_thread = threading.Thread(target=searcher)
+    search_thread.start()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(180)
+    finished.set()
+    search_thread.join(60)
+    assert errors == []
+    assert checks[0] >= 8, "too few searches ran while the streams did"
+    for video_id in streams:
+        assert done[video_id].video.state == "complete" and done[video_id].frames == FRAMES, video_id
+        assert windows(stub, video_id, complete_only=True) == [k / SAMPLE_FPS for k in range(FRAMES)]
+    assert done["uploaded"].video.state == "complete" and done["uploaded"].frames == 8
+    assert windows(stub, "uploaded", complete_only=True) == [k / SAMPLE_FPS for k in range(8)]
+    assert served.store.orphans() == dict.fromkeys(served.store.orphans(), 0)
+
+
+def held(video_id: str, data: bytes, release: threading.Event, **kw: Any) -> Iterator[pb.IngestRequest]:
+    """A camera that sends the first half of the stream, then holds until `release`, then the rest."""
+    yield pb.IngestRequest(header=header(video_id, **kw))
+    half = len(data) // 2
+    for i in range(0, len(data), 2048):
+        if i >= half:
+            release.wait(60)
+        yield pb.IngestRequest(chunk=data[i : i + 2048])
+
+
+def follow_until_commit(call: Any) -> tuple[str, pb.IngestCommitted]:
+    upload_id = ""
+    for ev in call:
+        if ev.WhichOneof("event") == "accepted":
+            upload_id = ev.accepted.upload_id
+        if ev.WhichOneof("event") == "committed":
+            return upload_id, ev.committed
+    raise AssertionError("the stream ended before a commit")
+
+
+def test_replacing_a_live_video(served: Served, stream_bytes: bytes, tmp_path: Path) -> None:
+    stub, store = served.stub, served.store
+    # while its stream runs, neither another stream nor an upload may replace it
+    release = threading.Event()
+    call = stub.Ingest(held("cam-r", stream_bytes, release), timeout=120)
+    first_upload, _ = follow_until_commit(call)
+    clip = tmp_path / "other.mp4"
+    write_shapes_video(clip, SHAPES[2:], seconds_each=1.0, fps=10, size=(96, 96))
+    for attempt in (
+        requests(header("cam-r", replace=True), stream_bytes),
+        ingest_requests(clip, "cam-r", replace=True),
+    ):
+        with pytest.raises(grpc.RpcError) as e:
+            list(stub.Ingest(attempt, timeout=60))
+        assert e.value.code() == grpc.StatusCode.ALREADY_EXISTS and "being ingested" in (e.value.details() or "")
+    call.cancel()  # the camera's link drops: the video stays, interrupted
+    release.set()
+    for _ in range(100):
+        video = get_video(stub, "cam-r")
+        if video is not None and video.state == "interrupted":
+            break
+        time.sleep(0.1)
+    assert video is not None and video.state == "interrupted", video
+    old = store.of_video("cam-r")
+    assert old["descriptors"] == video.frames > 0
+    # a new stream replaces the interrupted one whole: its old segments go, its upload cannot be resumed
+    events = list(
+        stub.Ingest(requests(header("cam-r", replace=True), stream_bytes[: len(stream_bytes) // 3]), timeout=60)
+    )
+    assert events[0].accepted.replacing and events[0].accepted.upload_id != first_upload
+    done = events[-1].done
+    assert done.video.state == "complete" and done.video.size_bytes == len(stream_bytes) // 3
+    parts = store.of_video("cam-r")
+    assert parts["descriptors"] == parts["clips"] == done.frames and parts["states"] == ["complete"], parts
+    assert parts["blob"] + sum(e - s for s, e in parts["segments"]) == done.video.size_bytes, parts
+    assert windows(stub, "cam-r") == [k / SAMPLE_FPS for k in range(done.frames)]
+    with pytest.raises(grpc.RpcError) as e:
+        resume_h = header("cam-r", resume_upload_id=first_upload, resume_offset=video.size_bytes)
+        list(stub.Ingest(requests(resume_h, stream_bytes[video.size_bytes :]), timeout=60))
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND and "no live upload" in (e.value.details() or "")
+    assert store.orphans() == dict.fromkeys(store.orphans(), 0)
+
+
+def test_deleting_a_live_video_leaves_nothing_of_it(served: Served, stream_bytes: bytes) -> None:
+    """Deleted mid-stream (its stream ends ABORTED: test_live.py) or after its stream broke: no clip,
+    descriptor or segment blob of it stays, even of commits in flight at the delete; its id is free again."""
+    stub, store = served.stub, served.store
+    release = threading.Event()
+    call = stub.Ingest(held("cam-d", stream_bytes, release), timeout=120)
+    follow_until_commit(call)
+    stub.DeleteVideo(pb.DeleteVideoRequest(video_id="cam-d"), timeout=30)
+    release.set()
+    with pytest.raises(grpc.RpcError) as e:
+        list(call)
+    assert e.value.code() == grpc.StatusCode.ABORTED
+    nothing = {"videos": 0, "clips_by_id": 0, "descriptors_by_id": 0, "blobs_by_id": 0}
+    assert {k: store.of_video("cam-d")[k] for k in nothing} == nothing
+    # an interrupted live video
+    release = threading.Event()
+    call = stub.Ingest(held("cam-d", stream_bytes, release), timeout=120)
+    follow_until_commit(call)
+    call.cancel()
+    release.set()
+    for _ in range(100):
+        video = get_video(stub, "cam-d")
+        if video is not None and video.state == "interrupted":
+            break
+        time.sleep(0.1)
+    stub.DeleteVideo(pb.DeleteVideoRequest(video_id="cam-d"), timeout=30)
+    assert {k: store.of_video("cam-d")[k] for k in nothing} == nothing
+    assert get_video(stub, "cam-d") is None and windows(stub, "cam-d") == []
+    assert store.orphans() == dict.fromkeys(store.orphans(), 0)
