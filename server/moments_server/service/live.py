@@ -36,7 +36,7 @@ from moments_server.errors import AlreadyExists, FailedPrecondition, InvalidArgu
 from moments_server.inference.batcher import Lane
 from moments_server.inference.embedder import Embedder
 from moments_server.service.videos import video_message
-from moments_server.video.decode import SampledFrame
+from moments_server.video.decode import BadVideo, SampledFrame
 from moments_server.video.live import GrowingSource, sample_stream
 
 log = logging.getLogger(__name__)
@@ -170,6 +170,7 @@ class LiveIngest:
                     start_s=video.stream_start_s if video else None,
                     after_s=video.duration_s if video else 0.0,
                     on_keyframe=lambda t, pos: keyframes.append((t, stream_offset(pos))),
+                    stream_offset=stream_offset,
                 )
                 for frame in frames:
                     thumb = self.thumbnail(frame.rgb) if header.thumbnails else None
@@ -265,6 +266,10 @@ class LiveIngest:
                 if item is _END:
                     break
                 if isinstance(item, BaseException):
+                    if isinstance(item, BadVideo):  # bad bytes: the whole segments decoded before them are kept
+                        for f, th, fu in in_flight:
+                            seg = await self._place(seg, f, th, (await fu).value, per_segment, seg_s, commit)
+                        in_flight.clear()
                     raise item
                 getter = asyncio.ensure_future(queue.get())
                 frame, thumb = cast(tuple[SampledFrame, bytes | None], item)
