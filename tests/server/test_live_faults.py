@@ -620,3 +620,49 @@ def test_deleting_a_live_video_leaves_nothing_of_it(served: Served, stream_bytes
     assert {k: store.of_video("cam-d")[k] for k in nothing} == nothing
     assert get_video(stub, "cam-d") is None and windows(stub, "cam-d") == []
     assert store.orphans() == dict.fromkeys(store.orphans(), 0)
+
+
+def test_undecodable_bytes_mid_stream(served: Served, tmp_path: Path) -> None:
+    """A burst of zeros in the middle of a Matroska stream: the stream ends INVALID_ARGUMENT naming where (the
+    same offset whether the stream was resumed before it or not), the video is "interrupted" with the whole
+    segments decoded before the bad bytes, searchable."""
+    stub, store = served.stub, served.store
+    path = tmp_path / "cam.mkv"
+    write_shapes_video(path, SHAPES, seconds_each=2.0, fps=10, size=(128, 128))
+    data = path.read_bytes()
+    half, junk = len(data) // 2, 50_000
+    bad = data[:half] + bytes(junk) + data[half:]
+    named = {}
+    for video_id in ("bad-fresh", "bad-resumed"):
+        offset, kw = 0, {}
+        if video_id == "bad-resumed":  # a first stream breaks before the bad bytes, the resume runs into them
+            call = stub.Ingest(requests(header(video_id), bad, pause_s=0.05), timeout=60)
+            upload_id, committed = follow_until_commit(call)
+            call.cancel()
+            assert committed.bytes < half
+            for _ in range(100):
+                video = get_video(stub, video_id)
+                if video is not None and video.state == "interrupted":
+                    break
+                time.sleep(0.1)
+            assert video is not None and video.size_bytes < half, video
+            offset, kw = video.size_bytes, {"resume_upload_id": upload_id, "resume_offset": video.size_bytes}
+        with pytest.raises(grpc.RpcError) as e:
+            list(stub.Ingest(requests(header(video_id, **kw), bad[offset:]), timeout=60))
+        details = e.value.details() or ""
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "stopped decoding at byte" in details, details
+        named[video_id] = int(details.split("at byte ")[1].split()[0])
+        video = get_video(stub, video_id)
+        assert video is not None and video.state == "interrupted", video
+        # the bad bytes start about 4 s in: the segments of the first 3 s are whole before them, and kept
+        assert video.frames >= 6 and windows(stub, video_id) == [k / SAMPLE_FPS for k in range(video.frames)]
+        hits = stub.Search(
+            pb.SearchRequest(text="a red circle", top_k=1, filters=pb.SearchFilters(video_ids=[video_id])), timeout=30
+        ).moments
+        assert hits and hits[0].start_s < 2.0
+        parts = store.of_video(video_id)
+        assert parts["descriptors"] == parts["clips"] == video.frames and parts["states"] == ["interrupted"]
+    # where the bad bytes are: the packet that runs into them (within one packet before them), or in them
+    assert named["bad-fresh"] == named["bad-resumed"], named
+    assert half - 8192 <= named["bad-fresh"] < half + junk, (named, half)
+    assert store.orphans() == dict.fromkeys(store.orphans(), 0)
