@@ -666,3 +666,40 @@ def test_undecodable_bytes_mid_stream(served: Served, tmp_path: Path) -> None:
     assert named["bad-fresh"] == named["bad-resumed"], named
     assert half - 8192 <= named["bad-fresh"] < half + junk, (named, half)
     assert store.orphans() == dict.fromkeys(store.orphans(), 0)
+
+
+def test_resume_refusals_are_precise(served: Served, stream_bytes: bytes) -> None:
+    """Beyond test_live.py's (offset + 1, unknown upload): an offset behind the server's, another video's
+    upload, a complete video's upload; the video is untouched by each refusal and then resumes."""
+    stub = served.stub
+    call = stub.Ingest(requests(header("cam-x"), stream_bytes, pause_s=0.05), timeout=60)
+    upload_id, _ = follow_until_commit(call)
+    call.cancel()
+    for _ in range(100):
+        video = get_video(stub, "cam-x")
+        if video is not None and video.state == "interrupted":
+            break
+        time.sleep(0.1)
+    assert video is not None and video.state == "interrupted"
+    list(stub.Ingest(requests(header("cam-y"), stream_bytes), timeout=60))
+    complete_upload = ""
+    for ev in stub.Ingest(requests(header("cam-z"), stream_bytes), timeout=60):
+        if ev.WhichOneof("event") == "accepted":
+            complete_upload = ev.accepted.upload_id
+    stored = video.size_bytes
+    for video_id, uid, offset, code, words in (
+        ("cam-x", upload_id, stored - 1, grpc.StatusCode.FAILED_PRECONDITION, f"resume from offset {stored} (not"),
+        ("cam-x", upload_id, 0, grpc.StatusCode.FAILED_PRECONDITION, f"resume from offset {stored} (not"),
+        ("cam-y", upload_id, stored, grpc.StatusCode.NOT_FOUND, "no live upload"),
+        ("cam-z", complete_upload, len(stream_bytes), grpc.StatusCode.FAILED_PRECONDITION, "is complete"),
+    ):
+        h = header(video_id, resume_upload_id=uid, resume_offset=offset)
+        with pytest.raises(grpc.RpcError) as e:
+            list(stub.Ingest(requests(h, stream_bytes[offset:]), timeout=60))
+        assert e.value.code() == code and words in (e.value.details() or ""), (video_id, e.value.details())
+    after = get_video(stub, "cam-x")
+    assert after is not None and (after.frames, after.size_bytes, after.state) == (video.frames, stored, "interrupted")
+    h = header("cam-x", resume_upload_id=upload_id, resume_offset=stored)
+    done = list(stub.Ingest(requests(h, stream_bytes[stored:]), timeout=60))[-1].done
+    assert done.video.state == "complete" and done.frames == FRAMES
+    assert windows(stub, "cam-x") == [k / SAMPLE_FPS for k in range(FRAMES)]
