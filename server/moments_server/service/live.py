@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import math
 import secrets
@@ -119,6 +120,7 @@ class LiveIngest:
         frames_total = video.frames if video else 0
         segments = 0
         state_written = False
+        storing: list[tuple[asyncio.Future[None], VideoRecord]] = []  # the last commit's store call, its record
         # keyframes the demuxer saw: (media time, offset in the whole stream) - where a resume restarts
         keyframes: list[tuple[float, int]] = []
         init_end = video.init_end if video else 0
@@ -180,6 +182,11 @@ class LiveIngest:
                 if not stop.is_set():
                     asyncio.run_coroutine_threadsafe(queue.put(e), loop).result()
 
+        async def store(call: Callable[[], None], record: VideoRecord) -> None:
+            """A commit's store call; a cancel (the caller went away) leaves it to end: see the finally."""
+            storing[:] = [(loop.run_in_executor(self.executor, call), record)]
+            await asyncio.shield(storing[0][0])
+
         async def commit(seg: _Segment, final: bool) -> None:
             nonlocal video, stored, frames_total, segments
             if not seg.frames and not final:
@@ -221,19 +228,24 @@ class LiveIngest:
                     restart_offset=restart_at,
                 )
                 record = video
-                await loop.run_in_executor(
-                    self.executor,
-                    lambda: self.catalog.add_video(record, blob, seg.frames, vectors, thumbs, replace=replace),
+                await store(
+                    lambda: self.catalog.add_video(record, blob, seg.frames, vectors, thumbs, replace=replace), record
                 )
-            else:
-                video.frames, video.duration_s = frames_total, max(video.duration_s, media_s)
-                video.size_bytes, video.state = stored + len(blob), LIVE
-                video.restart_offset = max(video.restart_offset, restart_at)
-                record, start = video, stored
-                await loop.run_in_executor(
-                    self.executor,
+            else:  # the video's totals change once the segment is stored
+                record = dataclasses.replace(
+                    video,
+                    frames=frames_total,
+                    duration_s=max(video.duration_s, media_s),
+                    size_bytes=stored + len(blob),
+                    state=LIVE,
+                    restart_offset=max(video.restart_offset, restart_at),
+                )
+                start = stored
+                await store(
                     lambda: self.catalog.add_segment(record, seg.index, blob, start, seg.frames, vectors, thumbs),
+                    record,
                 )
+                video = record
             stored += len(blob)
             segments += 1
             metrics.INGEST_FRAMES.labels("stored").inc(len(seg.frames))
@@ -297,6 +309,12 @@ class LiveIngest:
                     queue.get_nowait()
                 await asyncio.sleep(0.005)
             own_threads.shutdown(wait=False)
+            for store_call, stored_record in storing:
+                # a commit the stream's end interrupted (the caller went away) still runs in its thread: the
+                # state is written after it, on the totals it stored (else it could land after and undo it)
+                await asyncio.wait({store_call})
+                if video is not None and not store_call.cancelled() and store_call.exception() is None:
+                    video = stored_record
             if video is not None and not state_written:
                 video.state = INTERRUPTED
                 broken = video
