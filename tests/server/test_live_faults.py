@@ -42,6 +42,17 @@ SEED = int(os.environ.get("MOMENTS_LIVE_KILL_SEED", "7"))
 
 def start_server(model_dir: Path, workdir: Path, *extra: str) -> tuple[LiveServer, int]:
     """A server on `workdir/data` with its store's wire listener (user admin, PASSWORD) on a free port."""
+    for attempt in range(3):
+        try:
+            return _start_server(model_dir, workdir, *extra)
+        except RuntimeError as e:
+            # a port free_port() chose was taken before the server bound it (other tests on this host)
+            if "in use" not in str(e) or attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _start_server(model_dir: Path, workdir: Path, *extra: str) -> tuple[LiveServer, int]:
     port = free_port()
     server = LiveServer(
         model_dir,
