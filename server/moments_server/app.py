@@ -111,6 +111,10 @@ async def start(settings: Settings) -> Running:
     catalog = Catalog(
         connector, manifest.descriptor_set, manifest.embed_dim, manifest.identity(), settings.descriptor_engine
     )
+    if connector.local_engine() is not None:
+        # this process owns the store: a stream still "live" in it died with the previous server (the
+        # launcher marks them for its workers; on an aperturedb:// store other servers may be streaming)
+        await loop.run_in_executor(executor, catalog.interrupt_live_streams)
     ingest = IngestService(settings, embedder, catalog, executor)
     search = SearchService(settings, embedder, catalog, executor)
     videos = VideoService(settings, embedder, catalog, executor, connector.kind)

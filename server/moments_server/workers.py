@@ -119,9 +119,12 @@ class Launcher:
         data_dir = _embedded_dir(s.store)
         loop = asyncio.get_running_loop()
         if data_dir is not None:
+            from moments_server.catalog.catalog import Catalog
             from moments_server.store.embedded import Engine, WireServer
 
             owner = await loop.run_in_executor(None, Engine, data_dir)
+            # streams "live" in the store died with the previous server: interrupted before any worker streams
+            await loop.run_in_executor(None, Catalog(owner, "", 0, {}).interrupt_live_streams)
             password = secrets.token_urlsafe(24)
             # an ingest is one transaction with its video: the owner takes the largest upload in one frame
             wire = WireServer(

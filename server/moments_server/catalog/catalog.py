@@ -17,7 +17,7 @@ import numpy as np
 from moments_server import metrics
 from moments_server.catalog import queries
 from moments_server.catalog.model import INTERRUPTED, FrameRecord, VideoRecord, user_metadata
-from moments_server.store.connector import Connector
+from moments_server.store.connector import QueryRunner
 from moments_server.store.embedded.blobs import FileBlob
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ def _first(response: Any, command: str) -> dict[str, Any]:
 
 class Catalog:
     def __init__(
-        self, connector: Connector, descriptor_set: str, dims: int, identity: dict[str, Any], engine: str = "Flat"
+        self, connector: QueryRunner, descriptor_set: str, dims: int, identity: dict[str, Any], engine: str = "Flat"
     ) -> None:
         self.connector = connector
         self.descriptor_set = descriptor_set
@@ -225,6 +225,22 @@ class Catalog:
 
     def set_state(self, video: VideoRecord) -> None:
         self.run(queries.set_state(video), kind="set_state")
+
+    def interrupt_live_streams(self) -> list[str]:
+        """Mark "interrupted" the videos (and their frames) left "live" by a server that stopped mid-stream.
+
+        Call at start, and only where this process owns the store (no other server may be streaming into
+        it). They stay resumable: a resume sets them "live" again. Returns their ids."""
+        response, _ = self.run(queries.find_live(), kind="find_live")
+        ids = []
+        for entity in _first(response, "FindVideo").get("entities") or []:
+            video = VideoRecord.from_properties(entity)
+            video.state = INTERRUPTED
+            self.set_state(video)
+            ids.append(video.video_id)
+        if ids:
+            log.warning("%d live stream(s) ended with the last server, now interrupted: %s", len(ids), ", ".join(ids))
+        return ids
 
     def delete_video(self, video_id: str) -> tuple[int, int]:
         """Returns (videos deleted, descriptors deleted)."""

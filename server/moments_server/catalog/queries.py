@@ -168,6 +168,11 @@ def live_totals(video: VideoRecord) -> dict[str, Any]:
     }
 
 
+def find_live() -> list[Command]:
+    """The videos whose state is "live" (a stream commits them)."""
+    return [{"FindVideo": {"constraints": {"state": ["==", LIVE]}, "results": {"all_properties": True}}}]
+
+
 def find_upload(upload_id: str) -> list[Command]:
     return [{"FindVideo": {"constraints": {"upload_id": ["==", upload_id]}, "results": {"all_properties": True}}}]
 

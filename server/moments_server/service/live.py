@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import math
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -43,7 +44,7 @@ from moments_server.config import Settings
 from moments_server.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from moments_server.inference.embedder import Embedder
 from moments_server.service.videos import video_message
-from moments_server.video.decode import SampledFrame
+from moments_server.video.decode import BadVideo, SampledFrame
 from moments_server.video.frames import DecodedFrame, check_time, decode_frame
 from moments_server.video.live import GrowingSource, sample_stream
 
@@ -97,6 +98,16 @@ class Committer:
         self.segments = 0
         self.seg = _Segment(math.floor((video.duration_s if video else 0.0) / seg_s + 1e-9))
         self._state_written = False
+        # the last commit's store call and the record it stores: a cancel (the caller went away) leaves the call
+        # to end in its thread, and the state is written after it, on the totals it stored
+        self._storing: tuple[asyncio.Future[Any], VideoRecord] | None = None
+
+    async def _store(self, call: Callable[[], None], record: VideoRecord) -> None:
+        future = asyncio.get_running_loop().run_in_executor(self.ingest.executor, call)
+        self._storing = (future, record)
+        await asyncio.shield(future)
+        self._storing = None
+        self.video = record  # the video's totals change once its segment is stored
 
     async def place(self, frame: FrameRecord, vector: np.ndarray, thumb: bytes | None) -> None:
         index = math.floor(frame.start_s / self.seg_s + 1e-9)
@@ -122,6 +133,12 @@ class Committer:
 
     async def interrupted(self) -> None:
         """After a failure: what was committed stays, marked interrupted (best effort)."""
+        if self._storing is not None:  # a commit the failure interrupted still runs: its state comes first
+            future, record = self._storing
+            await asyncio.wait({future})
+            if not future.cancelled() and future.exception() is None:
+                self.video = record
+            self._storing = None
         if self.video is None or self._state_written:
             return
         self.video.state = INTERRUPTED
@@ -148,7 +165,7 @@ class Committer:
             if not seg.frames:
                 raise InvalidArgument("the stream ended before any frame could be sampled from it")
             d = self.parts.describe()
-            self.video = VideoRecord(
+            record = VideoRecord(
                 video_id=self.header.video_id,
                 filename=self.header.filename,
                 duration_s=media_s,
@@ -169,17 +186,22 @@ class Committer:
                 restart_offset=restart_at,
                 active_at=time.time(),
             )
-            record, replace = self.video, self.replace
-            await self.ingest.call(lambda: catalog.add_video(record, blob, seg.frames, vectors, thumbs, replace))
+            replace = self.replace
+            await self._store(lambda: catalog.add_video(record, blob, seg.frames, vectors, thumbs, replace), record)
         else:
             video = self.video
-            video.frames, video.duration_s = self.frames_total, max(video.duration_s, media_s)
-            video.size_bytes, video.state = self.stored + len(blob), LIVE
-            video.restart_offset = max(video.restart_offset, restart_at)
-            video.active_at = time.time()
+            record = dataclasses.replace(
+                video,
+                frames=self.frames_total,
+                duration_s=max(video.duration_s, media_s),
+                size_bytes=self.stored + len(blob),
+                state=LIVE,
+                restart_offset=max(video.restart_offset, restart_at),
+                active_at=time.time(),
+            )
             start = self.stored
-            await self.ingest.call(
-                lambda: catalog.add_segment(video, seg.index, blob, start, seg.frames, vectors, thumbs)
+            await self._store(
+                lambda: catalog.add_segment(record, seg.index, blob, start, seg.frames, vectors, thumbs), record
             )
         self.stored += len(blob)
         self.segments += 1
@@ -344,6 +366,10 @@ class LiveIngest:
         committer = Committer(self, header, metadata, emit, parts, video, replace, upload_id, seg_s)
         source = GrowingSource()
         received = [0]
+        # The decoder waits on the network and the feeding on the decoder for the stream's whole life: on
+        # threads of the stream's own, never the store's (streams as many as store_threads took them all,
+        # and then neither their bytes nor any store query could run).
+        own_threads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="live")
 
         if video is not None:  # a resumed stream: the container header, then from the last restart point
             prefix = await self.call(
@@ -352,7 +378,7 @@ class LiveIngest:
                     + self.catalog.stored_bytes(header.video_id, parts.restart, video.size_bytes)
                 )
             )
-            await loop.run_in_executor(self.executor, source.feed, prefix)
+            await loop.run_in_executor(own_threads, source.feed, prefix)
 
         async def receive() -> None:
             last = time.perf_counter()
@@ -366,7 +392,7 @@ class LiveIngest:
                             f"{len(parts.pending)} bytes arrived that could not be committed yet (bound "
                             f"{s.max_upload_bytes}): the stream arrives faster than it can be decoded"
                         )
-                    await loop.run_in_executor(self.executor, source.feed, bytes(chunk))
+                    await loop.run_in_executor(own_threads, source.feed, bytes(chunk))
                     if time.perf_counter() - last >= PROGRESS_EVERY_S:
                         last = time.perf_counter()
                         await emit(pb.IngestEvent(progress=pb.IngestProgress(bytes_received=received[0])))
@@ -383,15 +409,18 @@ class LiveIngest:
                 start_s=video.stream_start_s if video else None,
                 after_s=video.duration_s if video else 0.0,
                 on_keyframe=lambda t, pos: parts.keyframes.append((t, parts.stream_offset(pos))),
+                stream_offset=parts.stream_offset,
             )
             for frame in frames:
                 yield (frame, self.thumbnail(frame.rgb) if header.thumbnails else None), frame.rgb
 
         receiver = asyncio.ensure_future(receive())
-        decoder = ThreadIterator(self.executor, produce)
+        decoder = ThreadIterator(own_threads, produce)
+        bad: list[BadVideo] = []
 
         async def decoded() -> AsyncIterator[tuple[tuple[SampledFrame, bytes | None], np.ndarray]]:
-            """The decoder's frames; the receiver's failure (too much pending, the caller's error) ends them."""
+            """The decoder's frames; the receiver's failure (too much pending, the caller's error) ends them.
+            Bad bytes end them too, after the frames decoded before (their whole segments are committed)."""
             while True:
                 getter = asyncio.ensure_future(decoder.__anext__())
                 try:
@@ -402,6 +431,9 @@ class LiveIngest:
                         item = await getter
                     except StopAsyncIteration:
                         return
+                    except BadVideo as e:
+                        bad.append(e)
+                        return
                 finally:
                     getter.cancel()
                 yield item
@@ -411,6 +443,8 @@ class LiveIngest:
             async for done in stream:
                 frame, thumb = done.key
                 await committer.place(FrameRecord(frame.time_s, frame.start_s, frame.end_s), done.vector, thumb)
+            if bad:
+                raise bad[0]
             await receiver
             await committer.finish()
         finally:
@@ -418,6 +452,7 @@ class LiveIngest:
             receiver.cancel()
             await stream.aclose()
             await decoder.aclose()
+            own_threads.shutdown(wait=False)
             await committer.interrupted()
         await self._done(committer, emit, t0)
 

@@ -32,12 +32,19 @@ if TYPE_CHECKING:
 
 
 @runtime_checkable
-class Connector(Protocol):
+class QueryRunner(Protocol):
+    """What the catalog needs: ApertureDB queries (an Engine itself is one)."""
+
     def query(
         self, commands: list[dict[str, Any]], blobs: Sequence[bytes | FileBlob] = ()
     ) -> tuple[Any, list[bytes]]: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class Connector(QueryRunner, Protocol):
+    """A store the server runs on, and what it is."""
 
     kind: str
     remote: bool

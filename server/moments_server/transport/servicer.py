@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import grpc
@@ -54,14 +55,22 @@ class VideoSearchServicer(pb_grpc.VideoSearchServicer):
                 if message.chunk:
                     yield message.chunk
 
+        # one write at a time: grpc.aio fails a write that overlaps another (ExecuteBatchError), and a live
+        # stream's events come from two tasks (its receiver's progress, its commits)
+        writing = asyncio.Lock()
+
+        async def emit(event: pb.IngestEvent) -> None:
+            async with writing:
+                await context.write(event)
+
         async def frames() -> AsyncIterator[pb.IngestFrame]:
             async for message in payloads():
                 yield message.frame
 
         if header.mode == pb.INGEST_MODE_FRAMES:
-            await self._ingest.ingest_frames(header, frames(), context.write)
+            await self._ingest.ingest_frames(header, frames(), emit)
         else:
-            await self._ingest.ingest(header, chunks(), context.write)
+            await self._ingest.ingest(header, chunks(), emit)
 
     @rpc("StopIngest")
     async def StopIngest(

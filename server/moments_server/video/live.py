@@ -96,6 +96,7 @@ def sample_stream(
     start_s: float | None = None,
     after_s: float = -1.0,
     on_keyframe: Callable[[float, int], None] | None = None,
+    stream_offset: Callable[[int], int] = lambda pos: pos,
 ) -> Iterator[SampledFrame]:
     """The first frame of each 1/fps window of the stream, as it decodes.
 
@@ -103,7 +104,9 @@ def sample_stream(
     source's first frame, which `info["start_s"]` then reports); windows starting before `after_s` are
     skipped (a resumed stream's committed part). `on_keyframe(time_s, byte offset in this source)` hears of
     every keyframe packet: a decoder can restart there. `info` gets the codec, size, frame rate and
-    container once open. Raises BadVideo naming the byte offset where the stream stopped decoding."""
+    container once open. Raises BadVideo naming the byte offset where the stream stopped decoding: the packet
+    that failed to decode, else how far the demuxer had read (`stream_offset` maps a position in this source
+    to one in the stream the caller sent)."""
     try:
         container = av.open(source, mode="r", metadata_errors="replace")
     except av.error.FFmpegError as e:
@@ -121,6 +124,7 @@ def sample_stream(
             info.update(codec=ctx.name, width=ctx.width, height=ctx.height, fps=rate, container=container.format.name)
         last_slot = math.ceil(after_s * fps - 1e-6) - 1 if after_s > 0 else -1  # the windows before after_s
         kept = decoded = 0
+        failing: int | None = None  # the packet being decoded
         try:
             for packet in container.demux(stream):
                 if packet.is_keyframe and packet.pos is not None and packet.pts is not None:
@@ -128,6 +132,7 @@ def sample_stream(
                         start_s = float(packet.pts) * tb
                     if on_keyframe is not None:
                         on_keyframe(float(packet.pts) * tb - start_s, packet.pos)
+                failing = packet.pos
                 for frame in packet.decode():
                     decoded += 1
                     if should_stop is not None and should_stop():
@@ -144,8 +149,10 @@ def sample_stream(
                     last_slot = slot
                     yield SampledFrame(kept, t, slot / fps, (slot + 1) / fps, framing.frame(frame))
                     kept += 1
+                failing = None
         except av.error.FFmpegError as e:
-            raise BadVideo(f"the stream stopped decoding at byte {source.consumed} after {decoded} frames: {e}") from e
+            at = stream_offset(failing if failing is not None else source.consumed)
+            raise BadVideo(f"the stream stopped decoding at byte {at} after {decoded} frames: {e}") from e
         if decoded == 0:
             raise BadVideo("the stream holds no decodable frame")
     finally:
