@@ -685,7 +685,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 def parse_shapes(spec: str) -> list[tuple[str, str]]:
-    from moments_client.shapes import COLORS, SHAPES
+    from moments_shapes import COLORS, SHAPES
 
     shapes = []
     for item in spec.split(","):
