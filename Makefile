@@ -10,6 +10,10 @@ INSTALLED := $(VENV)/.installed$(if $(GPU),-gpu$(GPU))
 PROTO_OUT := clients/python
 PROTO_SRC := protos/moments/v1/moments.proto
 PROTO_GEN := clients/python/moments/v1/moments_pb2.py
+# ApertureDB's wire message, for the embedded store's listener (server/moments_server/store/embedded/protocol.py)
+STORE_PROTO_OUT := server/moments_server/store/embedded
+STORE_PROTO_SRC := protos/aperturedb/queryMessage.proto
+STORE_PROTO_GEN := $(STORE_PROTO_OUT)/aperturedb/queryMessage_pb2.py
 
 MODEL ?=
 PRETRAINED ?=
@@ -21,7 +25,7 @@ WORKERS ?=
 
 .PHONY: install protos export serve test lint bench bench-prepare load fuzz clean
 
-install: $(INSTALLED) $(PROTO_GEN)
+install: $(INSTALLED) $(PROTO_GEN) $(STORE_PROTO_GEN)
 
 # onnxruntime or onnxruntime-gpu (never both): an NVIDIA GPU that answers gets the GPU build; GPU=1|0 decides.
 # The other build is removed first, so switching GPU=... reinstalls cleanly (its own stamp file).
@@ -31,15 +35,18 @@ $(INSTALLED): pyproject.toml clients/python/pyproject.toml
 	flavour=$$(GPU=$(GPU) $(PY) server/moments_server/ort_package.py) || exit 1; \
 	other=$$([ "$$flavour" = gpu ] && echo onnxruntime || echo onnxruntime-gpu); \
 	if $(PY) -m pip show -q $$other >/dev/null 2>&1; then $(PY) -m pip uninstall -q -y $$other; fi; \
-	$(PY) -m pip install -q -e ./clients/python -e ".[aperturedb,export,dev,$$flavour]"
+	$(PY) -m pip install -q -e "./clients/python[video,eval]" -e ".[aperturedb,export,dev,$$flavour]"
 	rm -f $(VENV)/.installed*
 	touch $@
 
-protos: $(PROTO_GEN)
+protos: $(PROTO_GEN) $(STORE_PROTO_GEN)
 
 $(PROTO_GEN): $(PROTO_SRC) $(INSTALLED)
 	$(PY) -m grpc_tools.protoc -Iprotos --python_out=$(PROTO_OUT) --grpc_python_out=$(PROTO_OUT) \
 		--pyi_out=$(PROTO_OUT) $(PROTO_SRC)
+
+$(STORE_PROTO_GEN): $(STORE_PROTO_SRC) $(INSTALLED)
+	$(PY) -m grpc_tools.protoc -Iprotos --python_out=$(STORE_PROTO_OUT) --pyi_out=$(STORE_PROTO_OUT) $(STORE_PROTO_SRC)
 
 # make export MODEL=shapes-demo | MODEL=ViT-B-32 PRETRAINED=laion2b_s34b_b79k | CHECKPOINT=path.pt
 # With no MODEL: ViT-B-32 with its laion2b_s34b_b79k weights (the tag ViT-B-32 gets unless one is named).
@@ -83,5 +90,5 @@ fuzz: install
 	MOMENTS_FUZZ_SCALE=$(FUZZ_SCALE) $(PY) -m pytest -q -p no:cacheprovider tests/fuzz
 
 clean:
-	rm -rf $(VENV) $(PROTO_OUT)/moments/v1/*_pb2*.py* build *.egg-info \
+	rm -rf $(VENV) $(PROTO_OUT)/moments/v1/*_pb2*.py* $(STORE_PROTO_OUT)/aperturedb build *.egg-info \
 		clients/typescript/node_modules clients/typescript/src/gen clients/python/build

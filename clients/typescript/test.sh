@@ -34,7 +34,7 @@ breaking() {
     fi
     # main's last committed protos/, unpacked (works in shallow clones too)
     tmp="$(mktemp -d)"
-    git -C "$ROOT" archive main protos | tar -x -C "$tmp"
+    git -C "$ROOT" archive main protos/moments | tar -x -C "$tmp"  # the API only (buf.yaml excludes the rest)
     against="$tmp/protos"
   fi
   local rc=0

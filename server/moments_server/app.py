@@ -27,7 +27,7 @@ from moments_server.inference.sessions import load_towers
 from moments_server.service.ingest import IngestService
 from moments_server.service.search import SearchService
 from moments_server.service.videos import VideoService
-from moments_server.store.connector import EmbeddedConnector, open_connector
+from moments_server.store.connector import open_connector
 from moments_server.store.embedded import Engine, WireServer
 from moments_server.store.embedded.credentials import load_tokens, load_users
 from moments_server.store.watch import StoreWatch
@@ -71,7 +71,6 @@ async def start(settings: Settings) -> Running:
     executor = ThreadPoolExecutor(max_workers=settings.store_threads, thread_name_prefix="store")
     loop = asyncio.get_running_loop()
     connector = await loop.run_in_executor(executor, open_connector, settings.store, settings.store_writer)
-    store_kind = "aperturedb" if settings.store.startswith("aperturedb://") else "embedded"
 
     worker = settings.worker_index >= 0
     interceptors = [TokenAuth(settings.auth_token)] if settings.auth_token else []
@@ -114,7 +113,7 @@ async def start(settings: Settings) -> Running:
     )
     ingest = IngestService(settings, embedder, catalog, executor)
     search = SearchService(settings, embedder, catalog, executor)
-    videos = VideoService(settings, embedder, catalog, executor, store_kind)
+    videos = VideoService(settings, embedder, catalog, executor, connector.kind)
     moments_pb2_grpc.add_VideoSearchServicer_to_server(VideoSearchServicer(ingest, search, videos), server)
 
     try:
@@ -129,9 +128,10 @@ async def start(settings: Settings) -> Running:
         await server.start()
     wire = None
     if settings.store_listen:
-        if not isinstance(connector, EmbeddedConnector):
-            raise ValueError("--store-listen serves the embedded store; it cannot front an aperturedb:// store")
-        wire = await start_wire_listener(settings, connector.engine)
+        engine = connector.local_engine()
+        if engine is None:
+            raise ValueError("--store-listen serves an in-process embedded store; it cannot front this one")
+        wire = await start_wire_listener(settings, engine)
 
     # Warm-up and the store check run while health says NOT_SERVING.
     await loop.run_in_executor(executor, catalog.ensure_descriptor_set)
@@ -154,7 +154,7 @@ async def start(settings: Settings) -> Running:
         metrics_port,
     )
     watch = None
-    if store_kind == "aperturedb":  # a remote store can go away; health follows it
+    if connector.remote:  # a store in another process can go away; health follows it
 
         async def set_serving(ok: bool) -> None:
             status = health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING

@@ -76,7 +76,7 @@ def main() -> None:
     }
     out["find_descriptor_only"] = {"latency_s": lat_find}
 
-    s = engine._sets[name]
+    s = engine.sets.by_name[name]
     index = s.index.index
     qs = np.ascontiguousarray(q, dtype=np.float32)
     for i in range(min(5, len(qs))):

@@ -17,6 +17,9 @@ beside it. Figures are modules of this package, each with `run(ctx) -> list[Figu
                           in one process and 1-client p50 vs bare encode + kNN, shapes-demo
     ingest_decode     11  ingest video-s/s of concurrent 720p h264 streams vs the host's bare decode bound
     live_lag          12  live ingest: searchable lag after a frame's last byte (p95), RSS over a long stream
+    eval_quality      13  search quality (`moments eval`) of shapes-demo on the generated labelled corpus,
+                          unmerged vs merged: HIT@1/5, mAP, nDCG@10, IoU@1 (+ eval-*.json/.md/.png)
+    shots             14  shot-aware windows: moment IoU vs fixed windows; detection CPU / ingest CPU
 
 `--workers N[,M]` measures figures 10 and 11 once per server worker count (passed as the server's
 `--workers` when its --help lists it); without it the server runs with its default.
@@ -51,6 +54,8 @@ FIGURES = (
     "serving",
     "ingest_decode",
     "live_lag",
+    "eval_quality",
+    "shots",
 )
 
 # Every size the run uses; recorded in the JSON. Full sizes are chosen so that a run with the caches

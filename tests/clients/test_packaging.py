@@ -47,8 +47,15 @@ def test_wheel_builds_without_stubs_and_without_server_dependencies(tmp_path: Pa
         assert f"moments/v1/{generated}" in names
     assert {"moments_client/client.py", "moments_client/cli/__init__.py", "moments_client/py.typed"} <= names
     assert {"moments_shapes/__init__.py", "moments_shapes/py.typed"} <= names  # sample-video's drawings
-    requires = [line.split(":", 1)[1].strip() for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
+    requires_all = [
+        line.split(":", 1)[1].strip() for line in metadata.splitlines() if line.startswith("Requires-Dist:")
+    ]
+    requires = [r for r in requires_all if "extra ==" not in r]  # what a plain `pip install moments-client` brings
     assert any(r.startswith("grpcio") for r in requires)
-    for heavy in ("torch", "onnxruntime", "faiss", "aperturedb", "pydantic"):
+    for heavy in ("torch", "onnxruntime", "faiss", "aperturedb", "pydantic", "matplotlib"):
         assert not any(r.startswith(heavy) for r in requires), requires
+    # `moments eval` needs pydantic and matplotlib, only through the eval extra
+    eval_extra = [r for r in requires_all if 'extra == "eval"' in r]
+    assert any(r.startswith("pydantic") for r in eval_extra) and any(r.startswith("matplotlib") for r in eval_extra)
+    assert "moments_client/eval/metrics.py" in names
     assert "moments = moments_client.cli:main" in entry_points

@@ -19,7 +19,7 @@ from moments.v1 import moments_pb2 as pb
 from moments_server.config import Settings
 from moments_server.errors import MomentsError
 from moments_server.framing import Framing
-from moments_server.inference.preprocess import BadImage, check_image, decode_image
+from moments_server.pictures import BadImage, check_image, decode_image
 from moments_server.service.filters import build_constraints
 from moments_server.service.ingest import validate_header
 from moments_server.service.values import metadata_from_request

@@ -138,7 +138,7 @@ def test_a_strip_of_an_image_is_cut_before_scaling() -> None:
     from PIL import Image
 
     from moments_server.framing import Framing
-    from moments_server.inference.preprocess import decode_image
+    from moments_server.pictures import decode_image
 
     out = io.BytesIO()
     Image.new("RGB", (2, 400_000), "red").save(out, format="PNG")

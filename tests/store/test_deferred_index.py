@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from moments_server.store.embedded import Engine, vectors
-from moments_server.store.embedded import engine as engine_mod
+from moments_server.store.embedded import Engine, rebuild, vectors
+from moments_server.store.embedded import indexer as indexer_mod
 
 from .helpers import brute, clustered, ingest
 
@@ -34,7 +34,7 @@ def make(e: Engine, metric: str) -> None:
 @pytest.fixture
 def paused(monkeypatch: pytest.MonkeyPatch) -> None:
     """The indexer never finds the store idle: what is committed stays in the tail until drained here."""
-    monkeypatch.setattr(engine_mod, "INDEX_IDLE_S", 3600.0)
+    monkeypatch.setattr(indexer_mod, "INDEX_IDLE_S", 3600.0)
 
 
 @pytest.mark.parametrize("metric", ["L2", "IP", "CS"])
@@ -44,7 +44,7 @@ def test_tail_and_graph_answer_exactly_together(tmp_path: Path, paused: None, me
     with Engine(tmp_path / "db") as e:
         make(e, metric)
         ingest(e, "h", xb)
-        vi = e._sets["h"].index
+        vi = e.sets.by_name["h"].index
         assert vi.pending == 4000 and vi.index.ntotal == 0 and vi.ntotal == 4000
         for q in queries[:5]:  # all in the tail: an exact scan
             idx, dist = brute(xb, q, K, metric)
@@ -71,14 +71,14 @@ def test_tail_and_graph_answer_exactly_together(tmp_path: Path, paused: None, me
 
 
 def test_unselective_filter_over_graph_and_tail(tmp_path: Path, paused: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    from moments_server.store.embedded import cmd_descriptors
+    from moments_server.store.embedded import knn as knn_mod
 
-    monkeypatch.setattr(cmd_descriptors, "EXACT_MAX", 100)  # force the index's subset search
+    monkeypatch.setattr(knn_mod, "EXACT_MAX", 100)  # force the index's subset search
     xb = clustered(3000, D, clusters=20, seed=13)
     with Engine(tmp_path / "db") as e:
         make(e, "L2")
         ingest(e, "h", xb, videos=2)
-        e._sets["h"].index.drain(1000)
+        e.sets.by_name["h"].index.drain(1000)
         sub = np.flatnonzero(np.arange(3000) % 2 == 1)
         hits = 0
         for q in clustered(10, D, clusters=20, seed=14):
@@ -94,17 +94,17 @@ def test_deletes_reach_the_tail_and_a_crash_loses_nothing(tmp_path: Path, paused
     e = Engine(tmp_path / "db")
     make(e, "CS")
     ingest(e, "h", xb)
-    e._sets["h"].index.drain(500)
+    e.sets.by_name["h"].index.drain(500)
     r, _ = e.query([{"DeleteDescriptor": {"set": "h", "constraints": {"video_id": ["==", "v4"]}}}])
     assert r[0]["DeleteDescriptor"]["count"] == 200
     q = xb[1004]  # a deleted descriptor (in the tail) is not found, even by its own vector
     assert 1004 not in {g["n"] for g in knn(e, q)}
-    assert e._sets["h"].index.ntotal == 1800
+    assert e.sets.by_name["h"].index.ntotal == 1800
     e._closed = True  # abandon: the graph holds 500, SQLite 1,800 (as after kill -9)
-    e._stop_indexer()
+    e.indexer.stop()
     e2 = Engine(tmp_path / "db")
     try:
-        vi = e2._sets["h"].index
+        vi = e2.sets.by_name["h"].index
         live = sorted(int(i) for i in vi.ids() if int(i) not in vi.tombstones)
         rows = [r[0] for r in e2._w.execute("SELECT id FROM vectors ORDER BY id")]
         assert live == rows and vi.ntotal == 1800
@@ -112,7 +112,7 @@ def test_deletes_reach_the_tail_and_a_crash_loses_nothing(tmp_path: Path, paused
     finally:
         e2.close()
     with Engine(tmp_path / "db") as e3:  # a clean close inserted the whole tail and saved the graph
-        vi = e3._sets["h"].index
+        vi = e3.sets.by_name["h"].index
         assert vi.pending == 0 and vi.index.ntotal - len(vi.tombstones) == 1800
 
 
@@ -121,7 +121,7 @@ def test_writer_inserts_itself_past_tail_max(tmp_path: Path, paused: None, monke
     with Engine(tmp_path / "db") as e:
         make(e, "IP")
         ingest(e, "h", clustered(3000, D, clusters=10, seed=16), batch=500)
-        vi = e._sets["h"].index
+        vi = e.sets.by_name["h"].index
         assert vi.pending <= 700 and vi.index.ntotal + vi.pending == 3000
 
 
@@ -130,7 +130,7 @@ def test_indexer_empties_the_tail_when_writes_stop(tmp_path: Path) -> None:
         make(e, "L2")
         ingest(e, "h", clustered(3000, D, clusters=10, seed=17))
         assert e.wait_indexed(timeout=60)
-        vi = e._sets["h"].index
+        vi = e.sets.by_name["h"].index
         assert vi.pending == 0 and vi.index.ntotal == 3000
 
 
@@ -138,7 +138,7 @@ def test_flat_sets_and_disabled_deferral_insert_at_commit(tmp_path: Path) -> Non
     with Engine(tmp_path / "db", deferred_index=False) as e:
         make(e, "L2")
         ingest(e, "h", clustered(500, D, clusters=5, seed=18))
-        assert e._sets["h"].index.pending == 0 and e._sets["h"].index.index.ntotal == 500
+        assert e.sets.by_name["h"].index.pending == 0 and e.sets.by_name["h"].index.index.ntotal == 500
 
 
 def _sqlite_ids(e: Engine) -> list[int]:
@@ -155,10 +155,10 @@ def test_rebuild_meanwhile_adds_and_deletes(tmp_path: Path, paused: None) -> Non
     with Engine(tmp_path / "db") as e:
         make(e, "CS")
         ingest(e, "h", xb[:3000])
-        vi = e._sets["h"].index
+        vi = e.sets.by_name["h"].index
         vi.drain(3000)
         assert vi.added_since_build == 3000 and vi.built == 0
-        rb = vectors.Rebuild(vi)
+        rb = rebuild.Rebuild(vi)
         assert len(rb.order) == 3000 and not rb.done
         rb.step(1000)
         ingest(e, "h", xb[3000:], start=3000)  # committed during the rebuild: into the tail ...
@@ -189,19 +189,19 @@ def test_indexer_rebuilds_when_due_and_the_state_persists(tmp_path: Path, monkey
         make(e, "L2")
         ingest(e, "h", xb)
         assert e.wait_indexed(timeout=120, rebuilds=True)
-        vi = e._sets["h"].index
+        vi = e.sets.by_name["h"].index
         assert vi.built == 3000 and vi.added_since_build == 0 and not vi.rebuild_due
         assert _live(vi) == _sqlite_ids(e)
     meta_path = next((tmp_path / "db" / "vectors").glob("*.json"))
     with Engine(tmp_path / "db") as e:  # the saved graph is the rebuilt one: nothing is due
-        vi = e._sets["h"].index
+        vi = e.sets.by_name["h"].index
         assert (vi.built, vi.added_since_build, vi.rebuild_due) == (3000, 0, False)
     meta = json.loads(meta_path.read_text())
     del meta["built"], meta["added_since_build"]  # an index saved before rebuilds existed
     meta_path.write_text(json.dumps(meta))
     with Engine(tmp_path / "db") as e:
         assert e.wait_indexed(timeout=120, rebuilds=True)
-        assert e._sets["h"].index.built == 3000
+        assert e.sets.by_name["h"].index.built == 3000
 
 
 def test_close_abandons_a_running_rebuild(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -211,8 +211,8 @@ def test_close_abandons_a_running_rebuild(tmp_path: Path, monkeypatch: pytest.Mo
     make(e, "IP")
     ingest(e, "h", clustered(2000, D, clusters=10, seed=24))
     assert e.wait_indexed(timeout=60)
-    vi = e._sets["h"].index
+    vi = e.sets.by_name["h"].index
     e.close()
     assert vi._log_adds is None and vi.built == 0 and vi.added_since_build == 2000
     with Engine(tmp_path / "db") as e2:
-        assert e2._sets["h"].index.ntotal == 2000
+        assert e2.sets.by_name["h"].index.ntotal == 2000

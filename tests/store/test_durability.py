@@ -78,7 +78,7 @@ def verify(data_dir: Path, acked: set[int]) -> int:
             assert edges.get(b) == ENTITIES, b
             assert e.blob_files.read(blobs[b]) == blob_for(b)
         assert e.blob_files.all_names() == set(blobs.values()), "orphan blob files"
-        s = e._sets["d"]
+        s = e.sets.by_name["d"]
         idx_ids = sorted(int(i) for i in s.index.ids() if int(i) not in s.index.tombstones)
         db_ids = [r[0] for r in c.execute("SELECT id FROM vectors ORDER BY id")]
         assert idx_ids == db_ids

@@ -402,7 +402,7 @@ def test_add_then_delete_in_one_query_and_replace(lib: Engine, mp4: bytes) -> No
     assert r[1] == {"DeleteDescriptor": {"count": 1, "status": 0}}
     r, _ = search(lib, [0, 0, 0, 1], k=10)
     assert "tmp" not in {e["video_id"] for e in r[0]["FindDescriptor"]["entities"]}
-    assert lib._sets["clip"].index.ntotal == 5
+    assert lib.sets.by_name["clip"].index.ntotal == 5
     # replace a video: delete everything of it and ingest again, in one transaction each
     lib.query(
         [

@@ -54,7 +54,7 @@ def test_failing_second_command_leaves_nothing(db: Engine, mp4: bytes) -> None:
     assert db.blob_files.all_names() == set()
     r, _ = db.query([{"FindDescriptor": {"set": "s", "k_neighbors": 5}}], [vec(1, 2)])
     assert r == [{"FindDescriptor": {"returned": 0, "status": 0}}]
-    assert db._sets["s"].index.ntotal == 0
+    assert db.sets.by_name["s"].index.ntotal == 0
 
 
 def test_error_names_the_failed_command(db: Engine) -> None:

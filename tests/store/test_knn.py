@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from moments_server.store.embedded import Engine, cmd_descriptors
+from moments_server.store.embedded import Engine
+from moments_server.store.embedded import knn as knn_mod
 
 from .helpers import brute, clustered, ingest
 
@@ -60,7 +61,7 @@ def test_flat_exact_unfiltered_and_filtered(engine: Engine, metric: str) -> None
 def test_unselective_filter_uses_index_subset_search(
     engine: Engine, metric: str, engine_name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(cmd_descriptors, "EXACT_MAX", 100)  # force the IDSelector path at test size
+    monkeypatch.setattr(knn_mod, "EXACT_MAX", 100)  # force the IDSelector path at test size
     xb = clustered(N, D, seed=3)
     make_set(engine, "s", metric, engine_name)
     ingest(engine, "s", xb)
@@ -117,7 +118,7 @@ def test_deletes_are_reflected_at_once_and_survive_reopen(tmp_path: Path, engine
     allx = np.concatenate([xb, xb[:50]])
     i3, _ = brute(allx[alive], q, K, "L2")
     assert [x["n"] for x in knn(e3, "s", q)] == [alive[j] for j in i3]
-    s = e3._sets["s"]
+    s = e3.sets.by_name["s"]
     ids = sorted(int(i) for i in s.index.ids() if int(i) not in s.index.tombstones)
     db_ids = [r[0] for r in e3._w.execute("SELECT id FROM vectors ORDER BY id")]
     assert ids == db_ids
@@ -208,7 +209,7 @@ def test_reopen_fast_path_ids_never_reused_and_lost_metadata(tmp_path: Path) -> 
         f.unlink()  # a crash between replacing the index file and writing its metadata
     e = Engine(tmp_path / "db")
     assert [x["n"] for x in knn(e, "s", xb[0], k=1)] in ([0], [500])
-    assert e._sets["s"].index.ntotal == 200
+    assert e.sets.by_name["s"].index.ntotal == 200
     e.close()
 
 
@@ -260,7 +261,7 @@ def test_hnsw_parameters_come_from_the_set(tmp_path: Path) -> None:
         )
         assert bad["status"] == -1 and "hnsw_m" in bad["info"]
     with Engine(tmp_path / "db") as engine:  # reopened from the persisted index: same parameters
-        assert not engine._sets["coarse"].index.rebuild_due
+        assert not engine.sets.by_name["coarse"].index.rebuild_due
         assert _recall(engine, "coarse", xb, queries) == coarse
 
 
@@ -269,7 +270,7 @@ def test_filters_correlated_with_the_vectors_stay_exact_on_hnsw(
 ) -> None:
     """A filter that excludes the query's own cluster (a camera, a set of videos): a filtered HNSW graph
     search stalls among the excluded neighbours; the store answers it exactly."""
-    monkeypatch.setattr(cmd_descriptors, "EXACT_MAX", 100)  # the large-candidate-set path at test size
+    monkeypatch.setattr(knn_mod, "EXACT_MAX", 100)  # the large-candidate-set path at test size
     rng = np.random.default_rng(31)
     centres = rng.standard_normal((10, D)).astype(np.float32) * 4
     xb = (centres[np.arange(4000) % 10] + 0.3 * rng.standard_normal((4000, D))).astype(np.float32)

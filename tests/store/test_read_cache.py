@@ -210,7 +210,7 @@ def test_a_replica_in_another_engine_answers_as_its_owner(tmp_path: Path, mp4: b
             assert replica.query(count)[0] == owner.query(count)[0]
             assert replica.replica is not None and replica.replica.seq > 0
             # the replica's FAISS copy holds the owner's vectors, removals included
-            assert replica._sets[SET].index.ntotal == owner._sets[SET].index.ntotal
+            assert replica.sets.by_name[SET].index.ntotal == owner.sets.by_name[SET].index.ntotal
         finally:
             replica.close()
         # a replica opened later starts from the same state

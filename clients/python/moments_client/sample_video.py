@@ -39,22 +39,32 @@ class Segment:
 def write_shapes_video(
     path: str | Path,
     shapes: Sequence[tuple[str, str]],
-    seconds_each: float = 2.0,
+    seconds_each: float | Sequence[float] = 2.0,
     fps: int = 10,
     size: tuple[int, int] = (256, 256),
     codec: str = "h264",
     seed: int = 0,
     options: Mapping[str, str] | None = None,
     codec_options: Mapping[str, str] | None = None,
+    fade_s: float = 0.0,
 ) -> list[Segment]:
-    """Write `shapes` [(color, shape), ...] one after another; returns when each is on screen. `options` go
-    to the muxer (say, an .m3u8 playlist's hls_time), `codec_options` to the encoder (say, its GOP size)."""
+    """Write `shapes` [(color, shape), ...] one after another; returns when each is on screen. `seconds_each`
+    is every shape's duration, or one per shape (rounded to whole frames: cuts need not fall on whole
+    seconds). `fade_s` > 0 cross-fades from each shape to the next over that many seconds centred on the
+    boundary (the schedule keeps the boundary), instead of a hard cut. `options` go to the muxer (say, an
+    .m3u8 playlist's hls_time), `codec_options` to the encoder (say, its GOP size)."""
     import av  # optional dependency
 
     encoder, pix_fmt = CODECS[codec]
     rng = np.random.default_rng(seed)
     width, height = size
-    frames_each = max(1, round(seconds_each * fps))
+    durations = [float(seconds_each)] * len(shapes) if isinstance(seconds_each, int | float) else list(seconds_each)
+    if len(durations) != len(shapes):
+        raise ValueError(f"{len(durations)} durations for {len(shapes)} shapes")
+    counts = [max(1, round(d * fps)) for d in durations]
+    images = [draw(color, shape, size, rng) for color, shape in shapes]
+    bounds = np.cumsum(counts)[:-1]  # frame index where each next shape starts
+    half = fade_s * fps / 2
     schedule: list[Segment] = []
     with av.open(str(path), mode="w", options=dict(options or {})) as container:
         stream = container.add_stream(encoder, rate=fps)
@@ -65,10 +75,15 @@ def write_shapes_video(
         if codec_options:
             stream.options = {**stream.options, **codec_options}
         index = 0
-        for color, shape in shapes:
-            image = draw(color, shape, (width, height), rng)
+        for k, (color, shape) in enumerate(shapes):
             start = index / fps
-            for _ in range(frames_each):
+            for _ in range(counts[k]):
+                image = images[k]
+                for b, boundary in enumerate(bounds):  # inside a cross-fade: a blend of the two shapes
+                    if half > 0 and abs(index + 0.5 - boundary) < half:
+                        alpha = (index + 0.5 - (boundary - half)) / (2 * half)
+                        blend = (1 - alpha) * images[b].astype(np.float32) + alpha * images[b + 1]
+                        image = blend.round().astype(np.uint8)
                 frame = av.VideoFrame.from_ndarray(image, format="rgb24")
                 for packet in stream.encode(frame):
                     container.mux(packet)

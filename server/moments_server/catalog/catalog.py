@@ -10,22 +10,15 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from moments_server import metrics
 from moments_server.catalog import queries
 from moments_server.catalog.model import INTERRUPTED, FrameRecord, VideoRecord, user_metadata
+from moments_server.store.connector import Connector
 from moments_server.store.embedded.blobs import FileBlob
-
-
-class Connector(Protocol):
-    def query(
-        self, commands: list[dict[str, Any]], blobs: Sequence[bytes | FileBlob] = ()
-    ) -> tuple[Any, list[bytes]]: ...
-    def close(self) -> None: ...
-
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +46,14 @@ class Hit:
     thumbnail: bytes | None = None
     key: str = ""  # the frame descriptor's store id: the same frame found by several query vectors
     vector: np.ndarray | None = None  # the stored frame vector, when asked for
+    # shot-aware videos: the frame's shot and its range (shot_end_s None while unknown)
+    shot: int | None = None
+    shot_start_s: float | None = None
+    shot_end_s: float | None = None
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if value is not None else None
 
 
 def _first(response: Any, command: str) -> dict[str, Any]:
@@ -333,6 +334,9 @@ class Catalog:
                     thumbnail=thumbnail,
                     key=str(frame["_uniqueid"]),
                     vector=vector,
+                    shot=int(frame["shot"]) if frame.get("shot") is not None else None,
+                    shot_start_s=_number(frame.get("shot_start_s")),
+                    shot_end_s=_number(frame.get("shot_end_s")),
                 )
             )
         return hits

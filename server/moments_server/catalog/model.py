@@ -31,8 +31,11 @@ VIDEO_FIELDS = (
     # when its stream last committed (epoch seconds), and the id of a stream that expired (upload_ttl_s)
     "active_at",
     "expired_upload_id",
+    # shots found at ingest (shot-aware windows; absent: fixed windows)
+    "shots",
 )
-FRAME_FIELDS = ("video_id", "frame_s", "start_s", "end_s", "state")
+# shot, shot_start_s, shot_end_s: a shot-aware frame's shot (its index in the video) and that shot's range
+FRAME_FIELDS = ("video_id", "frame_s", "start_s", "end_s", "state", "shot", "shot_start_s", "shot_end_s")
 RESERVED_KEYS = frozenset(VIDEO_FIELDS) | frozenset(FRAME_FIELDS)
 
 FRAME_EDGE = "has_frame"  # Descriptor → Clip
@@ -60,6 +63,18 @@ class FrameRecord:
     time_s: float
     start_s: float
     end_s: float
+    # shot-aware windows: the frame's shot (index in the video) and its time range
+    shot: int | None = None
+    shot_start_s: float | None = None
+    shot_end_s: float | None = None
+
+    def shot_properties(self) -> dict[str, Any]:
+        if self.shot is None:
+            return {}
+        props: dict[str, Any] = {"shot": self.shot, "shot_start_s": self.shot_start_s}
+        if self.shot_end_s is not None:
+            props["shot_end_s"] = self.shot_end_s
+        return props
 
 
 @dataclass
@@ -86,6 +101,7 @@ class VideoRecord:
     init_end: int = 0
     restart_offset: int = 0
     active_at: float = 0.0
+    shots: int = 0  # shots found (shot-aware windows); 0: fixed windows
 
     def properties(self) -> dict[str, Any]:
         props: dict[str, Any] = {
@@ -104,6 +120,8 @@ class VideoRecord:
             "sha256": self.sha256,
             "state": self.state,
         }
+        if self.shots:
+            props["shots"] = self.shots
         if self.upload_id:
             props.update(
                 upload_id=self.upload_id,
@@ -138,6 +156,7 @@ class VideoRecord:
             init_end=int(props.get("init_end", 0)),
             restart_offset=int(props.get("restart_offset", 0)),
             active_at=float(props.get("active_at", 0.0)),
+            shots=int(props.get("shots", 0)),
         )
 
 

@@ -266,7 +266,12 @@ def add_frames(
                     "_ref": clip_ref,
                     "video_ref": 1,
                     "time_offset_range": {"start": time_offset(frame.start_s), "stop": time_offset(frame.end_s)},
-                    "properties": {"video_id": video.video_id, "start_s": frame.start_s, "end_s": frame.end_s},
+                    "properties": {
+                        "video_id": video.video_id,
+                        "start_s": frame.start_s,
+                        "end_s": frame.end_s,
+                        **frame.shot_properties(),
+                    },
                 }
             }
         )
@@ -280,6 +285,7 @@ def add_frames(
                         "frame_s": frame.time_s,
                         "start_s": frame.start_s,
                         "end_s": frame.end_s,
+                        **frame.shot_properties(),
                     },
                     "connect": {"ref": clip_ref, "class": FRAME_EDGE},
                 }

@@ -119,6 +119,14 @@ class MicroBatcher(Generic[T, R]):
     def searching(self) -> bool:
         return self._searching > 0
 
+    def searched_within(self, seconds: float, now: float) -> bool:
+        """Search work is here now, or finished less than `seconds` before `now` (perf_counter)."""
+        return self.searching or now - self._last_search < seconds
+
+    async def search_idle(self) -> None:
+        """Returns once no search request is queued or running here."""
+        await self._search_idle.wait()
+
     def _search_done(self, _: asyncio.Future[Any]) -> None:
         self._last_search = time.perf_counter()
         self._searching -= 1
@@ -127,7 +135,7 @@ class MicroBatcher(Generic[T, R]):
 
     def _ingest_limit(self) -> int:
         now = time.perf_counter()
-        if any(b.searching or now - b._last_search < b.recent_search_s for b in self._defer_to):
+        if any(b.searched_within(b.recent_search_s, now) for b in self._defer_to):
             return min(self.max_batch, self.ingest_batch_while_searching)
         return self.max_batch
 
@@ -135,7 +143,7 @@ class MicroBatcher(Generic[T, R]):
         busy = [b for b in self._defer_to if b.searching]
         if not busy or self._lanes[Lane.SEARCH]:
             return
-        waits = [asyncio.ensure_future(b._search_idle.wait()) for b in busy]
+        waits = [asyncio.ensure_future(b.search_idle()) for b in busy]
         try:
             await asyncio.wait(waits, timeout=self.max_defer_s, return_when=asyncio.ALL_COMPLETED)
         finally:

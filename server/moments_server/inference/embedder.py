@@ -15,9 +15,9 @@ import numpy as np
 from moments_server import metrics
 from moments_server.inference.batcher import Lane, MicroBatcher, Result
 from moments_server.inference.manifest import ModelManifest
-from moments_server.inference.preprocess import decode_image
 from moments_server.inference.sessions import Tower
 from moments_server.inference.tokenizer import TextTokenizer
+from moments_server.pictures import decode_image
 
 log = logging.getLogger(__name__)
 K = TypeVar("K")

@@ -25,7 +25,7 @@ from moments.v1 import moments_pb2 as pb
 from moments_server.catalog.catalog import Hit
 from moments_server.config import Settings
 from moments_server.errors import InvalidArgument
-from moments_server.inference.preprocess import BadImage, check_image
+from moments_server.pictures import BadImage, check_image
 
 DEFAULT_NEGATIVE_WEIGHT = 1.0
 DEFAULT_NEGATIVE_MARGIN = 0.0

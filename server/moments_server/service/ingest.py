@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import Executor
 from datetime import UTC, datetime
+from itertools import pairwise
 from pathlib import Path
 from typing import TypeVar, cast
 
@@ -43,8 +44,9 @@ from moments_server.service.pull import Pull, check_source_url
 from moments_server.service.values import metadata_from_request
 from moments_server.service.videos import video_message
 from moments_server.store.embedded.blobs import FileBlob
-from moments_server.video.decode import SampledFrame, VideoInfo, probe, sample
+from moments_server.video.decode import DecodeStats, SampledFrame, VideoInfo, probe, sample
 from moments_server.video.pull import redacted
+from moments_server.video.shots import ShotDetector
 from moments_server.video.spool import Spool, UploadTooLarge, sweep
 
 log = logging.getLogger(__name__)
@@ -64,12 +66,21 @@ def validate_header(header: pb.IngestHeader, settings: Settings) -> None:
         raise InvalidArgument(f"sampling.fps must be in (0, {settings.max_fps}]; 0 means 1; got {fps}")
     if header.sampling.max_frames > settings.max_frames:
         raise InvalidArgument(f"sampling.max_frames must be at most {settings.max_frames}")
+    windows = header.sampling.windows
+    if windows not in (pb.WINDOWS_UNSPECIFIED, pb.WINDOWS_FIXED, pb.WINDOWS_SHOTS):
+        raise InvalidArgument(f"sampling.windows {windows} is unknown: UNSPECIFIED (0), FIXED (1) or SHOTS (2)")
+    if windows == pb.WINDOWS_SHOTS and header.sampling.keyframes:
+        raise InvalidArgument("sampling.windows SHOTS detects shots on the decoded frames: it needs keyframes = false")
+    if windows == pb.WINDOWS_SHOTS and (header.mode != pb.INGEST_MODE_UNSPECIFIED or header.source_url):
+        raise InvalidArgument(
+            "sampling.windows SHOTS is for uploads; LIVE, FRAMES and pulled streams keep fixed windows: leave it unset"
+        )
     if header.sha256 and (len(header.sha256) != 64 or any(c not in "0123456789abcdef" for c in header.sha256)):
         raise InvalidArgument("header.sha256 must be 64 lowercase hex characters")
     if header.mode not in (pb.INGEST_MODE_UNSPECIFIED, pb.INGEST_MODE_LIVE, pb.INGEST_MODE_FRAMES):
         raise InvalidArgument(f"header.mode {header.mode} is unknown: UPLOAD (0), LIVE (1) or FRAMES (2)")
     if header.mode == pb.INGEST_MODE_FRAMES and (
-        header.sampling.fps or header.sampling.max_frames or header.sampling.keyframes
+        header.sampling.fps or header.sampling.max_frames or header.sampling.keyframes or header.sampling.windows
     ):
         raise InvalidArgument("a FRAMES stream keeps every frame sent (the sender samples): leave sampling unset")
     if header.source_url:
@@ -160,6 +171,30 @@ async def _until(chunks: AsyncIterator[T], stopped: asyncio.Event) -> AsyncItera
             yield cast(T, chunk)
     finally:
         stop_wait.cancel()
+
+
+def shot_windows(header: pb.IngestHeader, settings: Settings) -> bool:
+    """Whether an upload's windows follow its shots: asked for, or the server's default where it applies."""
+    if header.sampling.windows == pb.WINDOWS_UNSPECIFIED:
+        return settings.default_windows == "shots" and not header.sampling.keyframes
+    return header.sampling.windows == pb.WINDOWS_SHOTS
+
+
+def close_shots(records: list[FrameRecord]) -> int:
+    """Each shot ends where the next starts, the last one with the last frame's window; -> shots found."""
+    starts: dict[int, float] = {}
+    for r in records:
+        if r.shot is not None and r.shot_start_s is not None:
+            starts.setdefault(r.shot, r.shot_start_s)
+    if not starts:
+        return 0
+    order = sorted(starts)
+    ends = {shot: starts[after] for shot, after in pairwise(order)}
+    ends[order[-1]] = max(r.end_s for r in records if r.shot == order[-1])
+    for r in records:
+        if r.shot is not None:
+            r.shot_end_s = ends[r.shot]
+    return len(starts)
 
 
 def _thumbnail(rgb: np.ndarray) -> bytes:
@@ -336,6 +371,7 @@ class IngestService:
             if not frames:
                 raise InvalidArgument("no frame could be sampled from the video")
             record = self._record(header, metadata, info, spool.size, digest, frames)
+            record.shots = close_shots(frames)
             # the video's blob is the spool file: the in-process store copies it file to file; a remote one
             # reads it into its one message (bounded by max_stored_video_bytes, checked as the bytes arrived)
             blob = FileBlob(spool.path, spool.size)
@@ -437,6 +473,8 @@ class IngestService:
         decoded = [0]
         decode_s = [0.0]
         want_thumbs = header.thumbnails
+        shots = shot_windows(header, self.settings)
+        stats = DecodeStats()
 
         def on_decoded(n: int) -> None:
             decoded[0] = n
@@ -451,6 +489,9 @@ class IngestService:
                 on_decoded,
                 should_stop,
                 keyframes=header.sampling.keyframes,
+                stats=stats,
+                shots=ShotDetector(self.settings.shot_threshold) if shots else None,
+                detect_fps=self.settings.shot_detect_fps,
             )
             for frame in sampled:
                 thumb = _thumbnail(frame.rgb) if want_thumbs else None
@@ -468,7 +509,8 @@ class IngestService:
         try:
             async for done in stream:
                 frame, thumb = done.key
-                records.append(FrameRecord(frame.time_s, frame.start_s, frame.end_s))
+                shot = (frame.shot, frame.shot_start_s) if frame.shot >= 0 else (None, None)
+                records.append(FrameRecord(frame.time_s, frame.start_s, frame.end_s, *shot))
                 if thumb is not None:
                     thumbs.append(thumb)
                 results.append(done.vector)
@@ -485,5 +527,13 @@ class IngestService:
         progress.frames_embedded = len(results)
         metrics.INGEST_FRAMES.labels("decoded").inc(progress.frames_decoded)
         metrics.INGEST_FRAMES.labels("embedded").inc(len(results))
+        if shots:
+            log.info(
+                "%s: %d shots, detection %.3f s CPU over %d decoded frames",
+                header.video_id,
+                stats.cuts + 1,
+                stats.detect_s,
+                stats.decoded,
+            )
         vectors = np.stack(results) if results else np.zeros((0, self.embedder.dim), np.float32)
         return records, vectors, (thumbs if want_thumbs else None), decode_s[0], embed_s

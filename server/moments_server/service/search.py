@@ -92,6 +92,10 @@ class SearchService:
                 f"group_by_video is max_per_video = 1, and max_per_video is {options.max_per_video}: set one of them"
             )
         per_video = 1 if options.group_by_video else options.max_per_video
+        span = options.moment_span
+        if span not in (pb.MOMENT_SPAN_UNSPECIFIED, pb.MOMENT_SPAN_WINDOW, pb.MOMENT_SPAN_SHOT):
+            raise InvalidArgument(f"options.moment_span {span} is unknown: UNSPECIFIED (0), WINDOW (1) or SHOT (2)")
+        shots = span == pb.MOMENT_SPAN_SHOT
         query = compose.plan(request, self.settings)
         loop = asyncio.get_running_loop()
         known = self.catalog.metadata_types()
@@ -104,7 +108,7 @@ class SearchService:
         vectors, negatives = query.vectors(texts.vectors, images.vectors, self.embedder.dim)
 
         wanted = offset + top_k + 1
-        folding = options.merge_adjacent or per_video > 0
+        folding = options.merge_adjacent or per_video > 0 or shots
         cap = self.settings.max_page_depth * OVERFETCH
         k = min(wanted * OVERFETCH, cap) if folding else wanted
         store_s = 0.0
@@ -118,7 +122,7 @@ class SearchService:
             store_s += time.perf_counter() - store_started
             hits = compose.combine(per_query, negatives, query.negative_weight, query.negative_margin)
             floor = _floor(hits, min_score, relative)
-            moments = to_moments(hits, floor, options.merge_adjacent, False, tolerance, per_video)
+            moments = to_moments(hits, floor, options.merge_adjacent, False, tolerance, per_video, shots)
             # Done when no frame left out of the kNN could change the moments up to `wanted`: it would score
             # at most `bound`. A plain query is done at once (its wanted-th hit is the bound).
             bound = compose.unseen_bound(per_query, k)

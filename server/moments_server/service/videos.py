@@ -13,7 +13,7 @@ from moments_server.catalog.model import VIDEO_ID, VideoRecord
 from moments_server.config import Settings
 from moments_server.errors import InvalidArgument, NotFound, ResourceExhausted
 from moments_server.inference.embedder import Embedder
-from moments_server.inference.preprocess import check_image
+from moments_server.pictures import check_image
 from moments_server.service.sizing import fit
 from moments_server.service.values import fill_metadata
 
@@ -35,6 +35,7 @@ def video_message(v: VideoRecord) -> pb.Video:
         frames=v.frames,
         size_bytes=v.size_bytes,
         state=v.state,
+        shots=v.shots,
     )
     fill_metadata(msg.metadata, v.metadata)
     return msg

@@ -50,6 +50,14 @@ class StoreUnavailable(ConnectionError):
 
 
 class SDKConnector:
+    """A real ApertureDB server (or another process's embedded store) through the SDK."""
+
+    kind = "aperturedb"
+    remote = True
+
+    def local_engine(self) -> None:
+        return None
+
     def __init__(
         self,
         host: str,

@@ -6,6 +6,9 @@
             # per-command results on success, a dict {"status": -1, "info": ...} on error; a FileBlob
             # (a spooled upload) is copied file to file by the in-process engine, read by the others
         def close(self) -> None
+        kind: str       # "embedded" or "aperturedb" (what Info reports)
+        remote: bool    # another process serves it and can go away: health follows it (store/watch.py)
+        def local_engine(self) -> Engine | None   # the in-process engine a wire listener can front
 
     open_connector(url) -> Connector
         "embedded:./data"                                   in-process Engine on that data dir
@@ -19,10 +22,13 @@ Both are thread-safe.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from .embedded.blobs import FileBlob
+
+if TYPE_CHECKING:
+    from .embedded import Engine
 
 
 @runtime_checkable
@@ -33,9 +39,17 @@ class Connector(Protocol):
 
     def close(self) -> None: ...
 
+    kind: str
+    remote: bool
+
+    def local_engine(self) -> Engine | None: ...
+
 
 class EmbeddedConnector:
     """The embedded engine, in-process."""
+
+    kind = "embedded"
+    remote = False
 
     def __init__(self, data_dir: str) -> None:
         from .embedded import Engine
@@ -48,10 +62,16 @@ class EmbeddedConnector:
     def close(self) -> None:
         self.engine.close()
 
+    def local_engine(self) -> Engine | None:
+        return self.engine
+
 
 class ReplicaConnector:
     """A read replica of an embedded store that another process owns (store/embedded/replica.py): reads
     run on it in-process, writes go to the owner (its wire listener)."""
+
+    kind = "embedded"
+    remote = False  # the owner is the launcher of this worker: when it goes, so does the worker
 
     def __init__(self, data_dir: str, writer_url: str) -> None:
         from .embedded import Engine
@@ -71,6 +91,9 @@ class ReplicaConnector:
     def close(self) -> None:
         self.engine.close()
         self.writer.close()
+
+    def local_engine(self) -> Engine | None:
+        return None  # a replica cannot take writes: only its owner can front the store
 
 
 def open_connector(url: str, writer: str = "") -> Connector:

@@ -15,7 +15,7 @@ from moments_server import metrics
 from moments_server.catalog.catalog import ModelMismatch, StoreError, VideoGone
 from moments_server.errors import MomentsError, Overloaded
 from moments_server.inference.batcher import Expired, QueueFull
-from moments_server.inference.preprocess import BadImage
+from moments_server.pictures import BadImage
 from moments_server.video.decode import BadVideo
 
 log = logging.getLogger(__name__)

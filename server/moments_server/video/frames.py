@@ -15,7 +15,7 @@ from PIL import Image
 
 from moments_server.errors import InvalidArgument, ResourceExhausted
 from moments_server.framing import Framing
-from moments_server.inference.preprocess import BadImage, open_image, trim_aspect
+from moments_server.pictures import BadImage, open_image, trim_aspect
 
 
 @dataclass(frozen=True)

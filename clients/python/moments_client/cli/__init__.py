@@ -4,6 +4,7 @@
     moments ingest demo.mp4                # or folders, recursively, with --parallel N streams
     moments ingest rtsp://cam/live --id cam-7   # the server pulls a camera (or http(s) HLS, udp); Ctrl-C ends it
     moments search "a red circle"          # a table; --json for scripts
+    moments eval set.json --ingest         # search quality on a labelled set (docs/eval.md)
 
 Exit codes: 0 ok; 1 the server refused a call, or some files failed to ingest; 2 bad usage or an unreadable
 local file; 3 the server is unreachable or did not answer in time.
@@ -118,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     # One module a command (or a family: `videos ls|get|rm`); each adds its subcommands with register(sub, common),
     # listed in `moments --help` in this order. Imported here, so that a command module may import this package.
     from moments_client.cli import embed, info, ingest, live, sample, search, videos
+    from moments_client.eval.command import add_parser as add_eval_parser
 
     common = server_options(suppress=True)
     parser = argparse.ArgumentParser(
@@ -130,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in (ingest, live, search, info, videos, embed, sample):
         command.register(sub, common)
+    add_eval_parser(sub, common)  # moments eval: its own package (moments_client.eval)
     return parser
 
 

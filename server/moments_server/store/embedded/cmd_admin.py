@@ -8,7 +8,7 @@ from .constraints import prop_expr
 from .errors import QueryError
 
 if TYPE_CHECKING:
-    from .engine import Tx
+    from .tx import Tx
 
 
 def _type_name(t: str) -> str:
@@ -78,7 +78,7 @@ def create_index(tx: Tx, cmd: str, body: dict[str, Any]) -> dict[str, Any]:
     target, cls, prop, kind = _index_args(body, cmd)
     prop_expr("o", prop)  # validates the name
     cur = tx.conn.execute("INSERT OR IGNORE INTO prop_indexes VALUES (?,?,?,?)", (target, cls, prop, kind))
-    tx.engine._ensure_sql_index("objects" if target == "entity" else "conns", prop)
+    tx.ensure_index("objects" if target == "entity" else "conns", prop)
     if cur.rowcount == 0:
         return {"info": "Index exists!", "status": 2}
     return {"status": 0}

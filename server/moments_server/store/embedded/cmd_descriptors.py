@@ -7,32 +7,20 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import jsonio
-from .cmd_objects import _binding_of, _exists, _if_not_found, _insert_object, delete_ids
 from .constraints import prop_expr
 from .errors import QueryError
-from .model import Binding, SetInfo
-from .query import (
-    Select,
-    _bind,
-    _bool,
-    _filters,
-    _find_rows,
-    _group_source,
-    _ids_param,
-    _int,
-    _respond,
-    _results,
-    _sort_spec,
-    _sorted,
-    fetch_rows,
-)
-from .values import encode_properties
-from .vectors import FLAT_ENGINES, HNSW_ENGINES, METRICS, HnswParams, prepare
+from .filters import Select, apply_filters
+from .knn import knn
+from .params import bool_param, int_param, json_ids, results_spec, sort_spec, sorted_keys
+from .properties import encode_properties
+from .responses import group_source, respond
+from .rows import fetch_rows, find_rows
+from .tx import Binding, binding_of
+from .vectors import FLAT_ENGINES, HNSW_ENGINES, METRICS, HnswParams
+from .writes import delete_ids, exists_response, if_not_found, insert_object
 
 if TYPE_CHECKING:
-    from .engine import Tx
-
-EXACT_MAX = 50_000  # filtered kNN over at most this many candidates is computed exactly (numpy)
+    from .tx import Tx
 
 
 def _list_param(v: Any, allowed: set[str], what: str, default: str) -> list[str]:
@@ -49,11 +37,10 @@ def _list_param(v: Any, allowed: set[str], what: str, default: str) -> list[str]
 
 
 def add_descriptor_set(tx: Tx, cmd: str, body: dict[str, Any]) -> dict[str, Any]:
-
     name = body.get("name")
     if not isinstance(name, str) or not name:
         raise QueryError("AddDescriptorSet: 'name' is required (a non-empty string)")
-    dims = _int(body, "dimensions", cmd, minimum=1)
+    dims = int_param(body, "dimensions", cmd, minimum=1)
     if dims is None:
         raise QueryError("AddDescriptorSet: 'dimensions' is required")
     metrics = _list_param(body.get("metric"), METRICS, "metric", "L2")
@@ -71,30 +58,27 @@ def add_descriptor_set(tx: Tx, cmd: str, body: dict[str, Any]) -> dict[str, Any]
     if existing is not None:
         # OPEN in SEMANTICS.md: a duplicate name is a conditional-add hit: status 2 (and only the
         # status, the shape the conformance case allows), nothing created, _ref bound to the set.
-        _bind(tx, body, cmd, Binding([existing.id], "_DescriptorSet"))
+        tx.bind(body, cmd, Binding([existing.id], "_DescriptorSet"))
         return {"status": 2}
     props.update({"_name": name, "_dimensions": dims, "_metrics": metrics, "_engines": engines})
-    rid = _insert_object(tx, "_DescriptorSet", props, body, cmd)
-    tx.new_sets[name] = SetInfo(
-        rid, name, dims, metrics[0], metrics, engines, tx.engine.new_index(dims, metrics[0], engines[0], hnsw)
-    )
-    tx.dropped_sets.discard(name)
+    rid = insert_object(tx, "_DescriptorSet", props, body, cmd)
+    tx.create_set(rid, name, dims, metrics, engines, hnsw)
     return {"status": 0}
 
 
 def find_descriptor_set(tx: Tx, cmd: str, body: dict[str, Any]) -> dict[str, Any]:
     tx.flush()
-    r = _results(body, cmd)
+    r = results_spec(body, cmd)
     sel = Select("_DescriptorSet")
     for key in ("with_name", "name", "set"):
         if key in body:
             if not isinstance(body[key], str):
                 raise QueryError(f"{cmd}: '{key}' must be a string")
             sel.add(f"{prop_expr('o', '_name')} = ?", [body[key]])
-    _filters(tx, body, cmd, sel)
-    rows = _find_rows(tx, sel, body, r, cmd)
-    _bind(tx, body, cmd, _binding_of(rows, "_DescriptorSet"))
-    flags = {k: _bool(body, k, cmd) for k in ("counts", "dimensions", "engines", "metrics")}
+    apply_filters(tx, body, cmd, sel)
+    rows = find_rows(tx, sel, body, r, cmd)
+    tx.bind(body, cmd, binding_of(rows, "_DescriptorSet"))
+    flags = {k: bool_param(body, k, cmd) for k in ("counts", "dimensions", "engines", "metrics")}
     extra: dict[int, dict[str, Any]] = {}
     for row in rows:
         p = jsonio.loads(row[2])
@@ -108,7 +92,7 @@ def find_descriptor_set(tx: Tx, cmd: str, body: dict[str, Any]) -> dict[str, Any
         if flags["metrics"]:
             e["_metrics"] = p["_metrics"]
         extra[row[0]] = e
-    return _respond(tx, body, cmd, rows, r, extra=extra, force_entities=any(flags.values()))
+    return respond(tx, body, cmd, rows, r, extra=extra, force_entities=any(flags.values()))
 
 
 def delete_descriptor_set(tx: Tx, cmd: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -116,7 +100,7 @@ def delete_descriptor_set(tx: Tx, cmd: str, body: dict[str, Any]) -> dict[str, A
     tx.flush()
     if "with_name" in body:
         sel.add(f"{prop_expr('o', '_name')} = ?", [body["with_name"]])
-    _filters(tx, body, cmd, sel)
+    apply_filters(tx, body, cmd, sel)
     ids = [r[0] for r in tx.conn.execute(f"SELECT o.id FROM objects o WHERE {sel.sql()}", sel.params)]
     delete_ids(tx, ids)
     return {"count": len(ids), "status": 0}
@@ -126,7 +110,6 @@ def delete_descriptor_set(tx: Tx, cmd: str, body: dict[str, Any]) -> dict[str, A
 
 
 def add_descriptor(tx: Tx, cmd: str, body: dict[str, Any]) -> dict[str, Any]:
-
     if "set" not in body:
         raise QueryError("AddDescriptor: 'set' is required")
     s = tx.get_set(body["set"], cmd)
@@ -143,72 +126,26 @@ def add_descriptor(tx: Tx, cmd: str, body: dict[str, Any]) -> dict[str, Any]:
     if "if_not_found" in body:
         sel = Select("_Descriptor")
         sel.add("o.set_id = ?", [s.id])
-        found = _if_not_found(tx, body, cmd, sel)
+        found = if_not_found(tx, body, cmd, sel)
         if found:
-            _bind(tx, body, cmd, Binding([row[0] for row in found], "_Descriptor"))
-            return _exists(cmd)
-    rid = _insert_object(tx, "_Descriptor", props, body, cmd, set_id=s.id, label=label)
-    tx.p_vectors.append((rid, s.id, blob))
-    ids, vecs = tx.vec_adds.setdefault(s.id, ([], []))
-    ids.append(rid)
-    vecs.append(blob)
+            tx.bind(body, cmd, Binding([row[0] for row in found], "_Descriptor"))
+            return exists_response(cmd)
+    rid = insert_object(tx, "_Descriptor", props, body, cmd, set_id=s.id, label=label)
+    tx.add_vector(s.id, rid, blob)
     return {"status": 0}
 
 
-def _knn(tx: Tx, s: SetInfo, q: np.ndarray, k: int, filtered: Select | None) -> list[list[tuple[int, float]]]:
-    """Per query vector: [(id, _distance)] nearest first."""
-    qp = prepare(q, s.metric)
-    if filtered is None and not tx.set_has_pending(s.id):
-        d, i = s.index.search(qp, k + 8)  # a little slack for ids a concurrent delete just removed
-        out = []
-        for drow, irow in zip(d, i, strict=True):
-            out.append([(int(a), float(b)) for a, b in zip(irow, drow, strict=True) if a >= 0])
-        return out
-    sel = filtered or Select("_Descriptor")
-    if filtered is None:
-        sel.add("o.set_id = ?", [s.id])
-    cand = [r[0] for r in tx.conn.execute(f"SELECT o.id FROM objects o WHERE {sel.sql()}", sel.params)]
-    if not cand:
-        return [[] for _ in range(q.shape[0])]
-    if len(cand) > EXACT_MAX and not tx.set_has_pending(s.id):
-        d, i = s.index.search_subset(qp, k, np.asarray(cand, dtype=np.int64))
-        return [
-            [(int(a), float(b)) for a, b in zip(ir, dr, strict=True) if a >= 0] for dr, ir in zip(d, i, strict=True)
-        ]
-    ids = np.sort(np.asarray(cand, dtype=np.int64))
-    xb = None if tx.set_has_pending(s.id) else s.index.reconstruct(ids)
-    if xb is None:  # rows the index does not hold (yet): read this snapshot's vectors from SQLite
-        rows = tx.conn.execute(
-            "SELECT id, vec FROM vectors WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id",
-            (_ids_param(cand),),
-        ).fetchall()
-        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        xb = prepare(np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), s.dims), s.metric)
-    out = []
-    for qv in qp:
-        if s.metric == "L2":
-            diff = xb - qv
-            dist = np.einsum("ij,ij->i", diff, diff, dtype=np.float32)
-            order = np.lexsort((ids, dist))[:k]
-        else:
-            dist = np.einsum("ij,j->i", xb, qv)  # not BLAS: its threads spin-wait on a busy box
-            order = np.lexsort((ids, -dist))[:k]
-        out.append([(int(ids[j]), float(dist[j])) for j in order])
-    return out
-
-
 def find_descriptor(tx: Tx, cmd: str, body: dict[str, Any]) -> dict[str, Any]:
-
     tx.flush()
-    r = _results(body, cmd)
+    r = results_spec(body, cmd)
     s = tx.get_set(body.get("set"), cmd) if "set" in body else None
-    k = _int(body, "k_neighbors", cmd, minimum=1)
-    want = {f: _bool(body, f, cmd) for f in ("distances", "labels", "blobs")}
+    k = int_param(body, "k_neighbors", cmd, minimum=1)
+    want = {f: bool_param(body, f, cmd) for f in ("distances", "labels", "blobs")}
     sel = Select("_Descriptor")
     if s is not None:
         sel.add("o.set_id = ?", [s.id])
-    _filters(tx, body, cmd, sel)
-    group = _group_source(tx, body, r, cmd)
+    apply_filters(tx, body, cmd, sel)
+    group = group_source(tx, body, r, cmd)
     extra: dict[int, dict[str, Any]] = {}
     batched: list[list[tuple[Any, ...]]] | None = None
     if k is not None:
@@ -222,10 +159,10 @@ def find_descriptor(tx: Tx, cmd: str, body: dict[str, Any]) -> dict[str, Any]:
             )
         q = np.frombuffer(blob, dtype="<f4").reshape(-1, s.dims)
         filtered = sel if (len(sel.where) > 2) else None
-        if filtered is not None and _bool(body, "knn_first", cmd):
+        if filtered is not None and bool_param(body, "knn_first", cmd):
             # knn_first (the old default): the k nearest of the whole set, then the filter (may give < k)
-            hits = _knn(tx, s, q, k, None)
-            ids = _ids_param(sorted({i for h in hits for i, _ in h}))
+            hits = knn(tx, s, q, k, None)
+            ids = json_ids(sorted({i for h in hits for i, _ in h}))
             ok = {
                 r[0]
                 for r in tx.conn.execute(
@@ -235,7 +172,7 @@ def find_descriptor(tx: Tx, cmd: str, body: dict[str, Any]) -> dict[str, Any]:
             }
             hits = [[(i, dist) for i, dist in h[:k] if i in ok] for h in hits]
         else:
-            hits = _knn(tx, s, q, k, filtered)
+            hits = knn(tx, s, q, k, filtered)
         all_ids = sorted({i for h in hits for i, _ in h})
         rows_by_id = fetch_rows(tx, all_ids)
         per_query = []
@@ -251,12 +188,12 @@ def find_descriptor(tx: Tx, cmd: str, body: dict[str, Any]) -> dict[str, Any]:
                 if len(rows_q) == k:
                     break
             per_query.append(rows_q)
-        sort = _sort_spec(body, r, cmd)
+        sort = sort_spec(body, r, cmd)
         if sort is not None:
             key, desc = sort
             per_query = [_py_sort(rows_q, key, desc) for rows_q in per_query]
-        limit = _int(body, "limit", cmd, r.get("limit"))
-        offset = _int(body, "offset", cmd, 0)
+        limit = int_param(body, "limit", cmd, r.get("limit"))
+        offset = int_param(body, "offset", cmd, 0)
         if limit is not None or offset:
             end = None if limit is None else offset + limit
             per_query = [rows_q[offset:end] for rows_q in per_query]
@@ -264,18 +201,18 @@ def find_descriptor(tx: Tx, cmd: str, body: dict[str, Any]) -> dict[str, Any]:
             batched = per_query
         rows = [row for rq in per_query for row in rq]
     else:
-        rows = _find_rows(tx, sel, body, r, cmd)
+        rows = find_rows(tx, sel, body, r, cmd)
     for row in rows:
         if want["labels"]:
             extra.setdefault(row[0], {})["_label"] = row[4] if row[4] is not None else "None"
-    _bind(tx, body, cmd, Binding([row[0] for row in rows], "_Descriptor"))
+    tx.bind(body, cmd, Binding([row[0] for row in rows], "_Descriptor"))
     force = want["distances"] or want["labels"]
 
     def vec_blob(row: tuple[Any, ...]) -> bytes:
         return bytes(tx.conn.execute("SELECT vec FROM vectors WHERE id=?", (row[0],)).fetchone()[0])
 
     if batched is None:
-        return _respond(
+        return respond(
             tx,
             body,
             cmd,
@@ -289,7 +226,7 @@ def find_descriptor(tx: Tx, cmd: str, body: dict[str, Any]) -> dict[str, Any]:
         )
     # Batched query vectors (OPEN): `entities` holds one list per query vector, in order.
     parts = [
-        _respond(tx, body, cmd, rq, r, extra=extra, want_blobs=want["blobs"], blob_fn=vec_blob, force_entities=force)
+        respond(tx, body, cmd, rq, r, extra=extra, want_blobs=want["blobs"], blob_fn=vec_blob, force_entities=force)
         for rq in batched
     ]
     resp: dict[str, Any] = {"status": 0, "returned": sum(p["returned"] for p in parts)}
@@ -300,7 +237,7 @@ def find_descriptor(tx: Tx, cmd: str, body: dict[str, Any]) -> dict[str, Any]:
     starts = [p["blobs_start"] for p in parts if "blobs_start" in p]
     if starts:
         resp["blobs_start"] = starts[0]
-    return _sorted(resp)
+    return sorted_keys(resp)
 
 
 def _py_sort(rows: list[tuple[Any, ...]], key: str, desc: bool) -> list[tuple[Any, ...]]:

@@ -3,8 +3,8 @@
 Each handler validates its body (unknown keys are refused by name), reads or writes through the
 transaction and returns the command's response object with keys in the order the server emits them
 (sorted). A refused command raises `QueryError`, which aborts the whole query. The handlers live in
-cmd_objects.py (entities, media, clips, connections), cmd_descriptors.py and cmd_admin.py; query.py
-holds what they share.
+cmd_objects.py (entities, media, clips), cmd_connections.py, cmd_descriptors.py and cmd_admin.py;
+what they share is in tx.py (the transaction), params.py, filters.py, rows.py, responses.py and writes.py.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .cmd_admin import create_index, get_indexes, get_schema, get_status, remove_index
+from .cmd_connections import add_connection, delete_connection, find_connection, update_connection
 from .cmd_descriptors import (
     add_descriptor,
     add_descriptor_set,
@@ -20,21 +21,12 @@ from .cmd_descriptors import (
     find_descriptor,
     find_descriptor_set,
 )
-from .cmd_objects import (
-    add_connection,
-    add_object,
-    delete_connection,
-    delete_objects,
-    find_connection,
-    find_objects,
-    update_connection,
-    update_objects,
-)
+from .cmd_objects import add_object, delete_objects, find_objects, update_objects
 from .errors import QueryError
 from .media import IN_RANGE_KEYS
 
 if TYPE_CHECKING:
-    from .engine import Tx
+    from .tx import Tx
 
 FIND_KEYS = {
     "_ref",

@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from .errors import QueryError
-from .values import json_type_name, parse_date
+from .properties import json_type_name, parse_date
 
 OPS = {"==": "=", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
 LIST_OPS = {"in", "not in"}

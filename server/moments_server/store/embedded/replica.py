@@ -20,24 +20,24 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from typing import TYPE_CHECKING
 
-import numpy as np
-
-if TYPE_CHECKING:
-    from .engine import Engine, Tx
+from .readcache import ReadCache
+from .sets import SetRegistry
 
 TOUCHED, REMOVED, SETS = 0, 2, 3
 KEEP = 200_000  # log entries kept; a replica further behind reloads what it follows
 _PRUNE_EVERY = 1000  # writes
 
 
-def log_changes(conn: sqlite3.Connection, tx: Tx) -> None:
-    """In the writer's transaction, before its COMMIT."""
-    rows: list[tuple[int, int, int | None]] = [(TOUCHED, i, None) for i in tx.touched]
-    for set_id, ids in tx.vec_removes.items():
+def log_changes(
+    conn: sqlite3.Connection, touched: set[int], removed_vectors: dict[int, list[int]], sets_changed: bool
+) -> None:
+    """In the writer's transaction, before its COMMIT: the objects it touched, the vectors it removed (by
+    set id), whether it created or dropped sets."""
+    rows: list[tuple[int, int, int | None]] = [(TOUCHED, i, None) for i in touched]
+    for set_id, ids in removed_vectors.items():
         rows.extend((REMOVED, i, set_id) for i in ids)
-    if tx.new_sets or tx.dropped_sets:
+    if sets_changed:
         rows.append((SETS, 0, None))
     if rows:
         conn.executemany("INSERT INTO changes(kind, id, set_id) VALUES (?,?,?)", rows)
@@ -54,14 +54,16 @@ def _heads(conn: sqlite3.Connection) -> tuple[int, int]:
 
 
 class ReplicaSync:
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    """A replica Engine's view of the owner's changes: `sets` and `cache` are the replica's own."""
+
+    def __init__(self, conn: sqlite3.Connection, sets: SetRegistry, cache: ReadCache) -> None:
+        self.sets = sets
+        self.cache = cache
         self._lock = threading.Lock()
-        conn = engine._w
         conn.execute("BEGIN")
         try:
             self.seq, self.vec_top = _heads(conn)
-            engine.load_sets(conn)
+            sets.load(conn)
         finally:
             conn.execute("COMMIT")
 
@@ -78,32 +80,27 @@ class ReplicaSync:
 
     def _apply_log(self, conn: sqlite3.Connection, seq: int) -> set[int]:
         """-> the ids of the sets loaded whole (at this snapshot)."""
-        e = self.engine
         rows = conn.execute(
             "SELECT seq, kind, id, set_id FROM changes WHERE seq > ? AND seq <= ? ORDER BY seq", (self.seq, seq)
         ).fetchall()
         if not rows or rows[0][0] != self.seq + 1:  # pruned past us: reload everything we follow
-            e.cache.invalidate_all(at=seq)
-            for s in list(e._sets.values()):
-                e._catch_up(conn, s.id, s.index, None)
+            self.cache.invalidate_all(at=seq)
+            self.sets.catch_up_all(conn)
             self.seq = seq
-            return e.load_sets(conn) | set(e._sets_by_id)
+            return self.sets.load(conn) | set(self.sets.by_id)
         touched = {i for _, kind, i, _ in rows if kind == TOUCHED}
         removed: dict[int, list[int]] = {}
         for _, kind, i, set_id in rows:
             if kind == REMOVED:
                 removed.setdefault(set_id, []).append(i)
-        loaded = e.load_sets(conn) if any(kind == SETS for _, kind, _, _ in rows) else set()
+        loaded = self.sets.load(conn) if any(kind == SETS for _, kind, _, _ in rows) else set()
         for set_id, ids in removed.items():
-            info = e._sets_by_id.get(set_id)
-            if info is not None:
-                info.index.remove(np.asarray(ids, dtype=np.int64))
-        e.cache.invalidate(touched, at=seq)
+            self.sets.remove(set_id, ids)
+        self.cache.invalidate(touched, at=seq)
         self.seq = seq
         return loaded
 
     def _add_vectors(self, conn: sqlite3.Connection, vec_top: int, skip: set[int]) -> None:
-        e = self.engine
         by_set: dict[int, tuple[list[int], list[bytes]]] = {}
         for i, set_id, vec in conn.execute(
             "SELECT id, set_id, vec FROM vectors WHERE id > ? AND id <= ? ORDER BY id", (self.vec_top, vec_top)
@@ -112,7 +109,6 @@ class ReplicaSync:
             ids.append(i)
             vecs.append(vec)
         for set_id, (ids, vecs) in by_set.items():
-            info = e._sets_by_id.get(set_id)
-            if info is not None and set_id not in skip:  # sets loaded whole at this snapshot have these
-                e._add_vectors(info.index, ids, vecs)
+            if set_id not in skip:  # sets loaded whole at this snapshot have these
+                self.sets.add(set_id, ids, vecs)
         self.vec_top = vec_top

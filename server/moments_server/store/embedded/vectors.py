@@ -6,38 +6,28 @@
   `IP` -> inner product, `CS` -> inner product on L2-normalised vectors (cosine similarity);
 - deletes: `remove_ids` for Flat; HNSW cannot remove, so deleted ids become tombstones that searches
   exclude with an `IDSelector`;
-- persistence: `<dir>/<set_id>.faiss` plus `<set_id>.json` with the (count, max id) fingerprint of
-  the rows it holds (see `save`). On open the engine uses it as is when SQLite has the same
-  fingerprint; otherwise it adds the rows the index lacks and drops (or tombstones) the ids SQLite no
-  longer has, so the cache never disagrees with SQLite after a crash;
+- persistence: index_files.py;
 - filtered searches that select few candidates take those vectors from the index by id (or, for
-  rows the index does not hold yet, from SQLite) and rank them exactly (cmd_descriptors._knn);
+  rows the index does not hold yet, from SQLite) and rank them exactly (knn.py);
 - deferred graph insertion (HNSW, `deferred=True`): a commit appends its vectors to the set's `Tail`
   and returns; searches rank the tail exactly and merge it with the graph's answer, and the engine's
   indexer thread moves the tail into the graph in chunks of `DRAIN_CHUNK` (a brief write lock each).
   A tail over `TAIL_MAX` makes the committing writer insert into the graph itself (back-pressure);
-- whole rebuilds (deferred HNSW sets): frames arrive video by video, and a graph grown in that order
-  is much worse than one built from the same vectors in shuffled order (recall@10 0.75 vs 0.94 at
-  100k CLIP-like frames, make bench figure 5.100k.order). Once the vectors inserted one chunk at a
-  time since the graph's last whole build are at least as many as it then held (and >= REBUILD_MIN),
-  the indexer builds a new graph from every live vector in shuffled order, a chunk at a time in idle
-  time, while the old one keeps serving, then swaps it in (`Rebuild`). Doubling keeps the total
-  rebuild work under twice a single build; a rebuild holds a second graph in memory while it runs.
+- whole rebuilds of graphs grown in a bad order: rebuild.py.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import faiss
 import numpy as np
 
 from .rwlock import RWLock
+from .tail import Tail
+from .topk import exact_top_k, faiss_metric, in_tie_order, merge_top_k, no_hits
 
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 128
@@ -99,10 +89,6 @@ def limit_omp_threads() -> None:
         _omp_local.n = OMP_THREADS
 
 
-def faiss_metric(metric: str) -> int:
-    return faiss.METRIC_L2 if metric == "L2" else faiss.METRIC_INNER_PRODUCT
-
-
 def prepare(vecs: np.ndarray, metric: str) -> np.ndarray:
     """float32, C-contiguous, normalised for CS (zero vectors stay zero)."""
     x = np.ascontiguousarray(vecs, dtype=np.float32)
@@ -110,125 +96,6 @@ def prepare(vecs: np.ndarray, metric: str) -> np.ndarray:
         x = x.copy()
         faiss.normalize_L2(x)
     return x
-
-
-class Tail:
-    """Descriptors committed to SQLite that the HNSW graph does not hold yet, in id order.
-
-    Searches rank them exactly beside the graph's answer, so a commit never waits for graph insertion
-    (about half of a bulk insert's CPU time); the engine's indexer thread moves them into the graph in
-    small chunks. A growable buffer with a moving front: appends and drains copy only what they move.
-    """
-
-    def __init__(self, dims: int) -> None:
-        self.dims = dims
-        self._ids = np.zeros(0, np.int64)
-        self._vecs = np.zeros((0, dims), np.float32)
-        self._lo = 0
-        self._hi = 0
-
-    def __len__(self) -> int:
-        return self._hi - self._lo
-
-    @property
-    def ids(self) -> np.ndarray:
-        return self._ids[self._lo : self._hi]
-
-    @property
-    def vecs(self) -> np.ndarray:
-        return self._vecs[self._lo : self._hi]
-
-    def append(self, ids: np.ndarray, vecs: np.ndarray) -> None:
-        n, live = len(ids), len(self)
-        if self._hi + n > len(self._ids):
-            cap = max(1024, len(self._ids))
-            while cap < 2 * (live + n):
-                cap *= 2
-            new_ids = np.zeros(cap, np.int64)
-            new_vecs = np.zeros((cap, self.dims), np.float32)
-            new_ids[:live] = self.ids
-            new_vecs[:live] = self.vecs
-            self._ids, self._vecs, self._lo, self._hi = new_ids, new_vecs, 0, live
-        self._ids[self._hi : self._hi + n] = ids
-        self._vecs[self._hi : self._hi + n] = vecs
-        self._hi += n
-        if live and n and ids.min() <= self._ids[self._hi - n - 1]:  # keep id order (lookups bisect)
-            order = np.argsort(self.ids, kind="stable")
-            self._ids[self._lo : self._hi] = self.ids[order]
-            self._vecs[self._lo : self._hi] = self.vecs[order]
-
-    def front(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """The first `n` (oldest) entries, as views: valid until the next change."""
-        end = self._lo + min(n, len(self))
-        return self._ids[self._lo : end], self._vecs[self._lo : end]
-
-    def drop_front(self, n: int) -> None:
-        self._lo += min(n, len(self))
-        if self._lo == self._hi:
-            self._lo = self._hi = 0
-
-    def positions(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """-> (mask of `ids` held here, their positions in `self.ids` where held)."""
-        mine = self.ids
-        pos = np.searchsorted(mine, ids)
-        pos_c = np.minimum(pos, max(len(mine) - 1, 0))
-        held = (pos < len(mine)) & (mine[pos_c] == ids) if len(mine) else np.zeros(len(ids), bool)
-        return held, pos_c[held]
-
-    def remove(self, ids: np.ndarray) -> np.ndarray:
-        """Drop the given ids held here; -> the ids that were not here."""
-        if not len(self):
-            return ids
-        held, pos = self.positions(ids)
-        if held.any():
-            keep = np.ones(len(self), bool)
-            keep[pos] = False
-            kept_ids, kept_vecs = self.ids[keep], self.vecs[keep]
-            self._ids = np.zeros(0, np.int64)
-            self._vecs = np.zeros((0, self.dims), np.float32)
-            self._lo = self._hi = 0
-            self.append(kept_ids, kept_vecs)
-        return ids[~held]
-
-
-def _empty(nq: int) -> tuple[np.ndarray, np.ndarray]:
-    return np.zeros((nq, 0), np.float32), np.zeros((nq, 0), np.int64)
-
-
-def _exact(q: np.ndarray, xb: np.ndarray, ids: np.ndarray, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
-    """Brute-force top k of prepared vectors `xb` (row ids `ids`) for prepared queries `q`."""
-    kk = min(k, len(ids))
-    if kk == 0:
-        return _empty(q.shape[0])
-    d, pos = faiss.knn(q, xb, kk, metric=faiss_metric(metric))
-    return d, np.where(pos >= 0, ids[np.maximum(pos, 0)], -1)
-
-
-def _merge(
-    a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray], k: int, metric: str
-) -> tuple[np.ndarray, np.ndarray]:
-    """The best k of two (distances, ids) answers per query; ids -1 (no hit) sort last."""
-    if not b[1].shape[1]:
-        return a
-    if not a[1].shape[1]:
-        return b
-    d = np.concatenate([a[0], b[0]], axis=1)
-    i = np.concatenate([a[1], b[1]], axis=1)
-    key = np.where(i < 0, np.inf, d if metric == "L2" else -d)
-    order = np.argsort(key, axis=1, kind="stable")[:, :k]
-    return np.take_along_axis(d, order, 1), np.take_along_axis(i, order, 1)
-
-
-def _in_tie_order(found: tuple[np.ndarray, np.ndarray], metric: str) -> tuple[np.ndarray, np.ndarray]:
-    """Best first, equal distances in insertion order (ids grow with insertion), as ApertureDB answers;
-    faiss's inner-product heaps return ties in reverse. Ids -1 (no hit) last."""
-    d, i = found
-    if i.shape[1] < 2:
-        return found
-    key = np.where(i < 0, np.inf, d if metric == "L2" else -d)
-    tiebreak = np.where(i < 0, np.iinfo(np.int64).max, i)
-    order = np.lexsort((tiebreak, key), axis=1)
-    return np.take_along_axis(d, order, 1), np.take_along_axis(i, order, 1)
 
 
 class VectorIndex:
@@ -243,7 +110,7 @@ class VectorIndex:
         self.deferred = deferred and self.hnsw
         self.tail = Tail(dims)
         self.on_tail: Any = None  # called (no arguments) after a deferred add: wakes the indexer
-        self.index: Any = self._new_index()
+        self.index: Any = self.empty_graph()
         self.tombstones: set[int] = set()
         self.last_id = 0
         self.lock = RWLock()
@@ -259,7 +126,7 @@ class VectorIndex:
     def rebuild_due(self) -> bool:
         return self.deferred and self.added_since_build >= max(REBUILD_MIN, self.built)
 
-    def _new_index(self) -> Any:
+    def empty_graph(self) -> Any:
         base: Any
         if self.hnsw:
             base = faiss.IndexHNSWFlat(self.dims, self.params.m, faiss_metric(self.metric))
@@ -335,21 +202,21 @@ class VectorIndex:
 
     def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Search prepared queries over the whole set; ids are -1 where fewer than k exist."""
-        return _in_tie_order(self._search(q, k), self.metric)
+        return in_tie_order(self._search(q, k), self.metric)
 
     def _search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         limit_omp_threads()
         with self.lock.read():
             if not len(self.tail):
                 return self._search_graph(q, k)
-            return _merge(
-                self._search_graph(q, k), _exact(q, self.tail.vecs, self.tail.ids, k, self.metric), k, self.metric
+            return merge_top_k(
+                self._search_graph(q, k), exact_top_k(q, self.tail.vecs, self.tail.ids, k, self.metric), k, self.metric
             )
 
     def _search_graph(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         n = int(self.index.ntotal)
         if n == 0 or k <= 0:
-            return _empty(q.shape[0])
+            return no_hits(q.shape[0])
         kk = min(k, n)
         if self.tombstones:
             sel = faiss.IDSelectorNot(faiss.IDSelectorBatch(np.fromiter(self.tombstones, np.int64)))
@@ -372,7 +239,7 @@ class VectorIndex:
         100k CLIP-like frames, recall@10 0.62 / 0.36 / 0.19 for filters passing 60 / 30 / 10 % of the
         videos, efSearch 128. Instead the graph's own flat storage is scanned with the filter as a
         bitmap (exact; distances only for the ids that pass)."""
-        return _in_tie_order(self._search_subset(q, k, ids), self.metric)
+        return in_tie_order(self._search_subset(q, k, ids), self.metric)
 
     def _search_subset(self, q: np.ndarray, k: int, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         limit_omp_threads()
@@ -380,7 +247,7 @@ class VectorIndex:
         with self.lock.read():
             kk = min(k, len(ids))
             if not self.index.ntotal:
-                found = _empty(q.shape[0])
+                found = no_hits(q.shape[0])
             elif self.hnsw:
                 found = self._scan_storage(q, kk, ids)
             else:
@@ -391,7 +258,9 @@ class VectorIndex:
             _, pos = self.tail.positions(np.sort(ids))
             if not len(pos):
                 return found
-            return _merge(found, _exact(q, self.tail.vecs[pos], self.tail.ids[pos], kk, self.metric), kk, self.metric)
+            return merge_top_k(
+                found, exact_top_k(q, self.tail.vecs[pos], self.tail.ids[pos], kk, self.metric), kk, self.metric
+            )
 
     def _scan_storage(self, q: np.ndarray, k: int, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Exact search of `ids` over an HNSW graph's flat storage (positions translated to ids)."""
@@ -439,139 +308,42 @@ class VectorIndex:
             graph = faiss.vector_to_array(self.index.id_map).astype(np.int64)
             return np.concatenate([graph, self.tail.ids]) if len(self.tail) else graph
 
-    # -- persistence -------------------------------------------------------------------------------
+    # -- whole rebuilds (rebuild.py) ----------------------------------------------------------------
 
-    def save(self, directory: Path, set_id: int) -> None:
-        """Persist the index with the fingerprint (count, max id) of the rows it holds (the graph's: a
-        tail is not saved; the next open finds those rows missing and catches them up from SQLite).
-
-        Ids are never reused (the engine keeps a high-water mark), so an unchanged fingerprint in
-        SQLite means an unchanged set of rows: adding moves the max up, and getting the max back
-        down means deleting what was added. The metadata is removed before the index file is
-        replaced and written after, so a crash in between leaves no metadata: a full rebuild."""
-        directory.mkdir(parents=True, exist_ok=True)
-        idx_path = directory / f"{set_id}.faiss"
-        meta_path = directory / f"{set_id}.json"
-        with self.lock.read():
-            tmp = idx_path.with_suffix(".faiss.tmp")
-            faiss.write_index(self.index, str(tmp))
-            live = faiss.vector_to_array(self.index.id_map)
+    def start_change_log(self) -> np.ndarray:
+        """-> the graph's live ids; from now on the ids drained into it and deleted from it are logged."""
+        with self.lock.write():
+            live = faiss.vector_to_array(self.index.id_map).astype(np.int64)
             if self.tombstones:
-                live = np.setdiff1d(live, np.fromiter(self.tombstones, np.int64))
-            meta = {
-                "count": len(live),
-                "max_id": int(live.max()) if len(live) else 0,
-                "last_id": self.last_id,
-                "dims": self.dims,
-                "metric": self.metric,
-                "engine": self.engine,
-                "tombstones": sorted(self.tombstones),
-                "built": self.built,
-                "added_since_build": self.added_since_build,
-            }
-            self.dirty = False
-        _fsync_file(tmp)
-        meta_path.unlink(missing_ok=True)
-        os.replace(tmp, idx_path)
-        mtmp = meta_path.with_suffix(".json.tmp")
-        mtmp.write_text(json.dumps(meta))
-        _fsync_file(mtmp)
-        os.replace(mtmp, meta_path)
+                live = np.setdiff1d(live, np.fromiter(self.tombstones, np.int64), assume_unique=True)
+            self._log_adds, self._log_dels = [], []
+        return live
 
-    @classmethod
-    def load(
-        cls,
-        directory: Path,
-        set_id: int,
-        dims: int,
-        metric: str,
-        engine: str,
-        hnsw: HnswParams | None = None,
-        deferred: bool = False,
-    ) -> tuple[VectorIndex, tuple[int, int] | None]:
-        """-> (index, the (count, max id) fingerprint it was saved with, or None if nothing usable)."""
-        vi = cls(dims, metric, engine, hnsw, deferred)
-        idx_path = directory / f"{set_id}.faiss"
-        meta_path = directory / f"{set_id}.json"
-        try:
-            meta = json.loads(meta_path.read_text())
-            if (meta["dims"], meta["metric"], meta["engine"]) != (dims, metric, engine):
-                return vi, None
-            index: Any = faiss.read_index(str(idx_path))
-            if index.d != dims or not isinstance(index, faiss.IndexIDMap2):
-                return vi, None
-            fingerprint = (int(meta["count"]), int(meta["max_id"]))
-        except (OSError, ValueError, KeyError, RuntimeError):
-            return vi, None
-        vi.index = index
-        if vi.hnsw:
-            faiss.downcast_index(index.index).hnsw.efSearch = vi.params.ef_search  # type: ignore[attr-defined]
-        vi.last_id = int(meta["last_id"])
-        vi.tombstones = set(meta.get("tombstones", []))
-        # an index saved before rebuilds existed counts as grown chunk by chunk: it is rebuilt once
-        vi.built = int(meta.get("built", 0))
-        vi.added_since_build = int(meta.get("added_since_build", index.ntotal))
-        return vi, fingerprint
+    def stop_change_log(self) -> None:
+        with self.lock.write():
+            self._log_adds = self._log_dels = None
 
+    def read_back(self, ids: np.ndarray) -> np.ndarray:
+        """The prepared vectors of `ids`, all in the graph."""
+        with self.lock.read():
+            return np.asarray(self.index.reconstruct_batch(ids))
 
-class Rebuild:
-    """A whole rebuild of one set's graph (see the module doc): `step()` inserts the next chunk of the
-    live vectors, in shuffled order, into a private new graph (reading them back from the old one under
-    its read lock); `finish()` swaps it in under the write lock, after inserting what was drained into
-    the old graph meanwhile and tombstoning what was deleted. `abort()` drops it."""
-
-    def __init__(self, vi: VectorIndex, seed: int = 0) -> None:
-        self.vi = vi
-        with vi.lock.write():
-            live = faiss.vector_to_array(vi.index.id_map).astype(np.int64)
-            if vi.tombstones:
-                live = np.setdiff1d(live, np.fromiter(vi.tombstones, np.int64), assume_unique=True)
-            vi._log_adds, vi._log_dels = [], []
-        self.order = np.random.default_rng(seed).permutation(live)
-        self.pos = 0
-        self.new = vi._new_index()
-
-    @property
-    def done(self) -> bool:
-        return self.pos >= len(self.order)
-
-    def step(self, n: int = REBUILD_CHUNK) -> bool:
-        """Insert the next `n` vectors; -> True when every snapshot vector is in the new graph."""
+    def swap_graph(self, new: Any, held: np.ndarray) -> None:
+        """Serve from `new`, a graph holding the ids `held` (start_change_log's, in any order): first the
+        vectors drained into the old graph since then are inserted into it, and what was deleted meanwhile
+        becomes its tombstones."""
         limit_omp_threads()
-        ids = self.order[self.pos : self.pos + n]
-        if len(ids):
-            with self.vi.lock.read():
-                x = self.vi.index.reconstruct_batch(ids)
-            self.new.add_with_ids(x, ids)
-            self.pos += len(ids)
-        return self.done
-
-    def finish(self) -> None:
-        vi = self.vi
-        limit_omp_threads()
-        with vi.lock.write():
-            added = np.concatenate(vi._log_adds) if vi._log_adds else np.zeros(0, np.int64)
-            dels = np.concatenate(vi._log_dels) if vi._log_dels else np.zeros(0, np.int64)
+        with self.lock.write():
+            added = np.concatenate(self._log_adds) if self._log_adds else np.zeros(0, np.int64)
+            dels = np.concatenate(self._log_dels) if self._log_dels else np.zeros(0, np.int64)
             if len(added):
-                self.new.add_with_ids(vi.index.reconstruct_batch(added), added)
-            held = np.concatenate([self.order, added])
+                new.add_with_ids(self.index.reconstruct_batch(added), added)
+            held = np.concatenate([held, added])
             dead = dels[np.isin(dels, held)]
-            vi.index = self.new
-            vi.tombstones = {int(i) for i in dead}
-            vi.built = len(held) - len(vi.tombstones)
-            vi.added_since_build = len(added)
-            vi._log_adds = vi._log_dels = None
-            vi.dirty = True
-            vi._version += 1
-
-    def abort(self) -> None:
-        with self.vi.lock.write():
-            self.vi._log_adds = self.vi._log_dels = None
-
-
-def _fsync_file(p: Path) -> None:
-    fd = os.open(p, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+            self.index = new
+            self.tombstones = {int(i) for i in dead}
+            self.built = len(held) - len(self.tombstones)
+            self.added_since_build = len(added)
+            self._log_adds = self._log_dels = None
+            self.dirty = True
+            self._version += 1

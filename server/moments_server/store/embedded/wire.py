@@ -28,12 +28,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 import logging
-import secrets
 import ssl as ssl_mod
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +46,8 @@ from .protocol import (
     decode_query,
     encode_query,
 )
+from .sessions import Sessions
+from .tls import ensure_self_signed
 
 log = logging.getLogger(__name__)
 
@@ -64,118 +63,6 @@ class _Oversized:
 
     def __init__(self, size: int) -> None:
         self.size = size
-
-
-def ensure_self_signed(cert_dir: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for localhost, made once and kept in cert_dir."""
-    cert_dir.mkdir(parents=True, exist_ok=True)
-    cert, key = cert_dir / "cert.pem", cert_dir / "key.pem"
-    if cert.exists() and key.exists():
-        return cert, key
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    pk = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    import ipaddress
-
-    c = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(pk.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=3650))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(pk, hashes.SHA256())
-    )
-    key.write_bytes(
-        pk.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    key.chmod(0o600)
-    cert.write_bytes(c.public_bytes(serialization.Encoding.PEM))
-    return cert, key
-
-
-class Sessions:
-    def __init__(
-        self, users: dict[str, str] | None, session_ttl: int, refresh_ttl: int, tokens: dict[str, str] | None = None
-    ) -> None:
-        self.users = users
-        self.tokens = tokens or {}
-        self.session_ttl = session_ttl
-        self.refresh_ttl = refresh_ttl
-        self._sessions: dict[str, float] = {}
-        self._refresh: dict[str, float] = {}
-        self._lock = threading.Lock()
-
-    def _issue(self) -> dict[str, Any]:
-        now = time.monotonic()
-        st, rt = "adbs_" + secrets.token_hex(24), "adbr_" + secrets.token_hex(24)
-        with self._lock:
-            self._sessions[st] = now + self.session_ttl
-            self._refresh[rt] = now + self.refresh_ttl
-        return {
-            "refresh_token": rt,
-            "refresh_token_expires_in": self.refresh_ttl,
-            "session_token": st,
-            "session_token_expires_in": self.session_ttl,
-            "status": 0,
-        }
-
-    def authenticate(self, body: Any) -> dict[str, Any]:
-        if not isinstance(body, dict):
-            return {"info": "Authenticate takes an object", "status": -1}
-        if self.users is None:
-            return self._issue()
-        user, pw = body.get("username"), body.get("password")
-        if pw is None and "token" in body:
-            return self._token(body["token"], user)
-        if (
-            isinstance(user, str)
-            and isinstance(pw, str)
-            and user in self.users
-            and secrets.compare_digest(self.users[user], pw)
-        ):
-            return self._issue()
-        return {"info": "Authentication failed: invalid username or password", "status": -1}
-
-    def _token(self, token: Any, user: Any) -> dict[str, Any]:
-        """A personal token; a username sent beside it (the SDK sends its configured one, often "") must be
-        the token's user when it is not empty."""
-        owner = None
-        if isinstance(token, str):
-            for known, who in self.tokens.items():  # compare_digest each: no early exit on a prefix
-                if secrets.compare_digest(known.encode(), token.encode()):
-                    owner = who
-        if owner is None or (user not in (None, "") and user != owner):
-            return {"info": "Authentication failed: invalid token", "status": -1}
-        return self._issue()
-
-    def refresh(self, body: Any) -> dict[str, Any]:
-        rt = body.get("refresh_token") if isinstance(body, dict) else None
-        with self._lock:
-            exp = self._refresh.pop(rt, None) if isinstance(rt, str) else None
-        if exp is None or exp < time.monotonic():
-            return {"info": "Invalid or expired refresh token", "status": -1}
-        return self._issue()
-
-    def valid(self, token: str) -> bool:
-        if self.users is None:
-            return True
-        with self._lock:
-            exp = self._sessions.get(token)
-            if exp is not None and exp < time.monotonic():
-                del self._sessions[token]
-                exp = None
-        return exp is not None
 
 
 class WireServer:

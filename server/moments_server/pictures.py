@@ -1,4 +1,5 @@
-"""Query images: read and checked against the server's limits, then framed like video frames (framing.py)."""
+"""Pictures from callers (query images, FRAMES ingest): formats and limits checked from the header before any
+pixel is decoded, then framed like video frames (framing.py)."""
 
 from __future__ import annotations
 
