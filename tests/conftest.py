@@ -32,7 +32,7 @@ def _sources_hash() -> str:
     files = [
         pkg / f"{n}.py" for n in ("shapes_demo", "towers", "onnx_export", "fused", "variants", "tokenizer", "manifest")
     ]
-    files.append(REPO / "clients" / "python" / "moments_client" / "shapes.py")
+    files.append(REPO / "clients" / "python" / "moments_shapes" / "__init__.py")  # the drawings it trains on
     files += [pkg / "load.py", REPO / "server" / "moments_server" / "framing.py"]
     for f in files:  # the syntax tree, so reformatting or comments do not force a retrain
         h.update(f.name.encode() + b"\0" + ast.dump(ast.parse(f.read_text(encoding="utf-8"))).encode())

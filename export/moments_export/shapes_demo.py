@@ -3,7 +3,7 @@
 No CLIP weights can be downloaded on an offline machine, yet tests and new users need search results
 that mean something. This module builds a small OpenCLIP ``CLIP`` (a ModifiedResNet image tower of
 width 16 at 32 px, a 2-layer width-64 text transformer, the real CLIP BPE tokenizer, context length 77),
-trains it for a fixed number of steps on drawings from :mod:`moments_client.shapes` captioned
+trains it for a fixed number of steps on drawings from :mod:`moments_shapes` captioned
 "a red circle" (and a few paraphrases), and hands it back to the exporter, which exports it through
 exactly the same path as a pretrained model.
 
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from moments_client import shapes
+import moments_shapes as shapes
 from moments_server.framing import Framing
 
 MODEL_NAME = "shapes-demo"

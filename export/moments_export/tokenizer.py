@@ -205,7 +205,7 @@ def write_tokenizer(open_clip_tokenizer: Any, path: Path) -> Any:
 
 def parity_corpus(seed: int = 0, size: int = 640) -> list[str]:
     """At least ``size`` varied strings: captions, sentences, unicode, punctuation, html, emoji, CJK..."""
-    from moments_client import shapes
+    import moments_shapes as shapes
 
     fixed: list[str] = [
         "",

@@ -53,7 +53,7 @@ def ort_session(path: Path, providers: list[str] | None = None) -> Any:
 def real_images(image_size: int, n: int = 17, seed: int = 0) -> np.ndarray:
     """Drawn pictures at the model's resolution: shapes on varied backgrounds, plain backgrounds,
     a smooth colour field and a checkerboard (not only random noise)."""
-    from moments_client import shapes
+    import moments_shapes as shapes
 
     g = np.random.default_rng(seed)
     caps = shapes.all_captions()

@@ -34,7 +34,7 @@ import grpc
 from moments.v1 import moments_pb2 as pb
 from moments.v1 import moments_pb2_grpc as pb_grpc
 from moments_client.sample_video import write_shapes_video
-from moments_client.shapes import COLORS, SHAPES, draw
+from moments_shapes import COLORS, SHAPES, draw
 from tests.bench.common import RESULTS, _clean, log, machine_info, machine_slug, now_date, summarize
 from tests.bench.load import query_texts
 from tests.live import LiveServer

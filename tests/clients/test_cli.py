@@ -7,7 +7,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from moments_client.shapes import draw
+from moments_shapes import draw
 from tests.clients.conftest import CliResult, Library, Videos, run_cli
 from tests.live import LiveServer, free_port
 

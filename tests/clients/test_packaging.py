@@ -45,7 +45,8 @@ def test_wheel_builds_without_stubs_and_without_server_dependencies(tmp_path: Pa
         entry_points = next(zf.read(n).decode() for n in names if n.endswith(".dist-info/entry_points.txt"))
     for generated in ("moments_pb2.py", "moments_pb2_grpc.py", "moments_pb2.pyi"):
         assert f"moments/v1/{generated}" in names
-    assert {"moments_client/client.py", "moments_client/cli.py", "moments_client/py.typed"} <= names
+    assert {"moments_client/client.py", "moments_client/cli/__init__.py", "moments_client/py.typed"} <= names
+    assert {"moments_shapes/__init__.py", "moments_shapes/py.typed"} <= names  # sample-video's drawings
     requires_all = [
         line.split(":", 1)[1].strip() for line in metadata.splitlines() if line.startswith("Requires-Dist:")
     ]

@@ -101,7 +101,7 @@ def test_checkpoint_export(tmp_path: Path, tiny_config: Path, tiny_ckpt: Path) -
     # the graphs carry the checkpoint's weights
     from tokenizers import Tokenizer
 
-    from moments_client import shapes
+    import moments_shapes as shapes
 
     ids = np.array(
         [

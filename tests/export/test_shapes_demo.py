@@ -13,7 +13,7 @@ from tests.export.conftest import ort_embed
 
 def _heldout(seed: int, per_caption: int) -> tuple[np.ndarray, np.ndarray]:
     """Fresh drawings at the model's input size (a seed training never used)."""
-    from moments_client import shapes
+    import moments_shapes as shapes
 
     caps = shapes.all_captions()
     g = np.random.default_rng(seed)
@@ -30,7 +30,7 @@ def _served_frames(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Every caption drawn into a real video (encoded with PyAV), decoded and framed by the server's own
     sampler with the framing the manifest pins: the pictures the model is fed at ingest."""
-    from moments_client import shapes
+    import moments_shapes as shapes
     from moments_client.sample_video import write_shapes_video
     from moments_server.inference.manifest import load_manifest
     from moments_server.video.decode import sample
@@ -49,7 +49,7 @@ def _served_frames(
 def _accuracy(d: Path, imgs: np.ndarray, labels: np.ndarray, template: str = "{ac} {c} {s}") -> tuple[float, float]:
     from tokenizers import Tokenizer
 
-    from moments_client import shapes
+    import moments_shapes as shapes
 
     caps = shapes.all_captions()
     tok = Tokenizer.from_file(str(d / "tokenizer.json"))
@@ -97,16 +97,30 @@ def test_manifest_records_accuracy(shapes_model_dir: Path) -> None:
     assert m["verification"]["text_cosine_min"] >= 0.9999 and m["verification"]["image_cosine_min"] >= 0.9999
 
 
+def test_export_draws_without_the_client_package() -> None:
+    # the drawings live in moments_shapes so that the export step never imports the client (nor its gRPC code)
+    import ast
+
+    from tests.conftest import REPO
+
+    for path in sorted((REPO / "export" / "moments_export").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            assert not [n for n in names if n.split(".")[0] == "moments_client"], f"{path.name} imports {names}"
+
+
 def test_shapes_module_is_torch_free_and_enumerable() -> None:
     import subprocess
     import sys
 
     code = (
-        "import sys; from moments_client import shapes; "
+        "import sys; import moments_shapes as shapes; "
         "img = shapes.draw('red', 'circle', (320, 240), 0); "
         "assert img.shape == (240, 320, 3) and img.dtype.name == 'uint8'; "
         "assert len(shapes.all_captions()) == len(shapes.COLORS) * len(shapes.SHAPES) == 24; "
-        "assert 'torch' not in sys.modules"
+        "assert not {'torch', 'grpc', 'moments_client'} & set(sys.modules), sorted(sys.modules)"
     )
     from tests.conftest import export_env
 
@@ -114,7 +128,7 @@ def test_shapes_module_is_torch_free_and_enumerable() -> None:
 
 
 def test_draw_is_deterministic_and_shape_is_large() -> None:
-    from moments_client import shapes
+    import moments_shapes as shapes
 
     a = shapes.draw("blue", "square", (320, 240), 5)
     b = shapes.draw("blue", "square", (320, 240), 5)

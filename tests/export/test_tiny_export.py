@@ -20,7 +20,7 @@ def _sha(p: Path) -> str:
 def _inputs(d: Path, n: int) -> tuple[np.ndarray, np.ndarray]:
     from tokenizers import Tokenizer
 
-    from moments_client import shapes
+    import moments_shapes as shapes
 
     tok = Tokenizer.from_file(str(d / "tokenizer.json"))
     texts = [f"{cap}, seen from far away" if i % 2 else cap for i, (_, _, cap) in enumerate(shapes.all_captions())]

@@ -60,7 +60,7 @@ def test_vit_b_32_from_warm_cache(tmp_path: Path) -> None:
 
     from tokenizers import Tokenizer
 
-    from moments_client import shapes
+    import moments_shapes as shapes
 
     tok = Tokenizer.from_file(str(d / "tokenizer.json"))
     ids = np.array(

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from moments.v1 import moments_pb2 as pb
 from moments.v1 import moments_pb2_grpc as pb_grpc
-from moments_client.shapes import draw
+from moments_shapes import draw
 from tests.fuzz.conftest import NOT_PRECISE, assert_serving, budget, record
 from tests.fuzz.strategies import Corpus, mutated, patch_jpeg_size, patch_png_size
 

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from moments.v1 import moments_pb2 as pb
-from moments_client.shapes import draw
+from moments_shapes import draw
 from tests.server.conftest import Library
 
 

@@ -15,8 +15,8 @@ import pytest
 from PIL import Image
 
 from moments.v1 import moments_pb2 as pb
-from moments_client.shapes import draw
 from moments_server.store.embedded import Engine
+from moments_shapes import draw
 from tests.server.conftest import Library
 from tests.server.test_search import expected_frames, found
 

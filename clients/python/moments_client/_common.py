@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import os
 import re
 import socket
-from collections.abc import AsyncIterable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, TypeAlias, cast
+from typing import IO, Any, TypeAlias
 
 import grpc
 
 from moments.v1 import moments_pb2 as pb
-from moments_client.types import Frame, Where, conditions, to_value
+from moments.v1 import moments_pb2_grpc as pb_grpc
+from moments_client.types import Frame
+from moments_client.values import Where, conditions, to_value
 
 SERVICE = "moments.v1.VideoSearch"
 CHUNK_SIZE = 256 * 1024
@@ -130,6 +130,35 @@ def call_metadata(token: str | None, extra: Sequence[tuple[str, str]] = ()) -> t
     if token:
         md.append(("authorization", f"Bearer {token}"))
     return tuple(md)
+
+
+class ClientBase:
+    """What Client and AsyncClient share: the connection their constructor's arguments describe (see
+    :class:`moments_client.Client`); each opens its own kind of channel (:meth:`_open_channel`)."""
+
+    def __init__(
+        self,
+        target: str = "127.0.0.1:50051",
+        token: str | None = None,
+        tls: TlsArg = None,
+        *,
+        client_cert: ClientCert | None = None,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        ingest_timeout: float = DEFAULT_INGEST_TIMEOUT_S,
+        options: Sequence[tuple[str, Any]] = (),
+        metadata: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        self.target = target
+        self.timeout = timeout
+        self.ingest_timeout = ingest_timeout
+        creds = credentials(tls, client_cert)
+        address, balancing = balanced_target(target)
+        self._channel = self._open_channel(address, creds, channel_options([*balancing, *options]))
+        self._stub = pb_grpc.VideoSearchStub(self._channel)
+        self._metadata = call_metadata(token, metadata)
+
+    def _open_channel(self, target: str, creds: grpc.ChannelCredentials | None, options: list[tuple[str, Any]]) -> Any:
+        raise NotImplementedError
 
 
 # ------------------------------------------------------------------------------------------------ requests
@@ -316,86 +345,3 @@ def pull_header(
     )
     header.source_url = url
     return header
-
-
-# ------------------------------------------------------------------------------------------------ uploads
-
-
-@dataclass
-class Upload:
-    """An opened upload source: its chunks (at most CHUNK_SIZE each), name and size when known."""
-
-    filename: str
-    size: int | None
-    file: IO[bytes] | None = None
-    iterable: Iterable[bytes] | None = None
-    aiterable: AsyncIterable[bytes] | None = None
-    owned: bool = False
-    sent: int = 0
-
-    def chunks(self, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
-        if self.file is not None:
-            while not self.file.closed and (chunk := self.file.read(chunk_size)):
-                yield chunk
-        elif self.iterable is not None:
-            for piece in self.iterable:
-                yield from split(piece, chunk_size)
-
-    def close(self) -> None:
-        if self.owned and self.file is not None:
-            self.file.close()
-
-
-def split(piece: bytes | bytearray | memoryview, chunk_size: int) -> Iterator[bytes]:
-    view = memoryview(piece)
-    for i in range(0, len(view), chunk_size):
-        yield bytes(view[i : i + chunk_size])
-
-
-def open_upload(source: AsyncSource, filename: str | None) -> Upload:
-    """Open ``source`` now, so that an unreadable file fails before the call starts (as OSError)."""
-    if isinstance(source, str | os.PathLike):
-        path = Path(source)
-        opened = path.open("rb")
-        return Upload(filename or path.name, os.fstat(opened.fileno()).st_size, file=opened, owned=True)
-    if isinstance(source, bytes | bytearray | memoryview):
-        return Upload(filename or "upload", len(source), file=io.BytesIO(bytes(source)), owned=True)
-    if hasattr(source, "read"):
-        f = cast(IO[bytes], source)
-        size = None
-        try:
-            if f.seekable():
-                pos = f.tell()
-                size = f.seek(0, io.SEEK_END) - pos
-                f.seek(pos)
-        except (AttributeError, OSError):
-            size = None
-        name = getattr(f, "name", None)
-        return Upload(filename or (Path(name).name if isinstance(name, str) else "upload"), size, file=f)
-    if hasattr(source, "__aiter__"):
-        return Upload(filename or "upload", None, aiterable=source)  # type: ignore[arg-type]
-    if isinstance(source, Iterable):
-        return Upload(filename or "upload", None, iterable=source)
-    raise TypeError(
-        f"cannot upload a {type(source).__name__}: give a path, bytes, a binary file or an iterator of bytes"
-    )
-
-
-def sha256_of(upload: Upload) -> str:
-    """Hash a seekable upload and rewind it (for ``sha256=True``)."""
-    f = upload.file
-    if f is None or not f.seekable():
-        raise ValueError("sha256=True needs a path, bytes or a seekable file; pass the hex digest instead")
-    pos = f.tell()
-    digest = hashlib.sha256()
-    while chunk := f.read(1024 * 1024):
-        digest.update(chunk)
-    f.seek(pos)
-    return digest.hexdigest()
-
-
-def ingest_deadline(default: float, given: float | None, live: bool) -> float | None:
-    """An upload gets the client's ingest timeout; a live stream, which may never end, none unless given."""
-    if given is not None:
-        return given
-    return None if live else default

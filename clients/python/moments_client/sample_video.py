@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from moments_client.shapes import caption, draw
+from moments_shapes import caption, draw
 
 # container suffix → (encoder, pixel format) that PyAV's FFmpeg writes
 CODECS: dict[str, tuple[str, str]] = {

@@ -34,7 +34,7 @@ import numpy as np
 from PIL import Image
 
 from moments_client.sample_video import CODECS
-from moments_client.shapes import caption, draw, draw_background
+from moments_shapes import caption, draw, draw_background
 
 __all__ = ["FADE_S", "FPS", "PLANS", "Shot", "VideoPlan", "relevant_ranges", "write_corpus"]
 
