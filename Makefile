@@ -67,7 +67,7 @@ test: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy server export clients/python/moments_client
+	$(BIN)/mypy server export clients/python/moments_client clients/python/moments_shapes
 	bash clients/typescript/test.sh lint
 
 BENCH_ARGS ?=
