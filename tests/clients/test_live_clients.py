@@ -3,17 +3,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
+import socket
+import struct
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 
 import pytest
 
-from moments_client import Client
+from moments_client import AsyncClient, Client
 from moments_client.sample_video import write_shapes_video
-from moments_client.types import IngestCommitted, IngestDone
+from moments_client.types import IngestAccepted, IngestCommitted, IngestDone
 from tests.clients.conftest import TOKEN
 from tests.live import LiveServer
 
@@ -60,3 +66,112 @@ def test_cli_live_ingest_from_stdin(server: LiveServer, ts_bytes: bytes) -> None
         [sys.executable, "-m", "moments_client.cli", "ingest", "-", "--live"], input=b"", env=env, capture_output=True
     )
     assert usage.returncode == 2 and b"--id" in usage.stderr
+
+
+class Relay:
+    """A TCP relay on loopback in front of the server whose connections can be cut (a dropped link)."""
+
+    def __init__(self, target: str) -> None:
+        host, port = target.rsplit(":", 1)
+        self.upstream = (host, int(port))
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.target = f"127.0.0.1:{self.listener.getsockname()[1]}"
+        self.sockets: list[socket.socket] = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                down, _ = self.listener.accept()
+            except OSError:
+                return
+            up = socket.create_connection(self.upstream)
+            with self.lock:
+                self.sockets += [down, up]
+            for a, b in ((down, up), (up, down)):
+                threading.Thread(target=self._copy, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _copy(a: socket.socket, b: socket.socket) -> None:
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        for s in (a, b):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        """Every open connection is reset; new ones are relayed again."""
+        with self.lock:
+            cut, self.sockets = self.sockets, []
+        for s in cut:
+            with contextlib.suppress(OSError):
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                s.close()
+
+    def close(self) -> None:
+        self.listener.close()
+        self.cut()
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_live_ingest_resumes_itself_after_a_dropped_link(server: LiveServer, ts_bytes: bytes, flavour: str) -> None:
+    """The link drops after the first commit: the client resumes on its own (same upload, from the offset the
+    server committed) and the video ends complete with the frames and bytes of an unbroken stream."""
+    relay = Relay(server.target)
+    committed = threading.Event()
+    cut_done = threading.Event()
+    video_id = f"py-resume-{flavour}"
+
+    def source() -> Iterator[bytes]:
+        for i, piece in enumerate(chunks(ts_bytes)):
+            if i * 4096 >= len(ts_bytes) // 2 and not cut_done.is_set():
+                assert committed.wait(60), "no commit before the middle of the stream"
+                relay.cut()
+                cut_done.set()
+            yield piece
+            time.sleep(0.002)
+
+    def note(event: object) -> None:
+        if isinstance(event, IngestCommitted):
+            committed.set()
+
+    try:
+        if flavour == "sync":
+            with Client(relay.target, token=TOKEN) as client:
+                events = []
+                for event in client.ingest_events(source(), video_id, live=True, segment_s=1.0, filename="c.ts"):
+                    note(event)
+                    events.append(event)
+        else:
+
+            async def run() -> list:
+                async with AsyncClient(relay.target, token=TOKEN) as client:
+                    out = []
+                    async for event in client.ingest_events(source(), video_id, live=True, segment_s=1.0):
+                        note(event)
+                        out.append(event)
+                    return out
+
+            events = asyncio.run(run())
+    finally:
+        relay.close()
+    assert cut_done.is_set()
+    accepted = [e for e in events if isinstance(e, IngestAccepted)]
+    assert len(accepted) >= 2 and accepted[1].upload_id == accepted[0].upload_id  # it resumed, same upload
+    assert accepted[1].offset > 0
+    done = events[-1]
+    assert isinstance(done, IngestDone) and done.video.state == "complete"
+    with Client(server.target, token=TOKEN) as client:
+        video = client.get_video(video_id)
+        assert (video.frames, video.size_bytes, video.state) == (8, len(ts_bytes), "complete")
+        seconds = sorted(
+            m.best_frame_s
+            for text in ("a red circle", "a blue square")
+            for m in client.search(text, top_k=8, video_ids=[video_id]).moments
+            if (m.best_frame_s < 4) == (text == "a red circle")
+        )
+        assert seconds == [float(s) for s in range(8)]  # every second once: nothing lost, nothing twice

@@ -181,6 +181,7 @@ def ingest_events(
     filename: str | None = None,
     chunk_size: int = c.CHUNK_SIZE,
     timeout: float | None = None,
+    resume_retries: int = 5,
 ) -> Stream:
     """Stream ``source`` (a path, bytes, a binary file or an iterator of bytes; with AsyncClient also an async
     iterable of bytes) as ``video_id``; yields :class:`IngestAccepted`, :class:`IngestProgress` events and
@@ -192,7 +193,11 @@ def ingest_events(
     ``sha256=True`` hashes a seekable source first so that the server verifies the upload.
     ``live=True`` sends a stream that may never end (INGEST_MODE_LIVE): the server commits it every
     ``segment_s`` seconds of video, reported as :class:`IngestCommitted` events, searchable at once; such a
-    call has no deadline unless ``timeout`` is given. AsyncClient reads files in a worker thread, so the
+    call has no deadline unless ``timeout`` is given. A live upload resumes itself when its link breaks
+    (UNAVAILABLE and the like, a server restart): after a backoff (0.5 s doubling to 8 s, at most
+    ``resume_retries`` tries in a row; 0 turns it off) it calls again with the upload id and the offset the
+    server reported committed and sends the bytes from there, so each byte is stored once; the events go on
+    with a new :class:`IngestAccepted` (its ``offset``). AsyncClient reads files in a worker thread, so the
     event loop never blocks on disk.
     """
 
@@ -212,7 +217,7 @@ def ingest_events(
             segment_s=segment_s,
         )
 
-    return UploadStream(source, filename, sha256, chunk_size, header, video_id, timeout, live)
+    return UploadStream(source, filename, sha256, chunk_size, header, video_id, timeout, live, resume_retries)
 
 
 def ingest(
@@ -231,6 +236,7 @@ def ingest(
     filename: str | None = None,
     chunk_size: int = c.CHUNK_SIZE,
     timeout: float | None = None,
+    resume_retries: int = 5,
     on_progress: ProgressCallback | None = None,
 ) -> Blocking:
     """Like :meth:`ingest_events`, but blocks until the video is stored and returns the summary;
@@ -250,6 +256,7 @@ def ingest(
         filename=filename,
         chunk_size=chunk_size,
         timeout=timeout,
+        resume_retries=resume_retries,
     )
     return Blocking(stream, on_progress)
 

@@ -15,6 +15,7 @@ import grpc
 
 from moments.v1 import moments_pb2 as pb
 from moments_client import _common as c
+from moments_client._resume import Buffer, Calls, Resume, achunks, apump, pump
 from moments_client._uploads import Upload, open_upload, sha256_of, split
 from moments_client.errors import MomentsError
 from moments_client.types import IngestDone, IngestEvent, ingest_event
@@ -35,6 +36,8 @@ class Stream:
         self.unbounded = unbounded  # may never end: no deadline unless one is given
         self.size: int | None = None
         self.failure: BaseException | None = None  # what the caller's source raised, if anything
+        self.resume: Resume | None = None  # a LIVE upload that resumes itself after a broken link
+        self.first: pb.IngestHeader | None = None
 
     @property
     def sent(self) -> int:
@@ -79,6 +82,13 @@ class Stream:
     def event(self, message: pb.IngestEvent) -> IngestEvent | None:
         return ingest_event(message, self.video_id, self.sent, self.size)
 
+    def retry_after(self, e: grpc.RpcError) -> float | None:
+        """Seconds to wait before the call goes on with a resumed one, or None: `e` ends the stream."""
+        return None
+
+    def resumed_header(self) -> pb.IngestHeader:
+        raise NotImplementedError
+
     def error(self, e: grpc.RpcError) -> BaseException:
         """What a failed call raises: the source's own error when it failed, else the call's status."""
         return self.failure or MomentsError.from_rpc_error(e, "Ingest")
@@ -97,12 +107,18 @@ class UploadStream(Stream):
         video_id: str,
         timeout: float | None,
         live: bool,
+        resume_retries: int = 0,
     ) -> None:
         super().__init__(video_id, timeout, unbounded=live)
         self.source, self.filename, self.sha256, self.chunk_size = source, filename, sha256, chunk_size
         self.header = header  # (filename, sha256 hex or None, size) -> the header
         self.upload: Upload | None = None
         self.lock = threading.Lock()
+        if live and resume_retries > 0:
+            self.resume = Resume(resume_retries)
+            self.buffer = Buffer()
+            self.calls = Calls()
+            self.pumping: object | None = None  # the pump thread or task, once started
 
     @property
     def sent(self) -> int:
@@ -119,10 +135,40 @@ class UploadStream(Stream):
             upload.close()
             raise
         self.size = upload.size
+        self.first = header
         return header
+
+    def retry_after(self, e: grpc.RpcError) -> float | None:
+        if self.resume is None or self.failure is not None:
+            return None
+        return self.resume.after(e, self.buffer)
+
+    def resumed_header(self) -> pb.IngestHeader:
+        assert self.resume is not None and self.first is not None
+        return self.resume.header(self.first)
+
+    def event(self, message: pb.IngestEvent) -> IngestEvent | None:
+        if self.resume is not None:
+            self.resume.seen(message, self.buffer)
+        return super().event(message)
+
+    def _note_sent(self, end: int) -> None:
+        assert self.upload is not None
+        with self.lock:
+            self.upload.sent = max(self.upload.sent, end)
 
     def body(self) -> Iterator[pb.IngestRequest]:
         assert self.upload is not None
+        if self.resume is not None:
+            if self.pumping is None:
+                self.pumping = pump(self.upload.chunks(self.chunk_size), self.buffer)
+            self.calls.generation += 1
+            pos = self.resume.committed
+            for chunk in self.calls.chunks(self.buffer, pos, self.chunk_size):
+                pos += len(chunk)
+                self._note_sent(pos)
+                yield pb.IngestRequest(chunk=chunk)
+            return
         for chunk in self.upload.chunks(self.chunk_size):
             with self.lock:
                 self.upload.sent += len(chunk)
@@ -131,6 +177,17 @@ class UploadStream(Stream):
     async def abody(self) -> AsyncIterator[pb.IngestRequest]:
         upload = self.upload
         assert upload is not None
+        if self.resume is not None:
+            if self.pumping is None:
+                self.buffer.event = asyncio.Event()
+                source = upload.aiterable if upload.aiterable is not None else upload.chunks(self.chunk_size)
+                self.pumping = asyncio.ensure_future(apump(source, self.buffer, self.chunk_size))
+            pos = self.resume.committed
+            async for chunk in achunks(self.buffer, pos, self.chunk_size):
+                pos += len(chunk)
+                self._note_sent(pos)
+                yield pb.IngestRequest(chunk=chunk)
+            return
         if upload.aiterable is not None:
             async for piece in upload.aiterable:
                 for chunk in split(piece, self.chunk_size):
@@ -143,6 +200,11 @@ class UploadStream(Stream):
                 yield pb.IngestRequest(chunk=chunk)
 
     def close(self) -> None:
+        if self.resume is not None:
+            self.calls.generation += 1  # a request iterator still waiting stops
+            self.buffer.finish()  # the pump stops at its next chunk (the caller's source is left as it is)
+            if isinstance(self.pumping, asyncio.Future):
+                self.pumping.cancel()
         if self.upload is not None:
             self.upload.close()
 

@@ -86,18 +86,26 @@ class AsyncClient(c.ClientBase):
 
     async def _stream(self, stream: Stream) -> AsyncGenerator[IngestEvent, None]:
         header = await asyncio.to_thread(stream.open, True)  # opens and may hash a file: not in the event loop
-        call = self._stub.Ingest(
-            stream.arequests(header), timeout=stream.deadline(self.ingest_timeout), metadata=self._metadata
-        )
         try:
-            async for message in call:
-                event = stream.event(message)
-                if event is not None:
-                    yield event
-        except grpc.RpcError as e:
-            raise stream.error(e) from None
+            while True:  # more than once only for a LIVE upload resuming after a broken link
+                call = self._stub.Ingest(
+                    stream.arequests(header), timeout=stream.deadline(self.ingest_timeout), metadata=self._metadata
+                )
+                try:
+                    async for message in call:
+                        event = stream.event(message)
+                        if event is not None:
+                            yield event
+                    return
+                except grpc.RpcError as e:
+                    wait = stream.retry_after(e)
+                    if wait is None:
+                        raise stream.error(e) from None
+                finally:
+                    call.cancel()
+                await asyncio.sleep(wait)
+                header = stream.resumed_header()
         finally:
-            call.cancel()
             stream.close()
 
     async def _drain(self, blocking: Blocking) -> IngestDone:

@@ -13,6 +13,7 @@ raised as :class:`MomentsError` with the gRPC status code.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Generator, Iterator
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -103,18 +104,26 @@ class Client(c.ClientBase):
 
     def _stream(self, stream: Stream) -> Generator[IngestEvent, None, None]:
         header = stream.open(aio=False)
-        call = self._stub.Ingest(
-            stream.requests(header), timeout=stream.deadline(self.ingest_timeout), metadata=self._metadata
-        )
         try:
-            for message in call:
-                event = stream.event(message)
-                if event is not None:
-                    yield event
-        except grpc.RpcError as e:
-            raise stream.error(e) from None
+            while True:  # more than once only for a LIVE upload resuming after a broken link
+                call = self._stub.Ingest(
+                    stream.requests(header), timeout=stream.deadline(self.ingest_timeout), metadata=self._metadata
+                )
+                try:
+                    for message in call:
+                        event = stream.event(message)
+                        if event is not None:
+                            yield event
+                    return
+                except grpc.RpcError as e:
+                    wait = stream.retry_after(e)
+                    if wait is None:
+                        raise stream.error(e) from None
+                finally:
+                    call.cancel()  # a no-op after the call ended; cancels the upload when the caller stopped early
+                time.sleep(wait)
+                header = stream.resumed_header()
         finally:
-            call.cancel()  # a no-op after the call ended; cancels the upload when the caller stopped early
             stream.close()
 
     def _drain(self, blocking: Blocking) -> IngestDone:

@@ -1,0 +1,234 @@
+"""Automatic resume of a LIVE upload after a broken link (a dropped connection, a server restart).
+
+The caller's source is read by one pump (a thread for Client, a task for AsyncClient) into a buffer that
+holds the bytes from the server's last reported commit on; each Ingest call sends from its own position in
+that buffer and never touches the source, so a call that breaks leaves nothing half-read behind. When a call
+fails with a status a broken link gives, the client waits (backoff), then calls again with the upload id
+and the offset the server last reported committed (IngestHeader.resume_upload_id / resume_offset) and sends
+the kept bytes from there: the server stores each byte once. If the server has committed more than it
+could report, it names its offset (FAILED_PRECONDITION) and the client goes on from that one.
+
+The buffer is bounded (the source waits while it is full): the server commits every few seconds of video,
+which frees it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+from collections.abc import AsyncIterable, AsyncIterator, Iterator
+
+import grpc
+
+from moments.v1 import moments_pb2 as pb
+from moments_client._uploads import split
+
+# Statuses a broken link or a restarting server gives; anything else is the stream's own fault.
+RETRYABLE = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.CANCELLED}
+)
+_SERVER_OFFSET = re.compile(r"resume from offset (\d+)")
+BUFFER_LIMIT = 64 << 20
+
+
+class Resume:
+    """Where a LIVE upload stands, and when to try again. Offsets are in bytes of the stream."""
+
+    def __init__(self, retries: int, backoff_s: float = 0.5, backoff_max_s: float = 8.0) -> None:
+        self.retries, self.backoff_s, self.backoff_max_s = retries, backoff_s, backoff_max_s
+        self.left = retries
+        self.wait_s = backoff_s
+        self.upload_id = ""
+        self.committed = 0  # the server's last reported commit: where a resumed call starts
+        self.reconnects = 0
+
+    def seen(self, message: pb.IngestEvent, buffer: Buffer) -> None:
+        kind = message.WhichOneof("event")
+        if kind == "accepted" and message.accepted.upload_id:
+            self.upload_id = message.accepted.upload_id
+        elif kind == "committed":
+            self.committed = max(self.committed, message.committed.bytes)
+            buffer.release(self.committed)
+            self.left, self.wait_s = self.retries, self.backoff_s  # progress: the next break starts over
+
+    def after(self, e: grpc.RpcError, buffer: Buffer) -> float | None:
+        """Seconds to wait before resuming after `e`, or None when the call's failure is final."""
+        code = e.code()
+        if not self.upload_id or self.left <= 0:
+            return None
+        if code == grpc.StatusCode.FAILED_PRECONDITION:
+            # the server committed more than it could report before the break: go on from its offset
+            found = _SERVER_OFFSET.search(e.details() or "")
+            if found is None or not buffer.holds(int(found.group(1))):
+                return None
+            self.committed = int(found.group(1))
+            buffer.release(self.committed)
+            self.left -= 1
+            return 0.0
+        if code not in RETRYABLE:
+            return None
+        self.left -= 1
+        self.reconnects += 1
+        wait, self.wait_s = self.wait_s, min(self.wait_s * 2, self.backoff_max_s)
+        return wait
+
+    def header(self, first: pb.IngestHeader) -> pb.IngestHeader:
+        header = pb.IngestHeader()
+        header.CopyFrom(first)
+        header.resume_upload_id, header.resume_offset = self.upload_id, self.committed
+        header.replace = False  # a resumed stream goes on with its own video
+        return header
+
+
+class Buffer:
+    """The source's bytes from the last commit on. Thread-safe (Client's pump is a thread); AsyncClient's
+    pump and calls share one event loop and use the same methods without blocking (see AsyncPump)."""
+
+    def __init__(self, limit: int = BUFFER_LIMIT) -> None:
+        self.cond = threading.Condition()
+        self.data = bytearray()
+        self.start = 0  # stream offset of data[0]
+        self.ended = False
+        self.error: BaseException | None = None
+        self.limit = limit
+        self.event: asyncio.Event | None = None  # AsyncClient: set whenever data, end or room changes
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self.data)
+
+    def holds(self, offset: int) -> bool:
+        with self.cond:
+            return self.start <= offset <= self.end
+
+    def full(self) -> bool:
+        return len(self.data) >= self.limit
+
+    def put(self, chunk: bytes) -> bool:
+        """False once the upload has ended (the pump stops reading the source)."""
+        with self.cond:
+            while self.full() and not self.ended:
+                self.cond.wait()
+            if self.ended:
+                return False
+            self.data.extend(chunk)
+            self._changed()
+            return True
+
+    def finish(self, error: BaseException | None = None) -> None:
+        with self.cond:
+            self.ended, self.error = True, error
+            self._changed()
+
+    def release(self, offset: int) -> None:
+        """The server stored everything before `offset`: it is never sent again."""
+        with self.cond:
+            n = min(max(0, offset - self.start), len(self.data))
+            del self.data[:n]
+            self.start += n
+            self._changed()
+
+    def read(self, pos: int, n: int) -> bytes | None:
+        """Up to n bytes from stream offset `pos` if there are any now (b"" none yet, None: the source ended)."""
+        with self.cond:
+            if pos < self.start:
+                raise RuntimeError(f"offset {pos} was released (the buffer starts at {self.start})")
+            if pos < self.end:
+                i = pos - self.start
+                return bytes(self.data[i : i + n])
+            return None if self.ended else b""
+
+    def wait(self, timeout: float) -> None:
+        with self.cond:
+            self.cond.wait(timeout)
+
+    def _changed(self) -> None:
+        self.cond.notify_all()
+        if self.event is not None:
+            self.event.set()
+
+
+class Calls:
+    """Generations of Ingest calls on one buffer: a superseded call's request iterator stops."""
+
+    def __init__(self) -> None:
+        self.generation = 0
+
+    def chunks(self, buffer: Buffer, start: int, chunk_size: int) -> Iterator[bytes]:
+        """Client: the bytes from `start` on, as they arrive, until the source ends or a newer call starts."""
+        mine = self.generation
+        pos = start
+        while self.generation == mine:
+            piece = buffer.read(pos, chunk_size)
+            if piece is None:
+                if buffer.error is not None:
+                    raise buffer.error
+                return
+            if not piece:
+                buffer.wait(0.2)
+                continue
+            pos += len(piece)
+            yield piece
+
+
+def pump(source: Iterator[bytes], buffer: Buffer) -> threading.Thread:
+    """Client: a daemon thread that moves the source into the buffer."""
+
+    def run() -> None:
+        try:
+            for chunk in source:
+                if not buffer.put(chunk):
+                    return
+            buffer.finish()
+        except BaseException as e:  # the source's own failure ends every call with it
+            buffer.finish(e)
+
+    thread = threading.Thread(target=run, name="moments-live-source", daemon=True)
+    thread.start()
+    return thread
+
+
+async def apump(source: AsyncIterable[bytes] | Iterator[bytes], buffer: Buffer, chunk_size: int) -> None:
+    """AsyncClient: move the source into the buffer (a task; an iterator of bytes is read in a thread)."""
+    assert buffer.event is not None
+    try:
+        if isinstance(source, AsyncIterable):
+            async for piece in source:
+                for chunk in split(piece, chunk_size):
+                    while buffer.full() and not buffer.ended:
+                        buffer.event.clear()
+                        await buffer.event.wait()
+                    if not buffer.put(chunk):
+                        return
+        else:
+            while chunk := await asyncio.to_thread(next, source, b""):
+                while buffer.full() and not buffer.ended:
+                    buffer.event.clear()
+                    await buffer.event.wait()
+                if not buffer.put(chunk):
+                    return
+        buffer.finish()
+    except asyncio.CancelledError:
+        buffer.finish()
+        raise
+    except BaseException as e:
+        buffer.finish(e)
+
+
+async def achunks(buffer: Buffer, start: int, chunk_size: int) -> AsyncIterator[bytes]:
+    """AsyncClient: the bytes from `start` on, as they arrive, until the source ends."""
+    assert buffer.event is not None
+    pos = start
+    while True:
+        buffer.event.clear()
+        piece = buffer.read(pos, chunk_size)
+        if piece is None:
+            if buffer.error is not None:
+                raise buffer.error
+            return
+        if not piece:
+            await buffer.event.wait()
+            continue
+        pos += len(piece)
+        yield piece
