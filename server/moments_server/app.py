@@ -96,7 +96,7 @@ async def start(settings: Settings) -> Running:
     enable_reflection((SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name), server)
 
     text, image = await loop.run_in_executor(
-        None, load_towers, manifest, settings.device, settings.threads, settings.ort_spinning
+        None, load_towers, manifest, settings.device, settings.threads, settings.ort_spinning, settings.fused_graphs
     )
     embedder = Embedder(
         manifest,

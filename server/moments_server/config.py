@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     # onnxruntime's worker threads spin between ops by default; with both towers, the decoder and the event
     # loop sharing a few cores, spinning threads take the CPU the others need.
     ort_spinning: bool = False
+    # Fused attention graphs (when the export wrote them): auto serves them on CUDA only, where their kernels
+    # pay; on the CPU they measured no faster (bench figure 8). yes | no forces the choice.
+    fused_graphs: Literal["auto", "yes", "no"] = "auto"
     text_max_batch: int = 32
     image_max_batch: int = 32
     # How long a batch waits for company after its first request. Requests that arrive while the tower is busy

@@ -27,10 +27,12 @@ def _copy_without(src: Path, dst: Path, keys: set[str]) -> Path:
     return dst
 
 
-def test_cpu_loads_the_fused_graphs_and_they_agree_with_the_plain_ones(shapes_model_dir: Path, tmp_path: Path) -> None:
+def test_fused_graphs_load_when_asked_and_agree_with_the_plain_ones(shapes_model_dir: Path, tmp_path: Path) -> None:
     manifest = load_manifest(shapes_model_dir)
     assert manifest.tower_path("text", "fp32_fused") is not None, "the export writes fused graphs by default"
-    text, image = load_towers(manifest, "cpu", threads=1)
+    auto = load_towers(manifest, "cpu", threads=1)
+    assert (auto[0].fused, auto[1].fused) == (False, False)  # the CPU serves the plain graphs unless asked
+    text, image = load_towers(manifest, "cpu", threads=1, fused_graphs="yes")
     assert (text.fused, image.fused) == (True, True)
     assert (text.precision, image.precision, text.provider) == ("fp32", "fp32", "CPUExecutionProvider")
     ops = {n.op_type for n in onnx.load(str(manifest.tower_path("text", "fp32_fused"))).graph.node}

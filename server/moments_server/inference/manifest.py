@@ -74,19 +74,19 @@ class ModelManifest:
         entry = self.raw["files"][tower].get(precision)
         return self.directory / entry["path"] if entry else None
 
-    def serving_graph(self, tower: str, precision: str) -> tuple[Path, str, bool]:
-        """The graph to serve ``tower`` in ``precision``: its fused variant when the export wrote one (verified
-        against the unfused graph), else the plain one; fp32 when the precision has none.
+    def serving_graph(self, tower: str, precision: str, fused: bool = True) -> tuple[Path, str, bool]:
+        """The graph to serve ``tower`` in ``precision``: with ``fused``, its fused variant when the export wrote
+        one (verified against the unfused graph), else the plain one; fp32 when the precision has none.
         Returns (path, precision served, fused)."""
-        for key, prec, fused in (
-            (f"{precision}_fused", precision, True),
-            (precision, precision, False),
-            ("fp32_fused", "fp32", True),
-            ("fp32", "fp32", False),
-        ):
+        order = [(f"{precision}_fused", precision, True), (precision, precision, False)]
+        order += [("fp32_fused", "fp32", True), ("fp32", "fp32", False)]
+        for key, prec, is_fused in order:
+            if is_fused and not fused:
+                continue
+            fused_graph = is_fused
             path = self.tower_path(tower, key)
             if path is not None:
-                return path, prec, fused
+                return path, prec, fused_graph
         raise ModelDirError(f"{self.directory}: the manifest lists no {tower} graph")
 
     @property
