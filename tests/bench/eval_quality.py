@@ -24,8 +24,8 @@ METRICS = ("hit@1", "hit@5", "map", "ndcg@10", "iou@1")
 MODES = {"unmerged": False, "merged": True}
 
 # Measured on the 2-core machine (2026-12-06, seed 0, 1 fps, top_k 10):
-#   unmerged  HIT@1 0.810  HIT@5 0.810  mAP 0.756  nDCG@10 0.783  IoU@1 0.266
-#   merged    HIT@1 0.810  HIT@5 0.857  mAP 0.824  nDCG@10 0.842  IoU@1 0.694
+#   unmerged  HIT@1 0.810  HIT@5 0.905  mAP 0.806  nDCG@10 0.840  IoU@1 0.266
+#   merged    HIT@1 0.810  HIT@5 0.905  mAP 0.849  nDCG@10 0.863  IoU@1 0.726
 # (the same on every run: the corpus is byte-identical for a seed). The 4 top-1 misses are the second shape
 # of the two-shape shots (the blue and the yellow triangle), as text and as image queries.
 # Floors ~12-15 % below (HIT@1 allows two more top-1 misses of the 21 queries); IoU@1 of unmerged moments is

@@ -2,8 +2,8 @@
 
 The floors (tests/bench/eval_quality.py FLOORS) sit ~12-15 % below what today's defaults measure on the 2-core
 machine, seed 0, 1 fps, top_k 10:
-    unmerged (the Search default)  HIT@1 0.810  mAP 0.756  nDCG@10 0.783  IoU@1 0.266
-    merged (--merge)               HIT@1 0.810  mAP 0.824  nDCG@10 0.842  IoU@1 0.694
+    unmerged (the Search default)  HIT@1 0.810  mAP 0.806  nDCG@10 0.840  IoU@1 0.266
+    merged (--merge)               HIT@1 0.810  mAP 0.849  nDCG@10 0.863  IoU@1 0.726
 so a change that hurts ranking or moment spans fails here; the same run with its lists reversed must fail them.
 """
 
