@@ -91,12 +91,7 @@ def library(
     request: pytest.FixtureRequest, shapes_model_dir: Path, video_files: dict, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Library]:
     workdir = tmp_path_factory.mktemp(f"server-{request.param}")
-    listener = None
-    if request.param == "embedded":
-        store = f"embedded:{workdir / 'data'}"
-    else:
-        listener = StoreListener(workdir / "adb", workdir)
-        store = listener.url
+    store, listener = store_for(request.param, workdir)
     server = LiveServer(shapes_model_dir, store, workdir, "--max-upload-bytes", str(MAX_UPLOAD))
     channel = grpc.insecure_channel(server.target)
     stub = pb_grpc.VideoSearchStub(channel)
@@ -110,3 +105,24 @@ def library(
         server.stop()
         if listener is not None:
             listener.stop()
+
+
+def store_for(kind: str, workdir: Path) -> tuple[str, StoreListener | None]:
+    """The store URL of a server under test: "embedded" in-process, or "aperturedb" through a wire listener
+    (returned, to stop after the server) and the real SDK."""
+    if kind == "embedded":
+        return f"embedded:{workdir / 'data'}", None
+    listener = StoreListener(workdir / "adb", workdir)
+    return listener.url, listener
+
+
+# What the LIVE and FRAMES tests stream: a shape every 4 s.
+STREAM_SHAPES = [("red", "circle"), ("blue", "square"), ("green", "triangle"), ("yellow", "cross")]
+
+
+@pytest.fixture(scope="module")
+def stream_bytes(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """16 s of MPEG-TS: red circle 0-4 s, blue square 4-8 s, green triangle 8-12 s, yellow cross 12-16 s."""
+    path = tmp_path_factory.mktemp("ts") / "cam.ts"
+    write_shapes_video(path, STREAM_SHAPES, seconds_each=4.0, fps=10, codec="h264")
+    return path.read_bytes()

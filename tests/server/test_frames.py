@@ -18,7 +18,6 @@ from PIL import Image
 from moments.v1 import moments_pb2 as pb
 from moments.v1 import moments_pb2_grpc as pb_grpc
 from moments_client import Client, Frame, IngestAccepted, IngestCommitted, MomentsError
-from moments_client.sample_video import write_shapes_video
 from tests.live import LiveServer
 from tests.server.test_live import SHAPES, Feed, moments_of, search
 
@@ -40,14 +39,6 @@ def server(shapes_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     )
     yield s
     s.stop()
-
-
-@pytest.fixture(scope="module")
-def stream_bytes(tmp_path_factory: pytest.TempPathFactory) -> bytes:
-    """16 s of MPEG-TS: red circle 0-4 s, blue square 4-8 s, green triangle 8-12 s, yellow cross 12-16 s."""
-    path = tmp_path_factory.mktemp("ts") / "cam.ts"
-    write_shapes_video(path, SHAPES, seconds_each=4.0, fps=10, codec="h264")
-    return path.read_bytes()
 
 
 @pytest.fixture(scope="module")

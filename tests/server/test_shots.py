@@ -19,7 +19,8 @@ from moments_server.framing import Framing
 from moments_server.video.decode import DecodeStats, SampledFrame, sample
 from moments_server.video.shots import ShotDetector
 from tests import shot_corpus
-from tests.live import LiveServer, StoreListener
+from tests.live import LiveServer
+from tests.server.conftest import store_for
 
 SHAPES = [("red", "circle"), ("blue", "square"), ("green", "triangle"), ("yellow", "cross"), ("purple", "circle")]
 SECONDS = [2.4, 3.3, 1.9, 2.7, 1.5]  # cuts at 2.4, 5.7, 7.6 and 10.3 s
@@ -154,12 +155,7 @@ def served(
     request: pytest.FixtureRequest, shapes_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Served]:
     workdir = tmp_path_factory.mktemp(f"shots-{request.param}")
-    listener = None
-    if request.param == "embedded":
-        store = f"embedded:{workdir / 'data'}"
-    else:
-        listener = StoreListener(workdir / "adb", workdir)
-        store = listener.url
+    store, listener = store_for(request.param, workdir)
     server = LiveServer(shapes_model_dir, store, workdir)
     channel = grpc.insecure_channel(server.target)
     stub = pb_grpc.VideoSearchStub(channel)

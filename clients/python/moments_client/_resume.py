@@ -191,22 +191,24 @@ def pump(source: Iterator[bytes], buffer: Buffer) -> threading.Thread:
 
 async def apump(source: AsyncIterable[bytes] | Iterator[bytes], buffer: Buffer, chunk_size: int) -> None:
     """AsyncClient: move the source into the buffer (a task; an iterator of bytes is read in a thread)."""
-    assert buffer.event is not None
+    event = buffer.event
+    assert event is not None
+
+    async def put(chunk: bytes) -> bool:  # waits in the loop (not on the lock) while the buffer is full
+        while buffer.full() and not buffer.ended:
+            event.clear()
+            await event.wait()
+        return buffer.put(chunk)
+
     try:
         if isinstance(source, AsyncIterable):
             async for piece in source:
                 for chunk in split(piece, chunk_size):
-                    while buffer.full() and not buffer.ended:
-                        buffer.event.clear()
-                        await buffer.event.wait()
-                    if not buffer.put(chunk):
+                    if not await put(chunk):
                         return
         else:
             while chunk := await asyncio.to_thread(next, source, b""):
-                while buffer.full() and not buffer.ended:
-                    buffer.event.clear()
-                    await buffer.event.wait()
-                if not buffer.put(chunk):
+                if not await put(chunk):
                     return
         buffer.finish()
     except asyncio.CancelledError:
