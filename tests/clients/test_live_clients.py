@@ -4,11 +4,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
-import socket
-import struct
 import subprocess
 import sys
 import threading
@@ -21,7 +18,7 @@ from moments_client import AsyncClient, Client
 from moments_client.sample_video import write_shapes_video
 from moments_client.types import IngestAccepted, IngestCommitted, IngestDone
 from tests.clients.conftest import TOKEN
-from tests.live import LiveServer
+from tests.live import LiveServer, Relay
 
 
 @pytest.fixture(scope="module")
@@ -66,55 +63,6 @@ def test_cli_live_ingest_from_stdin(server: LiveServer, ts_bytes: bytes) -> None
         [sys.executable, "-m", "moments_client.cli", "ingest", "-", "--live"], input=b"", env=env, capture_output=True
     )
     assert usage.returncode == 2 and b"--id" in usage.stderr
-
-
-class Relay:
-    """A TCP relay on loopback in front of the server whose connections can be cut (a dropped link)."""
-
-    def __init__(self, target: str) -> None:
-        host, port = target.rsplit(":", 1)
-        self.upstream = (host, int(port))
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.target = f"127.0.0.1:{self.listener.getsockname()[1]}"
-        self.sockets: list[socket.socket] = []
-        self.lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                down, _ = self.listener.accept()
-            except OSError:
-                return
-            up = socket.create_connection(self.upstream)
-            with self.lock:
-                self.sockets += [down, up]
-            for a, b in ((down, up), (up, down)):
-                threading.Thread(target=self._copy, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _copy(a: socket.socket, b: socket.socket) -> None:
-        try:
-            while data := a.recv(65536):
-                b.sendall(data)
-        except OSError:
-            pass
-        for s in (a, b):
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-
-    def cut(self) -> None:
-        """Every open connection is reset; new ones are relayed again."""
-        with self.lock:
-            cut, self.sockets = self.sockets, []
-        for s in cut:
-            with contextlib.suppress(OSError):
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                s.close()
-
-    def close(self) -> None:
-        self.listener.close()
-        self.cut()
 
 
 @pytest.mark.parametrize("flavour", ["sync", "async"])

@@ -18,7 +18,7 @@ from PIL import Image
 from moments.v1 import moments_pb2 as pb
 from moments.v1 import moments_pb2_grpc as pb_grpc
 from moments_client import Client, Frame, IngestAccepted, IngestCommitted, MomentsError
-from tests.live import LiveServer
+from tests.live import LiveServer, Relay
 from tests.server.test_live import SHAPES, Feed, moments_of, search
 
 MAX_IMAGE_BYTES = 200_000
@@ -245,3 +245,37 @@ def test_an_idle_interrupted_stream_expires(shapes_model_dir: Path, frames: list
             assert "expired" in server.output()
     finally:
         server.stop()
+
+
+def test_a_frames_stream_resumes_itself_after_a_dropped_link(server: LiveServer, frames: list[Frame]) -> None:
+    """The client keeps the frames sent since the last commit and resumes on its own when the link drops."""
+    relay = Relay(server.target)
+    committed = threading.Event()
+    cut = threading.Event()
+
+    def source() -> Iterator[Frame]:
+        for i, frame in enumerate(frames):
+            if i == 8 and not cut.is_set():
+                assert committed.wait(60), "no commit before frame 8"
+                relay.cut()
+                cut.set()
+            yield frame
+
+    try:
+        with Client(relay.target) as client:
+            events = []
+            for event in client.ingest_frames_events(source(), "frames-auto", segment_s=2.0):
+                if isinstance(event, IngestCommitted):
+                    committed.set()
+                events.append(event)
+    finally:
+        relay.close()
+    accepted = [e for e in events if isinstance(e, IngestAccepted)]
+    assert cut.is_set() and len(accepted) >= 2 and {a.upload_id for a in accepted} == {accepted[0].upload_id}
+    with grpc.insecure_channel(server.target) as ch, Client(server.target) as client:
+        video = client.get_video("frames-auto")
+        assert (video.state, video.frames) == ("complete", 16)
+        if "frames-whole" not in {v.video_id for v in client.list_videos()}:
+            client.ingest_frames(frames, "frames-whole", segment_s=2.0)
+        stub = pb_grpc.VideoSearchStub(ch)
+        assert moments_of(stub, "frames-auto") == moments_of(stub, "frames-whole")

@@ -273,21 +273,23 @@ def ingest_frames_events(
     resume_upload_id: str | None = None,
     resume_offset: int = 0,
     timeout: float | None = None,
+    resume_retries: int = 5,
 ) -> Stream:
     """Stream pictures sampled by the caller (INGEST_MODE_FRAMES): ``frames`` yields :class:`Frame` or
     ``(jpeg_or_png_bytes, time_s)`` with strictly increasing times, each standing for the time until the
     next one; the iterator may never end (with AsyncClient it may be an async iterable). The server commits
     every ``segment_s`` seconds (reported as :class:`IngestCommitted`, searchable at once; ``frames`` is the
     count committed). After a break, resume with ``resume_upload_id`` (:attr:`IngestAccepted.upload_id`) and
-    ``resume_offset`` = frames committed, sending the frames from that one on. No deadline unless ``timeout``
-    is given."""
+    ``resume_offset`` = frames committed, sending the frames from that one on; a broken link does this by
+    itself (``resume_retries`` tries in a row, as :meth:`ingest_events` with ``live=True``; the client keeps
+    the frames sent since the last commit). No deadline unless ``timeout`` is given."""
 
     def header() -> pb.IngestHeader:
         return c.frames_header(
             video_id, filename, metadata, segment_s, replace, thumbnails, resume_upload_id, resume_offset
         )
 
-    return FramesStream(frames, header, video_id, timeout)
+    return FramesStream(frames, header, video_id, timeout, resume_retries)
 
 
 def ingest_frames(
@@ -302,6 +304,7 @@ def ingest_frames(
     resume_upload_id: str | None = None,
     resume_offset: int = 0,
     timeout: float | None = None,
+    resume_retries: int = 5,
     on_progress: ProgressCallback | None = None,
 ) -> Blocking:
     """Like :meth:`ingest_frames_events`, but blocks until the stream ends and returns the summary;
@@ -317,6 +320,7 @@ def ingest_frames(
         resume_upload_id=resume_upload_id,
         resume_offset=resume_offset,
         timeout=timeout,
+        resume_retries=resume_retries,
     )
     return Blocking(stream, on_progress)
 

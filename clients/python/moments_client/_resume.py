@@ -1,4 +1,4 @@
-"""Automatic resume of a LIVE upload after a broken link (a dropped connection, a server restart).
+"""Automatic resume of a LIVE or FRAMES upload after a broken link (a dropped connection, a server restart).
 
 The caller's source is read by one pump (a thread for Client, a task for AsyncClient) into a buffer that
 holds the bytes from the server's last reported commit on; each Ingest call sends from its own position in
@@ -17,12 +17,12 @@ from __future__ import annotations
 import asyncio
 import re
 import threading
-from collections.abc import AsyncIterable, AsyncIterator, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
+from typing import Any
 
 import grpc
 
 from moments.v1 import moments_pb2 as pb
-from moments_client._uploads import split
 
 # Statuses a broken link or a restarting server gives; anything else is the stream's own fault.
 RETRYABLE = frozenset(
@@ -33,9 +33,11 @@ BUFFER_LIMIT = 64 << 20
 
 
 class Resume:
-    """Where a LIVE upload stands, and when to try again. Offsets are in bytes of the stream."""
+    """Where an upload stands, and when to try again. Offsets are bytes of a LIVE stream, or frames of a
+    FRAMES stream (``frames=True``)."""
 
-    def __init__(self, retries: int, backoff_s: float = 0.5, backoff_max_s: float = 8.0) -> None:
+    def __init__(self, retries: int, frames: bool = False, backoff_s: float = 0.5, backoff_max_s: float = 8.0) -> None:
+        self.frames = frames
         self.retries, self.backoff_s, self.backoff_max_s = retries, backoff_s, backoff_max_s
         self.left = retries
         self.wait_s = backoff_s
@@ -43,16 +45,17 @@ class Resume:
         self.committed = 0  # the server's last reported commit: where a resumed call starts
         self.reconnects = 0
 
-    def seen(self, message: pb.IngestEvent, buffer: Buffer) -> None:
+    def seen(self, message: pb.IngestEvent, buffer: Buffer | Frames) -> None:
         kind = message.WhichOneof("event")
         if kind == "accepted" and message.accepted.upload_id:
             self.upload_id = message.accepted.upload_id
         elif kind == "committed":
-            self.committed = max(self.committed, message.committed.bytes)
+            done = message.committed.frames if self.frames else message.committed.bytes
+            self.committed = max(self.committed, done)
             buffer.release(self.committed)
             self.left, self.wait_s = self.retries, self.backoff_s  # progress: the next break starts over
 
-    def after(self, e: grpc.RpcError, buffer: Buffer) -> float | None:
+    def after(self, e: grpc.RpcError, buffer: Buffer | Frames) -> float | None:
         """Seconds to wait before resuming after `e`, or None when the call's failure is final."""
         code = e.code()
         if not self.upload_id or self.left <= 0:
@@ -149,14 +152,56 @@ class Buffer:
             self.event.set()
 
 
+class Frames(Buffer):
+    """The same for FRAMES: the frame requests from the last commit on; offsets count frames."""
+
+    def __init__(self, limit: int = 256) -> None:
+        super().__init__(limit)
+        self.items: list[pb.IngestRequest] = []
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self.items)
+
+    def full(self) -> bool:
+        return len(self.items) >= self.limit
+
+    def put(self, chunk: pb.IngestRequest) -> bool:  # type: ignore[override]
+        with self.cond:
+            while self.full() and not self.ended:
+                self.cond.wait()
+            if self.ended:
+                return False
+            self.items.append(chunk)
+            self._changed()
+            return True
+
+    def release(self, offset: int) -> None:
+        with self.cond:
+            n = min(max(0, offset - self.start), len(self.items))
+            del self.items[:n]
+            self.start += n
+            self._changed()
+
+    def read(self, pos: int, n: int) -> list[pb.IngestRequest] | None:  # type: ignore[override]
+        with self.cond:
+            if pos < self.start:
+                raise RuntimeError(f"frame {pos} was released (the buffer starts at {self.start})")
+            if pos < self.end:
+                i = pos - self.start
+                return self.items[i : i + n]
+            return None if self.ended else []
+
+
 class Calls:
     """Generations of Ingest calls on one buffer: a superseded call's request iterator stops."""
 
     def __init__(self) -> None:
         self.generation = 0
 
-    def chunks(self, buffer: Buffer, start: int, chunk_size: int) -> Iterator[bytes]:
-        """Client: the bytes from `start` on, as they arrive, until the source ends or a newer call starts."""
+    def chunks(self, buffer: Buffer, start: int, chunk_size: int) -> Iterator[Any]:
+        """Client: the bytes (or frames) from `start` on, as they arrive, in pieces, until the source ends or
+        a newer call starts."""
         mine = self.generation
         pos = start
         while self.generation == mine:
@@ -172,7 +217,7 @@ class Calls:
             yield piece
 
 
-def pump(source: Iterator[bytes], buffer: Buffer) -> threading.Thread:
+def pump(source: Iterator[Any], buffer: Buffer) -> threading.Thread:
     """Client: a daemon thread that moves the source into the buffer."""
 
     def run() -> None:
@@ -189,12 +234,15 @@ def pump(source: Iterator[bytes], buffer: Buffer) -> threading.Thread:
     return thread
 
 
-async def apump(source: AsyncIterable[bytes] | Iterator[bytes], buffer: Buffer, chunk_size: int) -> None:
-    """AsyncClient: move the source into the buffer (a task; an iterator of bytes is read in a thread)."""
+async def apump(
+    source: AsyncIterable[Any] | Iterator[Any], buffer: Buffer, items: Callable[[Any], Iterable[Any]]
+) -> None:
+    """AsyncClient: move the source into the buffer (a task; a plain iterator is read in a thread); `items`
+    turns each element of the source into what the buffer holds."""
     event = buffer.event
     assert event is not None
 
-    async def put(chunk: bytes) -> bool:  # waits in the loop (not on the lock) while the buffer is full
+    async def put(chunk: Any) -> bool:  # waits in the loop (not on the lock) while the buffer is full
         while buffer.full() and not buffer.ended:
             event.clear()
             await event.wait()
@@ -202,14 +250,16 @@ async def apump(source: AsyncIterable[bytes] | Iterator[bytes], buffer: Buffer, 
 
     try:
         if isinstance(source, AsyncIterable):
-            async for piece in source:
-                for chunk in split(piece, chunk_size):
-                    if not await put(chunk):
+            async for element in source:
+                for item in items(element):
+                    if not await put(item):
                         return
         else:
-            while chunk := await asyncio.to_thread(next, source, b""):
-                if not await put(chunk):
-                    return
+            end = object()
+            while (element := await asyncio.to_thread(next, source, end)) is not end:
+                for item in items(element):
+                    if not await put(item):
+                        return
         buffer.finish()
     except asyncio.CancelledError:
         buffer.finish()
@@ -218,8 +268,8 @@ async def apump(source: AsyncIterable[bytes] | Iterator[bytes], buffer: Buffer, 
         buffer.finish(e)
 
 
-async def achunks(buffer: Buffer, start: int, chunk_size: int) -> AsyncIterator[bytes]:
-    """AsyncClient: the bytes from `start` on, as they arrive, until the source ends."""
+async def achunks(buffer: Buffer, start: int, chunk_size: int) -> AsyncIterator[Any]:
+    """AsyncClient: the bytes (or frames) from `start` on, as they arrive, in pieces, until the source ends."""
     assert buffer.event is not None
     pos = start
     while True:

@@ -15,7 +15,7 @@ import grpc
 
 from moments.v1 import moments_pb2 as pb
 from moments_client import _common as c
-from moments_client._resume import Buffer, Calls, Resume, achunks, apump, pump
+from moments_client._resume import Buffer, Calls, Frames, Resume, achunks, apump, pump
 from moments_client._uploads import Upload, open_upload, sha256_of, split
 from moments_client.errors import MomentsError
 from moments_client.types import IngestDone, IngestEvent, ingest_event
@@ -181,7 +181,9 @@ class UploadStream(Stream):
             if self.pumping is None:
                 self.buffer.event = asyncio.Event()
                 source = upload.aiterable if upload.aiterable is not None else upload.chunks(self.chunk_size)
-                self.pumping = asyncio.ensure_future(apump(source, self.buffer, self.chunk_size))
+                size = self.chunk_size
+                pieces = (lambda piece: split(piece, size)) if upload.aiterable is not None else (lambda c: [c])
+                self.pumping = asyncio.ensure_future(apump(source, self.buffer, pieces))
             pos = self.resume.committed
             async for chunk in achunks(self.buffer, pos, self.chunk_size):
                 pos += len(chunk)
@@ -218,17 +220,45 @@ class FramesStream(Stream):
         header: Callable[[], pb.IngestHeader],
         video_id: str,
         timeout: float | None,
+        resume_retries: int = 0,
     ) -> None:
         super().__init__(video_id, timeout, unbounded=True)
         self.frames, self.header = frames, header
         self.bytes_sent = 0
+        if resume_retries > 0:
+            self.resume = Resume(resume_retries, frames=True)
+            self.buffer: Buffer = Frames()
+            self.calls = Calls()
+            self.pumping: object | None = None
 
     @property
     def sent(self) -> int:
         return self.bytes_sent
 
     def open(self, aio: bool) -> pb.IngestHeader:
-        return self.header()
+        self.first = self.header()
+        return self.first
+
+    def retry_after(self, e: grpc.RpcError) -> float | None:
+        if self.resume is None or self.failure is not None:
+            return None
+        return self.resume.after(e, self.buffer)
+
+    def resumed_header(self) -> pb.IngestHeader:
+        assert self.resume is not None and self.first is not None
+        return self.resume.header(self.first)
+
+    def event(self, message: pb.IngestEvent) -> IngestEvent | None:
+        if self.resume is not None:
+            self.resume.seen(message, self.buffer)
+        return super().event(message)
+
+    def close(self) -> None:
+        if self.resume is not None:
+            self.calls.generation += 1
+            self.buffer.finish()
+            if isinstance(self.pumping, asyncio.Future):
+                self.pumping.cancel()
 
     def _request(self, item: c.FrameItem) -> pb.IngestRequest:
         request = c.frame_request(item)
@@ -236,10 +266,26 @@ class FramesStream(Stream):
         return request
 
     def body(self) -> Iterator[pb.IngestRequest]:
+        if self.resume is not None:
+            if self.pumping is None:
+                self.pumping = pump((self._request(i) for i in self.frames), self.buffer)  # type: ignore[union-attr]
+            self.calls.generation += 1
+            for piece in self.calls.chunks(self.buffer, self.resume.committed, 16):
+                yield from piece
+            return
         for item in self.frames:  # type: ignore[union-attr]  # an async iterable fails here, as a source error
             yield self._request(item)
 
     async def abody(self) -> AsyncIterator[pb.IngestRequest]:
+        if self.resume is not None:
+            if self.pumping is None:
+                self.buffer.event = asyncio.Event()
+                frames = self.frames if isinstance(self.frames, AsyncIterable) else iter(self.frames)
+                self.pumping = asyncio.ensure_future(apump(frames, self.buffer, lambda item: [self._request(item)]))
+            async for piece in achunks(self.buffer, self.resume.committed, 16):
+                for request in piece:
+                    yield request
+            return
         if isinstance(self.frames, AsyncIterable):
             async for item in self.frames:
                 yield self._request(item)
