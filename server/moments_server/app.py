@@ -80,9 +80,9 @@ async def start(settings: Settings) -> Running:
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
-            ("grpc.keepalive_time_ms", 30_000),
-            ("grpc.keepalive_timeout_ms", 10_000),
-            ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+            ("grpc.keepalive_time_ms", settings.keepalive_time_ms),
+            ("grpc.keepalive_timeout_ms", settings.keepalive_timeout_ms),
+            ("grpc.http2.min_ping_interval_without_data_ms", settings.min_ping_interval_ms),
             ("grpc.keepalive_permit_without_calls", 1),
             # Workers of one launcher share the port on purpose (the kernel spreads connections over
             # them); a server alone must not share it with a stray second one (gRPC's default is to).
@@ -107,6 +107,12 @@ async def start(settings: Settings) -> Running:
         settings.max_delay_ms / 1e3,
         settings.max_queue,
         settings.text_cache_size,
+    )
+    embedder.image_batcher.defer_ingest_to(
+        embedder.text_batcher,
+        max_defer_s=settings.ingest_defer_s,
+        batch_while_searching=settings.ingest_batch_while_searching,
+        recent_search_s=settings.recent_search_s,
     )
     catalog = Catalog(
         connector, manifest.descriptor_set, manifest.embed_dim, manifest.identity(), settings.descriptor_engine

@@ -73,8 +73,29 @@ class Settings(BaseSettings):
     max_queue: int = 4096
     text_cache_size: int = 4096
 
+    # Serving defaults: a search's top_k when the request leaves it 0; how many frames a merging or grouping
+    # search fetches per moment it returns (it goes deeper, doubling, while the page is not exact); ListVideos'
+    # page size when the request leaves it 0, and its bound; how often ingest reports progress; gRPC keepalive
+    # (a dead link fails a stalled stream in keepalive_time + keepalive_timeout instead of hanging).
+    default_top_k: int = 10
+    search_overfetch: int = 4
+    default_page_size: int = 100
+    max_page_size: int = 1000
+    progress_every_s: float = 0.25
+    keepalive_time_ms: int = 30_000
+    keepalive_timeout_ms: int = 10_000
+    min_ping_interval_ms: int = 10_000
+    # While searches are pending or recent (recent_search_s), the image tower's ingest batches hold at most
+    # ingest_batch_while_searching frames and wait up to ingest_defer_s for the text tower's searches (on a
+    # CPU the towers share the cores; provider-specific policy belongs here).
+    ingest_batch_while_searching: int = 2
+    recent_search_s: float = 2.0
+    ingest_defer_s: float = 0.5
+
     # Limits
     max_top_k: int = 100
+    max_filter_video_ids: int = 1000
+    max_filter_conditions: int = 32
     max_page_depth: int = 1000
     max_upload_bytes: int = 2 * 1024**3
     max_message_bytes: int = 8 * 1024**2

@@ -147,3 +147,17 @@ def test_a_strip_of_an_image_is_cut_before_scaling() -> None:
     square = io.BytesIO()
     Image.new("RGB", (300, 200), "blue").save(square, format="PNG")
     assert decode_image(square.getvalue(), Framing(224)).shape == (224, 224, 3)
+
+
+def test_filter_bounds_come_from_the_settings() -> None:
+    from moments_server.config import Settings
+
+    conditions = [cond("camera", pb.Condition.EQ, s(f"c{i}")) for i in range(3)]
+    three = pb.SearchFilters(conditions=conditions, video_ids=["a", "b"])
+    assert build_constraints(three, KNOWN) is not None  # within the defaults (32 conditions, 1000 ids)
+    with pytest.raises(InvalidArgument, match="at most 2 conditions"):
+        build_constraints(three, KNOWN, max_conditions=2)
+    with pytest.raises(InvalidArgument, match="at most 1"):
+        build_constraints(three, KNOWN, max_video_ids=1)
+    defaults = Settings.model_fields
+    assert (defaults["max_filter_conditions"].default, defaults["max_filter_video_ids"].default) == (32, 1000)

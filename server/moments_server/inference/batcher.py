@@ -80,9 +80,11 @@ class MicroBatcher(Generic[T, R]):
         self._search_idle = asyncio.Event()
         self._search_idle.set()
         self._defer_to: list[MicroBatcher[Any, Any]] = []
-        self.max_defer_s = 0.5
+        # Set by defer_ingest_to (config.py: ingest_defer_s, ingest_batch_while_searching, recent_search_s).
         # While another tower has served searches within `recent_search_s`, ingest batches here hold at most
-        # this many items: a batch already running cannot be stopped, so its length bounds a query's wait.
+        # ingest_batch_while_searching items: a batch already running cannot be stopped, so its length bounds
+        # a query's wait.
+        self.max_defer_s = 0.5
         self.ingest_batch_while_searching = 2
         self.recent_search_s = 2.0
         self._last_search = -1e9
@@ -106,7 +108,13 @@ class MicroBatcher(Generic[T, R]):
                     req.future.set_exception(asyncio.CancelledError())
         self._executor.shutdown(wait=True)
 
-    def defer_ingest_to(self, *others: MicroBatcher[Any, Any]) -> None:
+    def defer_ingest_to(
+        self,
+        *others: MicroBatcher[Any, Any],
+        max_defer_s: float | None = None,
+        batch_while_searching: int | None = None,
+        recent_search_s: float | None = None,
+    ) -> None:
         """Ingest-only batches here wait (up to max_defer_s) while `others` have search work.
 
         The towers share the CPU cores: an image batch of a backfill running beside a text query slows
@@ -114,6 +122,14 @@ class MicroBatcher(Generic[T, R]):
         steady search load.
         """
         self._defer_to = list(others)
+        if max_defer_s is not None:
+            self.max_defer_s = max_defer_s
+        if batch_while_searching is not None:
+            self.ingest_batch_while_searching = batch_while_searching
+        if recent_search_s is not None:
+            for other in others:
+                other.recent_search_s = recent_search_s
+            self.recent_search_s = recent_search_s
 
     @property
     def searching(self) -> bool:

@@ -8,6 +8,7 @@ from typing import Any
 
 from moments.v1 import moments_pb2 as pb
 from moments_server.catalog.model import COMPLETE, METADATA_KEY, VIDEO_ID, value_type
+from moments_server.config import Settings
 from moments_server.errors import InvalidArgument
 from moments_server.service.values import short, to_property
 
@@ -20,8 +21,6 @@ _OPS = {
     pb.Condition.GE: ">=",
     pb.Condition.IN: "in",
 }
-MAX_VIDEO_IDS = 1000
-MAX_CONDITIONS = 32
 # An unknown key's error names at most this many known keys (the closest first): the message travels in
 # an 8 KiB gRPC header.
 SUGGESTED_KEYS = 5
@@ -42,12 +41,18 @@ def unknown_key_message(where: str, key: str, known: dict[str, str]) -> str:
     return f"{where}: no stored video has metadata key {key!r} ({len(known)} known; {hint}: {', '.join(shown)}{more})"
 
 
-def build_constraints(filters: pb.SearchFilters, known: dict[str, str]) -> dict[str, list[Any]] | None:
+def build_constraints(
+    filters: pb.SearchFilters,
+    known: dict[str, str],
+    *,
+    max_video_ids: int = Settings.model_fields["max_filter_video_ids"].default,
+    max_conditions: int = Settings.model_fields["max_filter_conditions"].default,
+) -> dict[str, list[Any]] | None:
     """`known` maps the caller metadata keys seen on stored videos to their value type."""
     constraints: dict[str, list[Any]] = {}
     if filters.video_ids:
-        if len(filters.video_ids) > MAX_VIDEO_IDS:
-            raise InvalidArgument(f"filters.video_ids holds {len(filters.video_ids)} ids; at most {MAX_VIDEO_IDS}")
+        if len(filters.video_ids) > max_video_ids:
+            raise InvalidArgument(f"filters.video_ids holds {len(filters.video_ids)} ids; at most {max_video_ids}")
         for vid in filters.video_ids:
             if not VIDEO_ID.match(vid):
                 raise InvalidArgument(f"filters.video_ids: {short(vid)} is not a valid video id")
@@ -69,8 +74,8 @@ def build_constraints(filters: pb.SearchFilters, known: dict[str, str]) -> dict[
         constraints["frame_s"] = frame_range
     if filters.complete_only:
         constraints["state"] = ["==", COMPLETE]
-    if len(filters.conditions) > MAX_CONDITIONS:
-        raise InvalidArgument(f"at most {MAX_CONDITIONS} conditions")
+    if len(filters.conditions) > max_conditions:
+        raise InvalidArgument(f"at most {max_conditions} conditions")
     for i, cond in enumerate(filters.conditions):
         where = f"filters.conditions[{i}]"
         if not METADATA_KEY.match(cond.key):

@@ -53,7 +53,6 @@ log = logging.getLogger(__name__)
 
 Emit = Callable[[pb.IngestEvent], Awaitable[None]]
 T = TypeVar("T")
-PROGRESS_EVERY_S = 0.25
 # Frames are scaled to the model's size by their shorter side: a 2 x 4,000,000 video would scale to gigabytes.
 MAX_VIDEO_ASPECT = 8
 
@@ -354,7 +353,7 @@ class IngestService:
                 check_size(header, spool.size, finished=False)
                 metrics.INGEST_BYTES.inc(len(chunk))
                 progress.bytes_received = spool.size
-                if time.perf_counter() - last >= PROGRESS_EVERY_S:
+                if time.perf_counter() - last >= self.settings.progress_every_s:
                     last = time.perf_counter()
                     await emit(pb.IngestEvent(progress=progress))
             digest = spool.finish()
@@ -517,7 +516,7 @@ class IngestService:
                 embed_s += done.inference_s
                 progress.frames_decoded = max(decoded[0], len(records))
                 progress.frames_embedded = len(results)
-                if time.perf_counter() - last >= PROGRESS_EVERY_S:
+                if time.perf_counter() - last >= self.settings.progress_every_s:
                     last = time.perf_counter()
                     await emit(pb.IngestEvent(progress=progress))
         finally:

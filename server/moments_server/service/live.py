@@ -51,7 +51,6 @@ from moments_server.video.live import GrowingSource, sample_stream
 log = logging.getLogger(__name__)
 
 Emit = Callable[[pb.IngestEvent], Awaitable[None]]
-PROGRESS_EVERY_S = 0.25
 
 
 @dataclass
@@ -393,7 +392,7 @@ class LiveIngest:
                             f"{s.max_upload_bytes}): the stream arrives faster than it can be decoded"
                         )
                     await loop.run_in_executor(own_threads, source.feed, bytes(chunk))
-                    if time.perf_counter() - last >= PROGRESS_EVERY_S:
+                    if time.perf_counter() - last >= self.settings.progress_every_s:
                         last = time.perf_counter()
                         await emit(pb.IngestEvent(progress=pb.IngestProgress(bytes_received=received[0])))
             finally:
@@ -494,7 +493,7 @@ class LiveIngest:
                 thumb = self.thumbnail(frame.rgb) if header.thumbnails else None
                 metrics.INGEST_BYTES.inc(len(data))
                 received[0] = index + 1
-                if time.perf_counter() - last >= PROGRESS_EVERY_S:
+                if time.perf_counter() - last >= self.settings.progress_every_s:
                     last = time.perf_counter()
                     await emit(pb.IngestEvent(progress=pb.IngestProgress(frames_decoded=received[0])))
                 yield (index, message.time_s, thumb), frame.rgb

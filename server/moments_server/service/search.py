@@ -1,7 +1,7 @@
 """Search: embed the query through the search lane, kNN in one store transaction, then moments and paging.
 
 Pages are slices of one ranking computed from the top each time (the token holds the offset): the kNN
-goes deeper (doubling, up to max_page_depth * OVERFETCH frames per query vector) until no frame it left
+goes deeper (doubling, up to max_page_depth * search_overfetch frames per query vector) until no frame it left
 out could rank among the moments up to the page's end, so pages neither overlap nor skip a moment.
 """
 
@@ -29,9 +29,7 @@ from moments_server.service.moments import DEFAULT_MERGE_TOLERANCE, to_moments
 from moments_server.service.sizing import fit
 from moments_server.service.values import fill_metadata
 
-DEFAULT_TOP_K = 10
 # Merging and grouping fold several frames into one moment: fetch more frames than moments asked for.
-OVERFETCH = 4
 
 
 def _fingerprint(request: pb.SearchRequest) -> str:
@@ -70,7 +68,7 @@ class SearchService:
 
     async def search(self, request: pb.SearchRequest, deadline: float | None) -> pb.SearchResponse:
         started = time.perf_counter()
-        top_k = request.top_k or DEFAULT_TOP_K
+        top_k = request.top_k or self.settings.default_top_k
         if top_k > self.settings.max_top_k:
             raise InvalidArgument(f"top_k is {request.top_k}; it must be between 1 and {self.settings.max_top_k}")
         fingerprint = _fingerprint(request)
@@ -102,15 +100,20 @@ class SearchService:
         unknown = [c.key for c in request.filters.conditions if c.key not in known]
         if unknown:  # another replica may have stored the key: the store's key registry says
             known = await loop.run_in_executor(self.executor, lambda: self.catalog.metadata_types(unknown))
-        constraints = build_constraints(request.filters, known)
+        constraints = build_constraints(
+            request.filters,
+            known,
+            max_video_ids=self.settings.max_filter_video_ids,
+            max_conditions=self.settings.max_filter_conditions,
+        )
 
         texts, images = await self._embed(query, deadline)
         vectors, negatives = query.vectors(texts.vectors, images.vectors, self.embedder.dim)
 
         wanted = offset + top_k + 1
         folding = options.merge_adjacent or per_video > 0 or shots
-        cap = self.settings.max_page_depth * OVERFETCH
-        k = min(wanted * OVERFETCH, cap) if folding else wanted
+        cap = self.settings.max_page_depth * self.settings.search_overfetch
+        k = min(wanted * self.settings.search_overfetch, cap) if folding else wanted
         store_s = 0.0
         while True:
             store_started = time.perf_counter()

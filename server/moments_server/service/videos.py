@@ -18,8 +18,6 @@ from moments_server.service.sizing import fit
 from moments_server.service.values import fill_metadata
 
 VERSION = "0.1.0"
-DEFAULT_PAGE = 100
-MAX_PAGE = 1000
 
 
 def video_message(v: VideoRecord) -> pb.Video:
@@ -73,9 +71,9 @@ class VideoService:
         return message
 
     async def list(self, request: pb.ListVideosRequest) -> pb.ListVideosResponse:
-        size = request.page_size or DEFAULT_PAGE
-        if size > MAX_PAGE:
-            raise InvalidArgument(f"page_size must be at most {MAX_PAGE}")
+        size = request.page_size or self.settings.default_page_size
+        if size > self.settings.max_page_size:
+            raise InvalidArgument(f"page_size must be at most {self.settings.max_page_size}")
         offset = 0
         if request.page_token:
             try:
