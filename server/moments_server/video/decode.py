@@ -1,11 +1,13 @@
 """Probe and sample videos with PyAV.
 
 Sampling is by time: the frame kept for each 1/fps window is the first frame, in presentation order,
-whose time falls in it. Kept frames are scaled by swscale straight to the model's input (shorter side),
-centre-cropped and turned upright by the stream's display matrix; frames not kept are never converted.
+whose time falls in it. Kept frames are brought to the model's input by its framing (framing.py:
+swscale straight from the decoder's pixel format, turned upright by the stream's display matrix); frames
+not kept are never converted.
 
-The default strategy ("skip") decodes only what the kept frames need, and keeps the same frames, bit for
-bit, as decoding every frame ("full", kept for comparison and as the fallback):
+The default strategy ("skip", its plan in video/skip_plan.py) decodes only what the kept frames need, and
+keeps the same frames, bit for bit, as decoding every frame ("full", kept for comparison and as the
+fallback):
 
 1. A demux-only pass (about 1 % of the decode's CPU) reads every packet's timestamp and keyframe flag, so
    the packet of each window's first frame is known before anything is decoded.
@@ -38,10 +40,8 @@ from __future__ import annotations
 
 import logging
 import math
-from array import array
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import Literal
 
@@ -51,6 +51,7 @@ import numpy as np
 
 from moments_server.framing import Framing
 from moments_server.video.shots import ShotDetector
+from moments_server.video.skip_plan import Clock, Plan, Rewound, Surprise, plan_packets, planned_frames
 
 log = logging.getLogger(__name__)
 
@@ -130,150 +131,6 @@ def probe(path: Path) -> VideoInfo:
         container.close()
 
 
-@dataclass(frozen=True)
-class _Clock:
-    """Stream time of a timestamp, and the sampling window it falls in (one formula for plan and frames)."""
-
-    time_base: Fraction
-    start: float
-    fps: float
-
-    @classmethod
-    def of(cls, stream: av.VideoStream, fps: float) -> _Clock:
-        tb = stream.time_base or Fraction(1, 90000)
-        start = float(stream.start_time * tb) if stream.start_time is not None else 0.0
-        return cls(tb, start, fps)
-
-    def seconds(self, pts: int) -> float:
-        return float(pts * self.time_base) - self.start
-
-    def slot(self, t: float) -> int:
-        return math.floor(t * self.fps + 1e-6)
-
-
-# What the skip strategy does with each packet: the codec's skip_frame while it decodes it, or not sent.
-_KEEP, _REFS, _TAIL, _DROP = 0, 1, 2, 3
-_SkipFrame = Literal["DEFAULT", "NONREF", "NONKEY"]
-_SKIP_FRAME: dict[int, _SkipFrame] = {_KEEP: "DEFAULT", _REFS: "NONREF", _TAIL: "NONKEY"}
-
-
-class _Surprise(Exception):
-    """The decoder did not do what the plan expected; the rest is decoded in full."""
-
-
-class _Rewound(Exception):
-    """Seeking back to the start did not reach the first packet (e.g. a Matroska file that begins between
-    keyframes seeks to its first cue): the planned decode starts over from a fresh open."""
-
-
-@dataclass
-class _Plan:
-    pts: array  # every packet's pts, in decode order
-    action: bytearray  # _KEEP / _REFS / _TAIL / _DROP per packet
-    wanted: list[tuple[int, int]]  # (slot, pts of the frame to keep), by slot
-    must_be_key: list[int]  # pts of the keyframes sent after skipped packets
-
-
-def _plan(container: av.container.InputContainer, fps: float, keyframes: bool, detect_fps: float = 0.0) -> _Plan | None:
-    """Read every packet's pts and key flag (demux only) and choose what to decode; None when it cannot
-    be planned (a packet without pts, or none at all). Leaves the container at its end. `detect_fps` > 0:
-    the first frame of each 1/detect_fps window is decoded too (not kept)."""
-    pts, keys = array("q"), bytearray()
-    stream = container.streams.video[0]
-    clock = _Clock.of(stream, fps)
-    for p in container.demux(stream):
-        if p.size == 0:
-            continue
-        if p.pts is None:
-            return None
-        pts.append(p.pts)
-        keys.append(p.is_keyframe)
-    n = len(pts)
-    if n == 0:
-        return None
-    first: dict[int, int] = {}  # window -> index of its first packet in presentation order
-    seen: dict[int, int] = {}  # the same for the detection windows
-    detect = _Clock(clock.time_base, clock.start, detect_fps) if detect_fps > 0 else None
-    gop = array("q")  # GOP number of each packet (a keyframe starts one)
-    for i in range(n):
-        gop.append((gop[-1] if i else 0) + (1 if keys[i] and i else 0))
-        if keyframes and not keys[i]:
-            continue
-        t = clock.seconds(pts[i])
-        s = clock.slot(t)
-        if s < 0:  # before the stream's start time: never kept
-            continue
-        j = first.get(s)
-        if j is None or pts[i] < pts[j]:
-            first[s] = i
-        if detect is not None:
-            d = detect.slot(t)
-            j = seen.get(d)
-            if j is None or pts[i] < pts[j]:
-                seen[d] = i
-    keep = set(first.values()) | set(seen.values())
-    keeping_gops = {gop[i] for i in keep}
-    action = bytearray(n)
-    needed = False  # a kept packet later on may reference this one
-    lowest_after: int | None = None  # lowest pts after this packet within its GOP
-    for i in range(n - 1, -1, -1):
-        if i in keep:
-            action[i] = _KEEP
-            needed = True
-        elif keyframes:
-            action[i] = _DROP
-        elif needed:
-            action[i] = _REFS
-        else:
-            action[i] = _TAIL if gop[i] in keeping_gops else _DROP
-        if keys[i]:
-            # A clean keyframe: no later packet of its GOP shows before it (no leading pictures, which
-            # may reference the GOP before), so nothing from it on needs a packet before it.
-            if lowest_after is None or lowest_after > pts[i]:
-                needed = False
-            lowest_after = None
-        else:
-            lowest_after = pts[i] if lowest_after is None else min(lowest_after, pts[i])
-    skipped = (_TAIL, _DROP)
-    must_be_key = sorted(pts[i] for i in range(1, n) if action[i] not in skipped and action[i - 1] in skipped)
-    return _Plan(pts, action, sorted((s, pts[i]) for s, i in first.items()), must_be_key)
-
-
-def _planned_frames(
-    container: av.container.InputContainer, stream: av.VideoStream, plan: _Plan, stats: DecodeStats
-) -> Iterator[av.VideoFrame]:
-    """Decode following the plan; check that keyframes after skipped packets come out as keyframes."""
-    ctx = stream.codec_context
-    current: _SkipFrame | None = None
-    i = 0
-    expect = iter(plan.must_be_key)
-    next_key = next(expect, None)
-    for packet in container.demux(stream):
-        if packet.size:
-            if i == 0 and (not plan.pts or packet.pts != plan.pts[0]):
-                raise _Rewound()
-            if i >= len(plan.pts) or packet.pts != plan.pts[i]:
-                raise _Surprise("the second read of the file met other packets than the plan")
-            act = plan.action[i]
-            i += 1
-            if act == _DROP:
-                continue
-            if _SKIP_FRAME[act] != current:
-                current = _SKIP_FRAME[act]
-                ctx.skip_frame = current
-            stats.sent += 1
-        for frame in packet.decode():
-            if frame.pts is None:
-                raise _Surprise("a decoded frame has no timestamp")
-            if next_key is not None and next_key < frame.pts:
-                raise _Surprise(f"the keyframe at pts {next_key} did not come out of the decoder")
-            if next_key == frame.pts:
-                if not frame.key_frame:
-                    raise _Surprise(f"the packet flagged key at pts {next_key} is not a keyframe to the decoder")
-                next_key = next(expect, None)
-            yield frame
-
-
 def _all_frames(container: av.container.InputContainer, stream: av.VideoStream) -> Iterator[av.VideoFrame]:
     for packet in container.demux(stream):
         yield from packet.decode()
@@ -292,7 +149,7 @@ def _decode(
     fps: float,
     framing: Framing,
     keyframes: bool,
-    plan: _Plan | None,
+    plan: Plan | None,
     after_slot: int,
     stats: DecodeStats,
     on_decoded: Callable[[int], None] | None,
@@ -304,9 +161,9 @@ def _decode(
     and with `shots` the first frame of each shot that starts inside a window, after `after_s`."""
     stream = container.streams.video[0]
     stream.thread_type = "AUTO"
-    clock = _Clock.of(stream, fps)
+    clock = Clock.of(stream, fps)
     fallback_rate = float(stream.average_rate or 25)
-    frames = _planned_frames(container, stream, plan, stats) if plan else _all_frames(container, stream)
+    frames = planned_frames(container, stream, plan, stats) if plan else _all_frames(container, stream)
     wanted = iter(plan.wanted) if plan else None
     last_slot = after_slot
     decoded = 0
@@ -326,14 +183,14 @@ def _decode(
                     yield _Pick(slot, max(t, 0.0), framing.frame(frame), cut=True)
                 continue
             if wanted is not None and next(wanted, None) != (slot, frame.pts):
-                raise _Surprise(f"the frame kept for window {slot} is not the planned one")
+                raise Surprise(f"the frame kept for window {slot} is not the planned one")
             last_slot = slot
             yield _Pick(slot, max(t, 0.0), framing.frame(frame), cut=cut)
         if wanted is not None and next(wanted, None) is not None:
-            raise _Surprise(f"a planned frame after window {last_slot} did not come out of the decoder")
+            raise Surprise(f"a planned frame after window {last_slot} did not come out of the decoder")
     except av.error.FFmpegError as e:
         if plan is not None:
-            raise _Surprise(f"the decoder failed on the planned packets: {e}") from e
+            raise Surprise(f"the decoder failed on the planned packets: {e}") from e
         raise BadVideo(f"the video stopped decoding after {stats.decoded} frames: {e}") from e
     if decoded == 0 and plan is None:
         raise BadVideo("the video stream holds no decodable frame")
@@ -356,7 +213,7 @@ def _picks(
     about 6 ms at 360p, which was 15 % of sampling a 6 s clip when plan and decode each opened the file)."""
     last_slot, last_s = -1, -1.0
     if strategy == "skip":
-        plan = _plan(container, fps, keyframes, detect_fps if shots is not None else 0.0)
+        plan = plan_packets(container, fps, keyframes, detect_fps if shots is not None else 0.0)
         if plan is None:
             stats.fallback = "the stream cannot be planned (a packet has no timestamp, or there is none)"
         else:
@@ -369,7 +226,7 @@ def _picks(
                         container, fps, framing, keyframes, plan, -1, stats, on_decoded, should_stop, shots
                     )
                     first = next(source, None)  # nothing is yielded before the first packet is checked
-                except _Rewound:
+                except Rewound:
                     fresh = _open(path)
                     if shots is not None:
                         shots.reset()
@@ -382,7 +239,7 @@ def _picks(
                         last_slot, last_s = pick.slot, pick.time_s
                         yield pick
                 return
-            except (_Surprise, _Rewound, av.error.FFmpegError) as e:
+            except (Surprise, Rewound, av.error.FFmpegError) as e:
                 stats.fallback = str(e) or "the file could not be read again from its first packet"
                 log.warning("sampling %s: %s; decoding the rest in full", path.name, stats.fallback)
             finally:
