@@ -132,15 +132,17 @@ class Buffer:
             self.start += n
             self._changed()
 
-    def read(self, pos: int, n: int) -> bytes | None:
-        """Up to n bytes from stream offset `pos` if there are any now (b"" none yet, None: the source ended)."""
+    def read(self, pos: int, n: int) -> Any:
+        """Up to n bytes (frames) from offset `pos` if there are any now (empty: none yet; None: the source
+        ended)."""
         with self.cond:
             if pos < self.start:
                 raise RuntimeError(f"offset {pos} was released (the buffer starts at {self.start})")
             if pos < self.end:
                 i = pos - self.start
-                return bytes(self.data[i : i + n])
-            return None if self.ended else b""
+                piece = self.data[i : i + n]
+                return bytes(piece) if isinstance(piece, bytearray) else piece
+            return None if self.ended else self.data[:0]
 
     def wait(self, timeout: float) -> None:
         with self.cond:
@@ -157,40 +159,10 @@ class Frames(Buffer):
 
     def __init__(self, limit: int = 256) -> None:
         super().__init__(limit)
-        self.items: list[pb.IngestRequest] = []
-
-    @property
-    def end(self) -> int:
-        return self.start + len(self.items)
-
-    def full(self) -> bool:
-        return len(self.items) >= self.limit
+        self.data: list[pb.IngestRequest] = []  # type: ignore[assignment]
 
     def put(self, chunk: pb.IngestRequest) -> bool:  # type: ignore[override]
-        with self.cond:
-            while self.full() and not self.ended:
-                self.cond.wait()
-            if self.ended:
-                return False
-            self.items.append(chunk)
-            self._changed()
-            return True
-
-    def release(self, offset: int) -> None:
-        with self.cond:
-            n = min(max(0, offset - self.start), len(self.items))
-            del self.items[:n]
-            self.start += n
-            self._changed()
-
-    def read(self, pos: int, n: int) -> list[pb.IngestRequest] | None:  # type: ignore[override]
-        with self.cond:
-            if pos < self.start:
-                raise RuntimeError(f"frame {pos} was released (the buffer starts at {self.start})")
-            if pos < self.end:
-                i = pos - self.start
-                return self.items[i : i + n]
-            return None if self.ended else []
+        return super().put([chunk])  # type: ignore[arg-type]
 
 
 class Calls:

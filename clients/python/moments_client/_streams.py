@@ -80,14 +80,33 @@ class Stream:
             raise
 
     def event(self, message: pb.IngestEvent) -> IngestEvent | None:
+        if self.resume is not None:
+            self.resume.seen(message, self.buffer)
         return ingest_event(message, self.video_id, self.sent, self.size)
+
+    def resumable(self, resume: Resume, buffer: Buffer) -> None:
+        """This stream resumes itself after a broken link (LIVE and FRAMES uploads)."""
+        self.resume, self.buffer, self.calls = resume, buffer, Calls()
+        self.pumping: object | None = None  # the pump thread or task, once started
 
     def retry_after(self, e: grpc.RpcError) -> float | None:
         """Seconds to wait before the call goes on with a resumed one, or None: `e` ends the stream."""
-        return None
+        if self.resume is None or self.failure is not None:
+            return None
+        return self.resume.after(e, self.buffer)
 
     def resumed_header(self) -> pb.IngestHeader:
-        raise NotImplementedError
+        assert self.resume is not None and self.first is not None
+        return self.resume.header(self.first)
+
+    def stop_resuming(self) -> None:
+        """The call is over: a request iterator still waiting stops, the pump stops at its next chunk (the
+        caller's source is left as it is)."""
+        if self.resume is not None:
+            self.calls.generation += 1
+            self.buffer.finish()
+            if isinstance(self.pumping, asyncio.Future):
+                self.pumping.cancel()
 
     def error(self, e: grpc.RpcError) -> BaseException:
         """What a failed call raises: the source's own error when it failed, else the call's status."""
@@ -115,10 +134,7 @@ class UploadStream(Stream):
         self.upload: Upload | None = None
         self.lock = threading.Lock()
         if live and resume_retries > 0:
-            self.resume = Resume(resume_retries)
-            self.buffer = Buffer()
-            self.calls = Calls()
-            self.pumping: object | None = None  # the pump thread or task, once started
+            self.resumable(Resume(resume_retries), Buffer())
 
     @property
     def sent(self) -> int:
@@ -137,20 +153,6 @@ class UploadStream(Stream):
         self.size = upload.size
         self.first = header
         return header
-
-    def retry_after(self, e: grpc.RpcError) -> float | None:
-        if self.resume is None or self.failure is not None:
-            return None
-        return self.resume.after(e, self.buffer)
-
-    def resumed_header(self) -> pb.IngestHeader:
-        assert self.resume is not None and self.first is not None
-        return self.resume.header(self.first)
-
-    def event(self, message: pb.IngestEvent) -> IngestEvent | None:
-        if self.resume is not None:
-            self.resume.seen(message, self.buffer)
-        return super().event(message)
 
     def _note_sent(self, end: int) -> None:
         assert self.upload is not None
@@ -202,11 +204,7 @@ class UploadStream(Stream):
                 yield pb.IngestRequest(chunk=chunk)
 
     def close(self) -> None:
-        if self.resume is not None:
-            self.calls.generation += 1  # a request iterator still waiting stops
-            self.buffer.finish()  # the pump stops at its next chunk (the caller's source is left as it is)
-            if isinstance(self.pumping, asyncio.Future):
-                self.pumping.cancel()
+        self.stop_resuming()
         if self.upload is not None:
             self.upload.close()
 
@@ -226,10 +224,7 @@ class FramesStream(Stream):
         self.frames, self.header = frames, header
         self.bytes_sent = 0
         if resume_retries > 0:
-            self.resume = Resume(resume_retries, frames=True)
-            self.buffer: Buffer = Frames()
-            self.calls = Calls()
-            self.pumping: object | None = None
+            self.resumable(Resume(resume_retries, frames=True), Frames())
 
     @property
     def sent(self) -> int:
@@ -239,26 +234,8 @@ class FramesStream(Stream):
         self.first = self.header()
         return self.first
 
-    def retry_after(self, e: grpc.RpcError) -> float | None:
-        if self.resume is None or self.failure is not None:
-            return None
-        return self.resume.after(e, self.buffer)
-
-    def resumed_header(self) -> pb.IngestHeader:
-        assert self.resume is not None and self.first is not None
-        return self.resume.header(self.first)
-
-    def event(self, message: pb.IngestEvent) -> IngestEvent | None:
-        if self.resume is not None:
-            self.resume.seen(message, self.buffer)
-        return super().event(message)
-
     def close(self) -> None:
-        if self.resume is not None:
-            self.calls.generation += 1
-            self.buffer.finish()
-            if isinstance(self.pumping, asyncio.Future):
-                self.pumping.cancel()
+        self.stop_resuming()
 
     def _request(self, item: c.FrameItem) -> pb.IngestRequest:
         request = c.frame_request(item)

@@ -261,7 +261,7 @@ class Catalog:
         Keys in `unknown` that this process has not seen are looked up in the store's key registry (another
         replica may have stored them a moment ago), so a filter on a committed key is never refused."""
         with self._types_lock:
-            missing = [k for k in dict.fromkeys(unknown) if k not in self._metadata_types]
+            missing = [k for k in dict.fromkeys(unknown) if k and k not in self._metadata_types]
         if missing:
             response, _ = self.run(queries.find_keys(missing), kind="metadata_keys")
             found = response[0]["FindEntity"].get("entities") or []
@@ -272,12 +272,15 @@ class Catalog:
             return dict(self._metadata_types)
 
     def load_metadata_types(self) -> None:
-        """At start: the registry's keys, and those of videos stored before the registry existed (registered
-        now, so that other replicas find them too)."""
+        """At start: the registry's keys. The first start on a store written before the registry also registers
+        the keys of its videos (one scan of them, then a marker so that later starts skip it)."""
         response, _ = self.run(queries.find_keys(None), kind="metadata_keys")
         registered = {str(e["key"]): str(e["type"]) for e in response[0]["FindEntity"].get("entities") or []}
+        backfilled = registered.pop(queries.REGISTRY_MARKER, None) is not None
         with self._types_lock:
             self._metadata_types.update(registered)
+        if backfilled:
+            return
         offset, page = 0, 500
         legacy: dict[str, str] = {}
         while True:
@@ -289,11 +292,10 @@ class Catalog:
             if not more:
                 break
             offset += page
-        if legacy:
-            self.run(queries.register_keys(legacy), kind="metadata_keys")
-            with self._types_lock:
-                for key, kind in legacy.items():
-                    self._metadata_types.setdefault(key, kind)
+        self.run(queries.register_keys({**legacy, queries.REGISTRY_MARKER: "marker"}), kind="metadata_keys")
+        with self._types_lock:
+            for key, kind in legacy.items():
+                self._metadata_types.setdefault(key, kind)
 
     # -- search ---------------------------------------------------------------------------------------------
     def search(

@@ -108,6 +108,11 @@ def key_types(metadata: dict[str, Any]) -> dict[str, str]:
     return {key: value_type(value) for key, value in metadata.items()}
 
 
+# A registry entity with this key (never a valid metadata key) says the keys of videos stored before the
+# registry existed have been registered: later starts skip scanning the videos.
+REGISTRY_MARKER = ""
+
+
 def register_keys(types: dict[str, str]) -> list[Command]:
     """Adds each key's registry entity unless it exists (the first type stored for a key is its type)."""
     return [
