@@ -8,8 +8,8 @@ ints are sent as numbers and come back as floats.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import Any, TypeAlias
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 import numpy as np
 
@@ -44,6 +44,18 @@ __all__ = [
     "Where",
 ]
 
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+_T = TypeVar("_T", bound="DataclassInstance")
+
+
+def _from_message(cls: type[_T], message: Any, **overrides: Any) -> _T:
+    """``cls`` (a dataclass) from the message fields of the same names, but for ``overrides``."""
+    values = {f.name: getattr(message, f.name) for f in fields(cls) if f.name not in overrides}
+    return cls(**values, **overrides)
+
+
 # ----------------------------------------------------------------------------------------------- results
 
 
@@ -58,7 +70,7 @@ class Timing:
 
     @classmethod
     def from_proto(cls, t: pb.Timing) -> Timing:
-        return cls(t.queue_ms, t.inference_ms, t.store_ms, t.total_ms)
+        return _from_message(cls, t)
 
 
 @dataclass(frozen=True)
@@ -75,14 +87,8 @@ class Moment:
 
     @classmethod
     def from_proto(cls, m: pb.Moment) -> Moment:
-        return cls(
-            video_id=m.video_id,
-            start_s=m.start_s,
-            end_s=m.end_s,
-            best_frame_s=m.best_frame_s,
-            score=float(m.score),
-            metadata=metadata_dict(m.metadata),
-            thumbnail_jpeg=m.thumbnail_jpeg or None,
+        return _from_message(
+            cls, m, score=float(m.score), metadata=metadata_dict(m.metadata), thumbnail_jpeg=m.thumbnail_jpeg or None
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -154,20 +160,7 @@ class Video:
 
     @classmethod
     def from_proto(cls, v: pb.Video) -> Video:
-        return cls(
-            video_id=v.video_id,
-            filename=v.filename,
-            duration_s=v.duration_s,
-            fps=v.fps,
-            width=v.width,
-            height=v.height,
-            codec=v.codec,
-            ingested_at=v.ingested_at,
-            frames=v.frames,
-            size_bytes=v.size_bytes,
-            metadata=metadata_dict(v.metadata),
-            state=v.state or "complete",
-        )
+        return _from_message(cls, v, metadata=metadata_dict(v.metadata), state=v.state or "complete")
 
     def to_json(self) -> dict[str, Any]:
         out = dict(vars(self))
@@ -281,10 +274,7 @@ def ingest_event(event: pb.IngestEvent, video_id: str, bytes_sent: int, total: i
         return IngestPull(video_id, u.media_s, u.reconnects, u.error, u.retry_in_s)
     if kind == "done":
         d = event.done
-        t = d.timings
-        return IngestDone(
-            Video.from_proto(d.video), d.frames, IngestTimings(t.receive_s, t.decode_s, t.embed_s, t.store_s, t.total_s)
-        )
+        return IngestDone(Video.from_proto(d.video), d.frames, _from_message(IngestTimings, d.timings))
     return None  # an event kind newer than this client
 
 
@@ -354,44 +344,8 @@ class Info:
 
     @classmethod
     def from_proto(cls, r: pb.InfoResponse) -> Info:
-        m, lim = r.model, r.limits
         return cls(
-            ModelInfo(
-                m.name,
-                m.pretrained,
-                m.dimensions,
-                m.image_size,
-                m.context_length,
-                m.precision,
-                m.provider,
-                m.fingerprint,
-            ),
-            r.descriptor_set,
-            r.store,
-            Limits(
-                lim.max_top_k,
-                lim.max_upload_bytes,
-                lim.text_max_batch,
-                lim.image_max_batch,
-                lim.max_fps,
-                lim.max_frames,
-                lim.max_metadata_keys,
-                lim.max_metadata_key_chars,
-                lim.max_metadata_value_bytes,
-                lim.max_metadata_bytes,
-                lim.max_query_chars,
-                lim.max_image_bytes,
-                lim.max_image_pixels,
-                lim.max_video_pixels,
-                lim.max_video_duration_s,
-                lim.max_response_bytes,
-                lim.max_concurrent_ingests,
-                lim.max_message_bytes,
-                lim.max_query_parts,
-                lim.upload_ttl_s,
-                lim.max_stored_video_bytes,
-            ),
-            r.version,
+            _from_message(ModelInfo, r.model), r.descriptor_set, r.store, _from_message(Limits, r.limits), r.version
         )
 
     def to_json(self) -> dict[str, Any]:
