@@ -24,6 +24,7 @@ from .cmd_descriptors import (
 from .cmd_objects import add_object, delete_objects, find_objects, update_objects
 from .errors import QueryError
 from .media import IN_RANGE_KEYS
+from .params import check_keys
 
 if TYPE_CHECKING:
     from .tx import Tx
@@ -83,9 +84,7 @@ def validate(commands: Any) -> list[str]:
 
 def run(tx: Tx, name: str, body: dict[str, Any]) -> dict[str, Any]:
     handler, allowed = HANDLERS[name]
-    extra = body.keys() - allowed
-    if extra:
-        raise QueryError(f"{name}: unsupported parameter {sorted(extra)[0]!r}")
+    check_keys(body, allowed, name)
     return handler(tx, name, body)
 
 

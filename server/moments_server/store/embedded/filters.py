@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from .constraints import compile_constraints
 from .errors import QueryError
-from .params import json_ids
+from .params import check_keys, json_ids
 from .storage import CONN, OBJ, SET_MEMBER
 
 if TYPE_CHECKING:
@@ -49,9 +49,7 @@ def _connected(tx: Tx, spec: Any, cmd: str, sel: Select) -> None:
             sel.params.extend(inner.params)
         sel.where.append("(" + (" OR " if op == "any" else " AND ").join(parts) + ")")
         return
-    extra = set(spec) - {"ref", "direction", "connection_class", "constraints"}
-    if extra:
-        raise QueryError(f"{cmd}: is_connected_to: unsupported parameter {sorted(extra)[0]!r}")
+    check_keys(spec, {"ref", "direction", "connection_class", "constraints"}, f"{cmd}: is_connected_to")
     if "ref" not in spec:
         raise QueryError(f"{cmd}: is_connected_to needs 'ref'")
     b = tx.ref(spec["ref"], cmd)

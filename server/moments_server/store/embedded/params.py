@@ -34,14 +34,18 @@ def json_ids(ids: list[int]) -> str:
     return jsonio.dumps(ids)
 
 
+def check_keys(spec: dict[str, Any], allowed: set[str], where: str) -> None:
+    """Refuse a parameter of ``spec`` outside ``allowed`` (``where``: the command, and the field within it)."""
+    extra = spec.keys() - allowed
+    if extra:
+        raise QueryError(f"{where}: unsupported parameter {sorted(extra)[0]!r}")
+
+
 def results_spec(body: dict[str, Any], cmd: str) -> dict[str, Any]:
     r = body.get("results", {})
     if not isinstance(r, dict):
         raise QueryError(f"{cmd}: results must be an object")
-    allowed = {"list", "all_properties", "count", "limit", "sort", "group_by_source", "group"}
-    extra = set(r) - allowed
-    if extra:
-        raise QueryError(f"{cmd}: results: unsupported parameter {sorted(extra)[0]!r}")
+    check_keys(r, {"list", "all_properties", "count", "limit", "sort", "group_by_source", "group"}, f"{cmd}: results")
     if "list" in r and (not isinstance(r["list"], list) or not all(isinstance(k, str) for k in r["list"])):
         raise QueryError(f"{cmd}: results.list must be an array of property names")
     for k in ("all_properties", "count", "group_by_source"):

@@ -11,7 +11,7 @@ from .blobs import FileBlob
 from .constraints import compile_constraints
 from .errors import QueryError
 from .filters import Select
-from .params import json_ids
+from .params import check_keys, json_ids
 from .properties import encode_properties
 from .storage import OBJ, ROW_COLS, VIDEO_CLIP
 from .tx import Binding
@@ -23,9 +23,7 @@ if TYPE_CHECKING:
 def _connect(tx: Tx, new_id: int, spec: Any, cmd: str) -> None:
     if not isinstance(spec, dict):
         raise QueryError(f"{cmd}: connect must be an object")
-    extra = set(spec) - {"ref", "class", "direction", "properties"}
-    if extra:
-        raise QueryError(f"{cmd}: connect: unsupported parameter {sorted(extra)[0]!r}")
+    check_keys(spec, {"ref", "class", "direction", "properties"}, f"{cmd}: connect")
     if "ref" not in spec:
         raise QueryError(f"{cmd}: connect needs 'ref'")
     b = tx.ref(spec["ref"], cmd)
