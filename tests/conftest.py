@@ -29,9 +29,8 @@ def _sources_hash() -> str:
     # the files that decide the exported bytes (not the CLI's wording or the checks around it)
     h = hashlib.sha256(f"seed={SHAPES_SEED}".encode())
     pkg = REPO / "export" / "moments_export"
-    files = [
-        pkg / f"{n}.py" for n in ("shapes_demo", "towers", "onnx_export", "fused", "variants", "tokenizer", "manifest")
-    ]
+    files = [pkg / f"{n}.py" for n in ("shapes_demo", "towers", "onnx_export", "fused", "variants", "manifest")]
+    files += sorted((pkg / "tokenizer").glob("*.py"))
     files.append(REPO / "clients" / "python" / "moments_shapes" / "__init__.py")  # the drawings it trains on
     files += [pkg / "load.py", REPO / "server" / "moments_server" / "framing.py"]
     for f in files:  # the syntax tree, so reformatting or comments do not force a retrain
