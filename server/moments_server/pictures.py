@@ -17,6 +17,11 @@ class BadImage(ValueError):
     """The bytes are not an image the server reads (INVALID_ARGUMENT)."""
 
 
+class ImageTooLarge(BadImage):
+    """The image is over the server's byte or pixel limits (a query image's is INVALID_ARGUMENT like any
+    BadImage; a FRAMES ingest maps it to RESOURCE_EXHAUSTED)."""
+
+
 def open_image(data: bytes) -> Image.Image:
     """Read the image's header only (PIL decodes lazily) and check its format."""
     if not data:
@@ -32,21 +37,25 @@ def open_image(data: bytes) -> Image.Image:
     return opened
 
 
-def check_image(data: bytes, max_bytes: int, max_pixels: int, where: str = "the image") -> None:
-    """Refuse, from the header alone and before any pixel is decoded, an image over the server's limits."""
+def check_image(data: bytes, max_bytes: int, max_pixels: int, where: str = "the image") -> Image.Image:
+    """Refuse, from the header alone and before any pixel is decoded, an image over the server's limits
+    (ImageTooLarge, naming it ``where``) or one the server cannot read (BadImage); return it opened."""
     if len(data) > max_bytes:
-        raise BadImage(f"{where} is {len(data)} bytes; the server takes at most {max_bytes}")
+        raise ImageTooLarge(f"{where} is {len(data)} bytes; the server takes at most {max_bytes}")
     try:
         img = open_image(data)
     except BadImage as e:
         if isinstance(e.__cause__, Image.DecompressionBombError):
-            raise BadImage(f"{where} is too large ({e.__cause__}); the server takes at most {max_pixels} pixels") from e
+            raise ImageTooLarge(
+                f"{where} is too large ({e.__cause__}); the server takes at most {max_pixels} pixels"
+            ) from e
         raise
     if img.width * img.height > max_pixels:
-        raise BadImage(
+        raise ImageTooLarge(
             f"{where} is {img.width}x{img.height} ({img.width * img.height} pixels); the server takes at most "
             f"{max_pixels} pixels: scale it down first (the model sees it at a few hundred pixels anyway)"
         )
+    return img
 
 
 # Beyond this long:short ratio the long side is cut down (centred) before scaling: the centre crop keeps

@@ -15,7 +15,7 @@ from PIL import Image
 
 from moments_server.errors import InvalidArgument, ResourceExhausted
 from moments_server.framing import Framing
-from moments_server.pictures import BadImage, open_image, trim_aspect
+from moments_server.pictures import BadImage, ImageTooLarge, check_image, trim_aspect
 
 
 @dataclass(frozen=True)
@@ -38,20 +38,13 @@ def check_time(index: int, time_s: float, previous_s: float | None) -> None:
 
 def decode_frame(data: bytes, index: int, framing: Framing, max_bytes: int, max_pixels: int) -> DecodedFrame:
     """Blocking (run it in a thread): check, decode and scale one frame."""
-    if len(data) > max_bytes:
-        raise ResourceExhausted(f"frame {index} is {len(data)} bytes; the server takes frames of at most {max_bytes}")
     try:
-        img = open_image(data)
+        img = check_image(data, max_bytes, max_pixels, f"frame {index}")
+    except ImageTooLarge as e:
+        raise ResourceExhausted(str(e)) from e
     except BadImage as e:
-        if isinstance(e.__cause__, Image.DecompressionBombError):
-            raise ResourceExhausted(f"frame {index} is too large ({e.__cause__}); at most {max_pixels} pixels") from e
         raise InvalidArgument(f"frame {index}: {e}") from e
     width, height = img.size
-    if width * height > max_pixels:
-        raise ResourceExhausted(
-            f"frame {index} is {width}x{height} ({width * height} pixels); the server takes frames of at most "
-            f"{max_pixels} pixels: scale it down first"
-        )
     try:
         rgb = img.convert("RGB")
         rgb.load()
