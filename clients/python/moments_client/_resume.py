@@ -134,7 +134,7 @@ class Buffer:
 
     def read(self, pos: int, n: int) -> Any:
         """Up to n bytes (frames) from offset `pos` if there are any now (empty: none yet; None: the source
-        ended)."""
+        ended; the source's own failure is raised once everything before it was read)."""
         with self.cond:
             if pos < self.start:
                 raise RuntimeError(f"offset {pos} was released (the buffer starts at {self.start})")
@@ -142,7 +142,11 @@ class Buffer:
                 i = pos - self.start
                 piece = self.data[i : i + n]
                 return bytes(piece) if isinstance(piece, bytearray) else piece
-            return None if self.ended else self.data[:0]
+            if not self.ended:
+                return self.data[:0]
+            if self.error is not None:
+                raise self.error
+            return None
 
     def wait(self, timeout: float) -> None:
         with self.cond:
@@ -179,8 +183,6 @@ class Calls:
         while self.generation == mine:
             piece = buffer.read(pos, chunk_size)
             if piece is None:
-                if buffer.error is not None:
-                    raise buffer.error
                 return
             if not piece:
                 buffer.wait(0.2)
@@ -248,8 +250,6 @@ async def achunks(buffer: Buffer, start: int, chunk_size: int) -> AsyncIterator[
         buffer.event.clear()
         piece = buffer.read(pos, chunk_size)
         if piece is None:
-            if buffer.error is not None:
-                raise buffer.error
             return
         if not piece:
             await buffer.event.wait()

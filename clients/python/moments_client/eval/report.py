@@ -66,28 +66,35 @@ def query_table(report: dict[str, Any], queries: list[dict[str, Any]] | None = N
     """One row per query (every query of the report by default): its metrics and its top moment."""
     queries = report["queries"] if queries is None else queries
     table = Table(title=title or f"{len(queries)} queries", title_justify="left")
-    for col, justify in (("query", "left"), ("kind", "left"), ("ranges", "right")):
+    for col, justify in QUERY_COLUMNS:
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
-    for title in ("HIT@1", "AP", "nDCG@10", "IoU@1"):
-        table.add_column(title, justify="right")
-    table.add_column("top moment", justify="left")
     for q in queries:
-        m = q["metrics"]
-        top = q["moments"][0] if q["moments"] else None
-        where = f"{top['video_id']} {top['start_s']:.1f}-{top['end_s']:.1f} s" if top else "none"
-        if top is not None and top["relevant_index"] is None:
-            where += " (not relevant)"
-        table.add_row(
-            f"{q['id']}: {q['query']}",
-            q["kind"],
-            str(q["relevant_ranges"]),
-            f"{m['hit@1']:.0f}",
-            f"{m['ap']:.3f}",
-            f"{m['ndcg@10']:.3f}",
-            f"{m['iou@1']:.2f}",
-            where,
-        )
+        table.add_row(*_query_row(q))
     return table
+
+
+#: The per-query table's columns (terminal and Markdown) and their justification in the terminal.
+QUERY_COLUMNS = (
+    ("query", "left"),
+    ("kind", "left"),
+    ("ranges", "right"),
+    ("HIT@1", "right"),
+    ("AP", "right"),
+    ("nDCG@10", "right"),
+    ("IoU@1", "right"),
+    ("top moment", "left"),
+)
+
+
+def _query_row(q: dict[str, Any]) -> list[str]:
+    """A query's cells under QUERY_COLUMNS: its metrics and its top moment."""
+    m = q["metrics"]
+    top = q["moments"][0] if q["moments"] else None
+    where = f"{top['video_id']} {top['start_s']:.1f}-{top['end_s']:.1f} s" if top else "none"
+    if top is not None and top["relevant_index"] is None:
+        where += " (not relevant)"
+    metrics = [f"{m['hit@1']:.0f}", f"{m['ap']:.3f}", f"{m['ndcg@10']:.3f}", f"{m['iou@1']:.2f}"]
+    return [f"{q['id']}: {q['query']}", q["kind"], str(q["relevant_ranges"]), *metrics, where]
 
 
 def misses(report: dict[str, Any]) -> list[dict[str, Any]]:
@@ -102,19 +109,6 @@ def markdown(report: dict[str, Any]) -> str:
     for kind, agg in report["aggregate"].items():
         if agg.get("queries"):
             lines.append(f"| {kind} | {agg['queries']} | " + " | ".join(f"{agg[k]:.3f}" for k, _ in COLUMNS) + " |")
-    lines += [
-        "",
-        "| query | kind | ranges | HIT@1 | AP | nDCG@10 | IoU@1 | top moment |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for q in report["queries"]:
-        m = q["metrics"]
-        top = q["moments"][0] if q["moments"] else None
-        where = f"{top['video_id']} {top['start_s']:.1f}-{top['end_s']:.1f} s" if top else "none"
-        if top is not None and top["relevant_index"] is None:
-            where += " (not relevant)"
-        lines.append(
-            f"| {q['id']}: {q['query']} | {q['kind']} | {q['relevant_ranges']} | {m['hit@1']:.0f} | {m['ap']:.3f} "
-            f"| {m['ndcg@10']:.3f} | {m['iou@1']:.2f} | {where} |"
-        )
+    lines += ["", "| " + " | ".join(c for c, _ in QUERY_COLUMNS) + " |", "|" + "---|" * len(QUERY_COLUMNS)]
+    lines += ["| " + " | ".join(_query_row(q)) + " |" for q in report["queries"]]
     return "\n".join(lines) + "\n"
