@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from moments_client.sample_video import write_shapes_video
 from tests.live import REPO, free_port
 
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -40,6 +41,14 @@ def serve_folder(folder: Path) -> Iterator[str]:
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+@contextlib.contextmanager
+def serve_hls(folder: Path, shapes: list[tuple[str, str]]) -> Iterator[str]:
+    """A VOD playlist of 2 s segments of `shapes` (4 s each) written to `folder` and served; -> its URL."""
+    write_shapes_video(folder / "index.m3u8", shapes, seconds_each=4.0, fps=10, options=HLS_VOD)
+    with serve_folder(folder) as base:
+        yield f"{base}/index.m3u8"
 
 
 def rtsp_server_available() -> bool:

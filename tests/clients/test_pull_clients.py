@@ -20,17 +20,15 @@ from moments_client.sample_video import write_shapes_video
 from moments_client.types import IngestCommitted, IngestDone, IngestPull
 from tests.clients.conftest import TOKEN, run_cli
 from tests.live import LiveServer
-from tests.pull_sources import HLS_VOD, RtspServer, needs_rtsp, serve_folder
+from tests.pull_sources import RtspServer, needs_rtsp, serve_hls
 
 SHAPES = [("red", "circle"), ("blue", "square")]
 
 
 @pytest.fixture(scope="module")
 def hls_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    folder = tmp_path_factory.mktemp("hls-clients")
-    write_shapes_video(folder / "index.m3u8", SHAPES, seconds_each=4.0, fps=10, options=HLS_VOD)
-    with serve_folder(folder) as base:
-        yield f"{base}/index.m3u8"
+    with serve_hls(tmp_path_factory.mktemp("hls-clients"), SHAPES) as url:
+        yield url
 
 
 def test_python_clients_pull_a_playlist(server: LiveServer, hls_url: str) -> None:

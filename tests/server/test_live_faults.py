@@ -232,6 +232,17 @@ def get_video(stub: pb_grpc.VideoSearchStub, video_id: str) -> pb.Video | None:
         return None
 
 
+def wait_interrupted(stub: pb_grpc.VideoSearchStub, video_id: str) -> pb.Video:
+    """The video once its broken stream has left it "interrupted" (polled for up to 10 s)."""
+    video = None
+    for _ in range(100):
+        video = get_video(stub, video_id)
+        if video is not None and video.state == "interrupted":
+            return video
+        time.sleep(0.1)
+    raise AssertionError(f"{video_id} is not interrupted after 10 s: {video}")
+
+
 @pytest.fixture(scope="module")
 def descriptor_set(shapes_model_dir: Path) -> str:
     return load_manifest(shapes_model_dir).descriptor_set
@@ -576,12 +587,7 @@ def test_replacing_a_live_video(served: Served, stream_bytes: bytes, tmp_path: P
         assert e.value.code() == grpc.StatusCode.ALREADY_EXISTS and "being ingested" in (e.value.details() or "")
     call.cancel()  # the camera's link drops: the video stays, interrupted
     release.set()
-    for _ in range(100):
-        video = get_video(stub, "cam-r")
-        if video is not None and video.state == "interrupted":
-            break
-        time.sleep(0.1)
-    assert video is not None and video.state == "interrupted", video
+    video = wait_interrupted(stub, "cam-r")
     old = store.of_video("cam-r")
     assert old["descriptors"] == video.frames > 0
     # a new stream replaces the interrupted one whole: its old segments go, its upload cannot be resumed
@@ -622,11 +628,7 @@ def test_deleting_a_live_video_leaves_nothing_of_it(served: Served, stream_bytes
     follow_until_commit(call)
     call.cancel()
     release.set()
-    for _ in range(100):
-        video = get_video(stub, "cam-d")
-        if video is not None and video.state == "interrupted":
-            break
-        time.sleep(0.1)
+    wait_interrupted(stub, "cam-d")
     stub.DeleteVideo(pb.DeleteVideoRequest(video_id="cam-d"), timeout=30)
     assert {k: store.of_video("cam-d")[k] for k in nothing} == nothing
     assert get_video(stub, "cam-d") is None and windows(stub, "cam-d") == []
@@ -651,11 +653,7 @@ def test_undecodable_bytes_mid_stream(served: Served, tmp_path: Path) -> None:
             upload_id, committed = follow_until_commit(call)
             call.cancel()
             assert committed.bytes < half
-            for _ in range(100):
-                video = get_video(stub, video_id)
-                if video is not None and video.state == "interrupted":
-                    break
-                time.sleep(0.1)
+            video = wait_interrupted(stub, video_id)
             assert video is not None and video.size_bytes < half, video
             offset, kw = video.size_bytes, {"resume_upload_id": upload_id, "resume_offset": video.size_bytes}
         with pytest.raises(grpc.RpcError) as e:
@@ -686,12 +684,7 @@ def test_resume_refusals_are_precise(served: Served, stream_bytes: bytes) -> Non
     call = stub.Ingest(requests(header("cam-x"), stream_bytes, pause_s=0.05), timeout=60)
     upload_id, _ = follow_until_commit(call)
     call.cancel()
-    for _ in range(100):
-        video = get_video(stub, "cam-x")
-        if video is not None and video.state == "interrupted":
-            break
-        time.sleep(0.1)
-    assert video is not None and video.state == "interrupted"
+    video = wait_interrupted(stub, "cam-x")
     list(stub.Ingest(requests(header("cam-y"), stream_bytes), timeout=60))
     complete_upload = ""
     for ev in stub.Ingest(requests(header("cam-z"), stream_bytes), timeout=60):

@@ -17,7 +17,7 @@ from moments.v1 import moments_pb2 as pb
 from moments.v1 import moments_pb2_grpc as pb_grpc
 from moments_client.sample_video import write_shapes_video
 from tests.live import LiveServer, free_port
-from tests.pull_sources import HLS_VOD, RtspServer, needs_rtsp, serve_folder
+from tests.pull_sources import RtspServer, needs_rtsp, serve_hls
 
 SHAPES = [("red", "circle"), ("blue", "square"), ("green", "triangle"), ("yellow", "cross")]
 
@@ -58,10 +58,8 @@ def frame_windows(stub: pb_grpc.VideoSearchStub, video_id: str) -> list[float]:
 @pytest.fixture(scope="module")
 def hls_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A VOD playlist of 2 s segments, served by a real HTTP server on loopback: 16 s of the 4 shapes."""
-    folder = tmp_path_factory.mktemp("hls")
-    write_shapes_video(folder / "index.m3u8", SHAPES, seconds_each=4.0, fps=10, options=HLS_VOD)
-    with serve_folder(folder) as base:
-        yield f"{base}/index.m3u8"
+    with serve_hls(tmp_path_factory.mktemp("hls"), SHAPES) as url:
+        yield url
 
 
 def test_an_hls_playlist_is_pulled_committed_and_searchable(stub: pb_grpc.VideoSearchStub, hls_url: str) -> None:
