@@ -1,4 +1,4 @@
-"""Builds the server from Settings and runs it: model → store → batchers → gRPC, health last.
+"""Builds the server from Settings and runs it: the core (core.py: model, store, services), then gRPC, health last.
 
 Health is NOT_SERVING until the sessions are warm and the store has answered.
 """
@@ -8,8 +8,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import grpc
@@ -18,16 +16,9 @@ from grpc_health.v1._async import HealthServicer
 
 from moments.v1 import moments_pb2, moments_pb2_grpc
 from moments_server import metrics
-from moments_server.catalog.catalog import Catalog
 from moments_server.config import Settings
+from moments_server.core import Core, open_core
 from moments_server.errors import ListenError
-from moments_server.inference.embedder import Embedder
-from moments_server.inference.manifest import load_manifest
-from moments_server.inference.sessions import load_towers
-from moments_server.service.ingest import IngestService
-from moments_server.service.search import SearchService
-from moments_server.service.videos import VideoService
-from moments_server.store.connector import open_connector
 from moments_server.store.embedded import Engine, WireServer
 from moments_server.store.embedded.credentials import load_tokens, load_users
 from moments_server.store.watch import StoreWatch
@@ -47,31 +38,17 @@ class Running:
     server: grpc.aio.Server
     port: int
     metrics_port: int | None
-    embedder: Embedder
+    core: Core
     health: HealthServicer
-    executor: ThreadPoolExecutor
-    close_store: Callable[[], None]
-    wire: object | None = None
+    wire: WireServer | None = None
     store_watch: StoreWatch | None = None
     housekeeping: asyncio.Task | None = None
-    ingest: IngestService | None = None
 
 
 async def start(settings: Settings) -> Running:
-    manifest = load_manifest(settings.model_dir)
-    log.info(
-        "model %s (%s), %d dims, descriptor set %s",
-        manifest.name,
-        manifest.pretrained or "no tag",
-        manifest.embed_dim,
-        manifest.descriptor_set,
-    )
     creds = server_credentials(settings)  # a TLS or listen setting that cannot work fails before anything starts
     metrics_port = metrics.serve_metrics(settings.metrics_listen)  # and a metrics port in use, cleanly
-    executor = ThreadPoolExecutor(max_workers=settings.store_threads, thread_name_prefix="store")
-    loop = asyncio.get_running_loop()
-    connector = await loop.run_in_executor(executor, open_connector, settings.store, settings.store_writer)
-
+    core = await open_core(settings)
     worker = settings.worker_index >= 0
     interceptors = [TokenAuth(settings.auth_token)] if settings.auth_token else []
     limit = settings.max_message_bytes
@@ -94,37 +71,8 @@ async def start(settings: Settings) -> Running:
     await health.set(SERVICE, health_pb2.HealthCheckResponse.NOT_SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     enable_reflection((SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name), server)
-
-    text, image = await loop.run_in_executor(
-        None, load_towers, manifest, settings.device, settings.threads, settings.ort_spinning, settings.fused_graphs
-    )
-    embedder = Embedder(
-        manifest,
-        text,
-        image,
-        settings.text_max_batch,
-        settings.image_max_batch,
-        settings.max_delay_ms / 1e3,
-        settings.max_queue,
-        settings.text_cache_size,
-    )
-    embedder.image_batcher.defer_ingest_to(
-        embedder.text_batcher,
-        max_defer_s=settings.ingest_defer_s,
-        batch_while_searching=settings.ingest_batch_while_searching,
-        recent_search_s=settings.recent_search_s,
-    )
-    catalog = Catalog(
-        connector, manifest.descriptor_set, manifest.embed_dim, manifest.identity(), settings.descriptor_engine
-    )
-    if connector.local_engine() is not None:
-        # this process owns the store: a stream still "live" in it died with the previous server (the
-        # launcher marks them for its workers; on an aperturedb:// store other servers may be streaming)
-        await loop.run_in_executor(executor, catalog.interrupt_live_streams)
-    ingest = IngestService(settings, embedder, catalog, executor)
-    search = SearchService(settings, embedder, catalog, executor)
-    videos = VideoService(settings, embedder, catalog, executor, connector.kind)
-    moments_pb2_grpc.add_VideoSearchServicer_to_server(VideoSearchServicer(ingest, search, videos), server)
+    servicer = VideoSearchServicer(core.ingest, core.search, core.videos, settings.max_response_bytes)
+    moments_pb2_grpc.add_VideoSearchServicer_to_server(servicer, server)
 
     try:
         port = server.add_secure_port(settings.listen, creds) if creds else server.add_insecure_port(settings.listen)
@@ -138,45 +86,40 @@ async def start(settings: Settings) -> Running:
         await server.start()
     wire = None
     if settings.store_listen:
-        engine = connector.local_engine()
+        engine = core.connector.local_engine()
         if engine is None:
             raise ValueError("--store-listen serves an in-process embedded store; it cannot front this one")
         wire = await start_wire_listener(settings, engine)
 
     # Warm-up and the store check run while health says NOT_SERVING.
-    await loop.run_in_executor(executor, catalog.ensure_descriptor_set)
-    await loop.run_in_executor(executor, catalog.load_metadata_types)
-    await loop.run_in_executor(None, embedder.warm_up, settings.autotune_batches)
-    embedder.start()
+    await core.prepare()
     if worker:
         await server.start()
     await health.set("", health_pb2.HealthCheckResponse.SERVING)
     await health.set(SERVICE, health_pb2.HealthCheckResponse.SERVING)
     log.info(
         "serving %s (%s, %s, %s graphs) on %s port %d, store %s, metrics port %s",
-        manifest.name,
-        image.provider,
-        image.precision,
-        "fused" if image.fused else "unfused",
+        core.manifest.name,
+        core.embedder.provider,
+        core.embedder.precision,
+        "fused" if core.embedder.fused else "unfused",
         settings.listen,
         port,
         settings.store,
         metrics_port,
     )
     watch = None
-    if connector.remote:  # a store in another process can go away; health follows it
+    if core.connector.remote:  # a store in another process can go away; health follows it
 
         async def set_serving(ok: bool) -> None:
             status = health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING
             await health.set("", status)
             await health.set(SERVICE, status)
 
-        watch = StoreWatch(connector, executor, set_serving)
+        watch = StoreWatch(core.connector, core.executor, set_serving)
         watch.start()
-    housekeeping = asyncio.create_task(ingest.housekeeping())
-    return Running(
-        server, port, metrics_port, embedder, health, executor, connector.close, wire, watch, housekeeping, ingest
-    )
+    housekeeping = asyncio.create_task(core.ingest.housekeeping())
+    return Running(server, port, metrics_port, core, health, wire, watch, housekeeping)
 
 
 async def start_wire_listener(settings: Settings, engine: Engine) -> WireServer | None:
@@ -197,14 +140,11 @@ async def stop(running: Running, grace_s: float) -> None:
     if running.store_watch is not None:
         await running.store_watch.stop()
     await running.health.enter_graceful_shutdown()
-    if running.ingest is not None:
-        await running.ingest.close()  # pulls have no end of their own: they stop now, "interrupted"
+    await running.core.ingest.close()  # pulls have no end of their own: they stop now, "interrupted"
     await running.server.stop(grace_s)
-    await running.embedder.stop()
-    if isinstance(running.wire, WireServer):
+    if running.wire is not None:
         await running.wire.stop()
-    running.executor.shutdown(wait=True)
-    running.close_store()
+    await running.core.close()
 
 
 async def serve(settings: Settings) -> None:

@@ -1,4 +1,5 @@
-"""Errors the core raises, each with the gRPC status code the transport answers with."""
+"""Every error the core raises to a caller, each named by the gRPC status code the transport answers with
+(transport/status.py). Components keep their internal errors to themselves and raise one of these."""
 
 from __future__ import annotations
 
@@ -41,6 +42,46 @@ class Aborted(MomentsError):
 
 class Unavailable(MomentsError):
     code = "UNAVAILABLE"
+
+
+class DeadlineExceeded(MomentsError):
+    code = "DEADLINE_EXCEEDED"
+
+
+# Named errors of the components
+
+
+class BadVideo(InvalidArgument, ValueError):
+    """The upload is not a video PyAV can decode; the message carries the decoder's reason."""
+
+
+class BadImage(InvalidArgument, ValueError):
+    """The bytes are not an image the server reads."""
+
+
+class ImageTooLarge(BadImage):
+    """The image is over the server's byte or pixel limits (a query image's is INVALID_ARGUMENT like any
+    BadImage; a FRAMES ingest maps it to RESOURCE_EXHAUSTED)."""
+
+
+class QueueFull(Overloaded):
+    """A batcher's queue is at its bound; the caller should back off."""
+
+
+class Expired(DeadlineExceeded):
+    """The request's deadline passed before it reached a batch (or the store query)."""
+
+
+class StoreError(MomentsError):
+    """The store refused or failed a query (the message is the store's): INTERNAL."""
+
+
+class VideoGone(Aborted):
+    """A LIVE video was deleted while its stream was being committed."""
+
+
+class ModelMismatch(FailedPrecondition):
+    """The descriptor set holds vectors of another model than the one serving."""
 
 
 class ListenError(OSError):

@@ -8,18 +8,10 @@ import io
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from moments_server.errors import BadImage, ImageTooLarge
 from moments_server.framing import Framing
 
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP")
-
-
-class BadImage(ValueError):
-    """The bytes are not an image the server reads (INVALID_ARGUMENT)."""
-
-
-class ImageTooLarge(BadImage):
-    """The image is over the server's byte or pixel limits (a query image's is INVALID_ARGUMENT like any
-    BadImage; a FRAMES ingest maps it to RESOURCE_EXHAUSTED)."""
 
 
 def open_image(data: bytes) -> Image.Image:

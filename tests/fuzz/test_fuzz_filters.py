@@ -13,6 +13,7 @@ from moments.v1 import moments_pb2 as pb
 from moments_server.errors import InvalidArgument
 from moments_server.service.filters import build_constraints
 from moments_server.store.embedded.constraints import compile_constraints
+from moments_server.transport.requests import filters as filters_from_wire
 from tests.fuzz.conftest import budget, record
 from tests.fuzz.strategies import FLOATS, KEYS, VALUES, VIDEO_IDS
 
@@ -49,7 +50,7 @@ def _non_finite(f: pb.SearchFilters) -> bool:
 @given(filters())
 def test_filters_translate_or_invalid_argument(f: pb.SearchFilters) -> None:
     try:
-        constraints = build_constraints(f, dict(KNOWN))
+        constraints = build_constraints(filters_from_wire(f), dict(KNOWN))
     except InvalidArgument as e:
         record("filters", "INVALID_ARGUMENT")
         assert 0 < len(str(e)) < 2048, str(e)

@@ -13,7 +13,8 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
-from moments_server.inference.batcher import Expired, Lane, MicroBatcher, QueueFull
+from moments_server.errors import Expired, QueueFull
+from moments_server.inference.batcher import Lane, MicroBatcher
 
 DIM = 8
 

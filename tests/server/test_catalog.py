@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from moments_server.catalog import queries
-from moments_server.catalog.catalog import Catalog, ModelMismatch
+from moments_server.catalog.catalog import Catalog
 from moments_server.catalog.model import FrameRecord, VideoRecord
+from moments_server.errors import ModelMismatch
 from moments_server.store.connector import open_connector
 from tests.live import StoreListener
 

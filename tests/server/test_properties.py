@@ -17,12 +17,14 @@ from PIL import Image
 
 from moments.v1 import moments_pb2 as pb
 from moments_server.config import Settings
-from moments_server.errors import MomentsError
+from moments_server.errors import BadImage, MomentsError
 from moments_server.framing import Framing
-from moments_server.pictures import BadImage, check_image, decode_image
+from moments_server.pictures import check_image, decode_image
 from moments_server.service.filters import build_constraints
-from moments_server.service.ingest import validate_header
+from moments_server.service.ingest_checks import validate_header
 from moments_server.service.values import metadata_from_request
+from moments_server.transport.requests import filters as filters_from_wire
+from moments_server.transport.requests import ingest_spec
 from moments_server.transport.status import status_of
 
 QUICK = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -99,7 +101,7 @@ def search_filters(draw: st.DrawFn) -> pb.SearchFilters:
 @given(search_filters())
 def test_any_filters_become_constraints_or_a_precise_error(filters: pb.SearchFilters) -> None:
     try:
-        out = build_constraints(filters, KNOWN)
+        out = build_constraints(filters_from_wire(filters), KNOWN)
     except MomentsError as e:
         assert_precise(e)
         return
@@ -136,8 +138,9 @@ def headers(draw: st.DrawFn) -> pb.IngestHeader:
 @given(headers())
 def test_any_ingest_header_is_taken_or_refused_precisely(header: pb.IngestHeader) -> None:
     try:
-        validate_header(header, LIMITS)
-        metadata = metadata_from_request(header.metadata, LIMITS)
+        spec = ingest_spec(header)
+        validate_header(spec, LIMITS)
+        metadata = metadata_from_request(spec.metadata, LIMITS)
     except MomentsError as e:
         assert_precise(e)
         return

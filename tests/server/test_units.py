@@ -8,9 +8,10 @@ from moments.v1 import moments_pb2 as pb
 from moments_server.catalog.catalog import Hit
 from moments_server.catalog.model import time_offset
 from moments_server.errors import InvalidArgument
-from moments_server.service.filters import build_constraints
+from moments_server.service import filters as core_filters
 from moments_server.service.moments import to_moments
-from moments_server.service.search import decode_page_token, encode_page_token
+from moments_server.service.replies import decode_page_token, encode_page_token
+from moments_server.transport.requests import filters as from_wire
 
 KNOWN = {"camera": "string", "floor": "number", "outdoor": "bool", "shot": "date"}
 C = pb.Condition
@@ -18,6 +19,11 @@ C = pb.Condition
 
 def cond(key: str, op: int, *values: pb.Value) -> pb.Condition:
     return C(key=key, op=op, values=list(values))  # type: ignore[arg-type]
+
+
+def build_constraints(filters: pb.SearchFilters, known: dict[str, str], **bounds: int) -> object:
+    """Through the edge: protobuf filters converted by the transport, then checked by the core."""
+    return core_filters.build_constraints(from_wire(filters), known, **bounds)
 
 
 def s(v: str) -> pb.Value:

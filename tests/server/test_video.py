@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from moments_client.sample_video import CODECS, write_shapes_video
+from moments_server.errors import BadVideo
 from moments_server.framing import Framing
-from moments_server.video.decode import BadVideo, probe, sample
+from moments_server.video.decode import probe, sample
 
 SUFFIX = {"h264": "mp4", "hevc": "mkv", "vp9": "webm", "mpeg4": "avi", "mjpeg": "mov"}
 

@@ -17,22 +17,11 @@ import numpy as np
 from moments_server import metrics
 from moments_server.catalog import queries
 from moments_server.catalog.model import INTERRUPTED, FrameRecord, VideoRecord, user_metadata
+from moments_server.errors import ModelMismatch, StoreError, VideoGone
 from moments_server.store.connector import QueryRunner
 from moments_server.store.embedded.blobs import FileBlob
 
 log = logging.getLogger(__name__)
-
-
-class StoreError(Exception):
-    """The store refused or failed a query (the message is the store's)."""
-
-
-class VideoGone(Exception):
-    """A LIVE video was deleted while its stream was being committed."""
-
-
-class ModelMismatch(Exception):
-    """The descriptor set holds vectors of another model than the one serving."""
 
 
 @dataclass

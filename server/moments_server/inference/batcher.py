@@ -21,6 +21,7 @@ from enum import IntEnum
 from typing import Any, Generic, TypeVar
 
 from moments_server import metrics
+from moments_server.errors import Expired, QueueFull
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -29,14 +30,6 @@ R = TypeVar("R")
 class Lane(IntEnum):
     SEARCH = 0
     INGEST = 1
-
-
-class QueueFull(Exception):
-    """The batcher's queue is at its bound; the caller should back off (RESOURCE_EXHAUSTED)."""
-
-
-class Expired(Exception):
-    """The request's deadline passed before it reached a batch (DEADLINE_EXCEEDED)."""
 
 
 @dataclass

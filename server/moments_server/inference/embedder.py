@@ -187,6 +187,29 @@ class Embedder:
     def text_max_batch(self) -> int:
         return self.text_batcher.max_batch
 
+    @property
+    def precision(self) -> str:
+        """The image tower's (the text tower is exported alike)."""
+        return self.image_tower.precision
+
+    @property
+    def provider(self) -> str:
+        return self.image_tower.provider
+
+    @property
+    def fused(self) -> bool:
+        """Whether the fused attention graphs serve (config fused_graphs)."""
+        return self.image_tower.fused
+
+    def defer_ingest(self, max_defer_s: float, batch_while_searching: int, recent_search_s: float) -> None:
+        """While searches are pending or recent, ingest frames wait for them (MicroBatcher.defer_ingest_to)."""
+        self.image_batcher.defer_ingest_to(
+            self.text_batcher,
+            max_defer_s=max_defer_s,
+            batch_while_searching=batch_while_searching,
+            recent_search_s=recent_search_s,
+        )
+
     async def embed_stream(
         self, frames: AsyncIterator[tuple[K, np.ndarray]], window: int = 0
     ) -> AsyncGenerator[StreamEmbedded[K], None]:

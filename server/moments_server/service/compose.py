@@ -21,11 +21,11 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from moments.v1 import moments_pb2 as pb
 from moments_server.catalog.catalog import Hit
 from moments_server.config import Settings
-from moments_server.errors import InvalidArgument
-from moments_server.pictures import BadImage, check_image
+from moments_server.errors import BadImage, InvalidArgument
+from moments_server.pictures import check_image
+from moments_server.service.requests import SearchQuery
 
 DEFAULT_NEGATIVE_WEIGHT = 1.0
 DEFAULT_NEGATIVE_MARGIN = 0.0
@@ -98,10 +98,10 @@ def _weight(weight: float, where: str) -> float:
     return weight or 1.0
 
 
-def plan(request: pb.SearchRequest, settings: Settings) -> Plan:
+def plan(request: SearchQuery, settings: Settings) -> Plan:
     """The request's query, checked (INVALID_ARGUMENT with the offending field named)."""
     out = Plan()
-    kind = request.WhichOneof("query")
+    kind = "text" if request.text is not None else "image" if request.image is not None else None
     if kind is not None and request.parts:
         raise InvalidArgument("set text or image, or parts, not both: parts is the general form of either")
     n = max(len(request.parts), kind is not None) + len(request.any_texts) + len(request.negative_texts)
@@ -110,7 +110,7 @@ def plan(request: pb.SearchRequest, settings: Settings) -> Plan:
             f"the query has {n} parts (parts, any_texts and negative_texts together); at most "
             f"{settings.max_query_parts}"
         )
-    if kind == "text":
+    if request.text is not None:
         if not request.text.strip():
             raise InvalidArgument("the text query is empty")
         if len(request.text) > settings.max_query_chars:
@@ -118,15 +118,14 @@ def plan(request: pb.SearchRequest, settings: Settings) -> Plan:
                 f"the text query has {len(request.text)} characters; at most {settings.max_query_chars}"
             )
         out.parts.append((request.text, 1.0))
-    elif kind == "image":
+    elif request.image is not None:
         check_image(request.image, settings.max_image_bytes, settings.max_image_pixels, "the query image")
         out.parts.append((request.image, 1.0))
     for i, part in enumerate(request.parts):
-        which = part.WhichOneof("query")
         weight = _weight(part.weight, f"parts[{i}].weight")
-        if which == "text":
+        if part.text is not None:
             out.parts.append((_text(part.text, f"parts[{i}].text", settings), weight))
-        elif which == "image":
+        elif part.image is not None:
             _image(part.image, f"parts[{i}].image", settings)
             out.parts.append((part.image, weight))
         else:
@@ -138,11 +137,11 @@ def plan(request: pb.SearchRequest, settings: Settings) -> Plan:
             raise InvalidArgument("negative_texts need a query to push against: set text, image, parts or any_texts")
         raise InvalidArgument("the request needs a query: set text or image")
     options = request.options
-    if options.HasField("negative_weight"):
+    if options.negative_weight is not None:
         out.negative_weight = options.negative_weight
         if not (math.isfinite(out.negative_weight) and 0.0 <= out.negative_weight <= 100.0):
             raise InvalidArgument("options.negative_weight must be between 0 and 100 (default 1)")
-    if options.HasField("negative_margin"):
+    if options.negative_margin is not None:
         out.negative_margin = options.negative_margin
         if not -1.0 <= out.negative_margin <= 1.0:
             raise InvalidArgument("options.negative_margin is a cosine similarity: between -1 and 1 (default 0)")

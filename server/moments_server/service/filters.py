@@ -6,21 +6,12 @@ import difflib
 import math
 from typing import Any
 
-from moments.v1 import moments_pb2 as pb
 from moments_server.catalog.model import COMPLETE, METADATA_KEY, VIDEO_ID, value_type
 from moments_server.config import Settings
 from moments_server.errors import InvalidArgument
+from moments_server.service.requests import Filters, Op
 from moments_server.service.values import short, to_property
 
-_OPS = {
-    pb.Condition.EQ: "==",
-    pb.Condition.NE: "!=",
-    pb.Condition.LT: "<",
-    pb.Condition.LE: "<=",
-    pb.Condition.GT: ">",
-    pb.Condition.GE: ">=",
-    pb.Condition.IN: "in",
-}
 # An unknown key's error names at most this many known keys (the closest first): the message travels in
 # an 8 KiB gRPC header.
 SUGGESTED_KEYS = 5
@@ -42,7 +33,7 @@ def unknown_key_message(where: str, key: str, known: dict[str, str]) -> str:
 
 
 def build_constraints(
-    filters: pb.SearchFilters,
+    filters: Filters,
     known: dict[str, str],
     *,
     max_video_ids: int = Settings.model_fields["max_filter_video_ids"].default,
@@ -57,19 +48,19 @@ def build_constraints(
             if not VIDEO_ID.match(vid):
                 raise InvalidArgument(f"filters.video_ids: {short(vid)} is not a valid video id")
         constraints["video_id"] = ["in", list(dict.fromkeys(filters.video_ids))]
-    has_start, has_end = filters.HasField("start_s"), filters.HasField("end_s")
-    for name, given in (("start_s", has_start), ("end_s", has_end)):
-        if given and not math.isfinite(getattr(filters, name)):
-            raise InvalidArgument(f"filters.{name} must be a finite number of seconds, got {getattr(filters, name)}")
-    if has_start and filters.start_s < 0:
+    start, end = filters.start_s, filters.end_s
+    for name, given in (("start_s", start), ("end_s", end)):
+        if given is not None and not math.isfinite(given):
+            raise InvalidArgument(f"filters.{name} must be a finite number of seconds, got {given}")
+    if start is not None and start < 0:
         raise InvalidArgument("filters.start_s must be >= 0")
-    if has_start and has_end and filters.end_s < filters.start_s:
-        raise InvalidArgument(f"filters.end_s ({filters.end_s}) is before filters.start_s ({filters.start_s})")
+    if start is not None and end is not None and end < start:
+        raise InvalidArgument(f"filters.end_s ({end}) is before filters.start_s ({start})")
     frame_range: list[Any] = []
-    if has_start:
-        frame_range += [">=", filters.start_s]
-    if has_end:
-        frame_range += ["<=", filters.end_s]
+    if start is not None:
+        frame_range += [">=", start]
+    if end is not None:
+        frame_range += ["<=", end]
     if frame_range:
         constraints["frame_s"] = frame_range
     if filters.complete_only:
@@ -82,24 +73,22 @@ def build_constraints(
             raise InvalidArgument(f"{where}: {short(cond.key)} is not a metadata key")
         if cond.key not in known:
             raise InvalidArgument(unknown_key_message(where, cond.key, known))
-        if cond.op not in _OPS:
+        if cond.op is None:
             raise InvalidArgument(f"{where}: op must be one of EQ, NE, LT, LE, GT, GE, IN")
         values = [to_property(v, where) for v in cond.values]
-        if cond.op == pb.Condition.IN:
+        if cond.op is Op.IN:
             if not values:
                 raise InvalidArgument(f"{where}: IN needs at least one value")
         elif len(values) != 1:
-            raise InvalidArgument(
-                f"{where}: {pb.Condition.Op.Name(cond.op)} takes exactly one value, got {len(values)}"
-            )
+            raise InvalidArgument(f"{where}: {cond.op.name} takes exactly one value, got {len(values)}")
         expected = known[cond.key]
         for v in values:
             if value_type(v) != expected:
                 raise InvalidArgument(
                     f"{where}: {cond.key!r} holds {expected} values, the condition gives a {value_type(v)}"
                 )
-        if expected == "bool" and cond.op not in (pb.Condition.EQ, pb.Condition.NE, pb.Condition.IN):
+        if expected == "bool" and cond.op not in (Op.EQ, Op.NE, Op.IN):
             raise InvalidArgument(f"{where}: booleans compare only with EQ, NE or IN")
-        op = _OPS[cond.op]
+        op = cond.op.value
         constraints.setdefault(cond.key, []).extend([op, values] if op == "in" else [op, values[0]])
     return constraints or None

@@ -12,15 +12,14 @@ import asyncio
 import concurrent.futures
 import contextlib
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
-from moments.v1 import moments_pb2 as pb
 from moments_server.config import Settings
 from moments_server.errors import InvalidArgument, Unavailable
+from moments_server.service.events import Emit, PullState
 from moments_server.video.pull import PROTOCOLS, NoVideo, Puller, PullStatus, SourceError, Stopped, redacted
 
-Emit = Callable[[pb.IngestEvent], Awaitable[None]]
 _END = object()
 MAX_URL_CHARS = 4096
 
@@ -107,16 +106,7 @@ class Pull:
                 if item is _END:
                     return
                 if isinstance(item, PullStatus):
-                    await self.emit(
-                        pb.IngestEvent(
-                            pull=pb.IngestPull(
-                                media_s=item.media_s,
-                                reconnects=item.reconnects,
-                                error=item.error,
-                                retry_in_s=item.retry_in_s,
-                            )
-                        )
-                    )
+                    await self.emit(PullState(item.media_s, item.reconnects, item.error, item.retry_in_s))
                     continue
                 if isinstance(item, SourceError):
                     raise Unavailable(str(item))

@@ -8,55 +8,41 @@ out could rank among the moments up to the page's end, so pages neither overlap 
 from __future__ import annotations
 
 import asyncio
-import base64
+import dataclasses
 import hashlib
 import json
 import time
 from concurrent.futures import Executor
+from enum import Enum
 from functools import partial
 
 import numpy as np
 
-from moments.v1 import moments_pb2 as pb
 from moments_server.catalog.catalog import Catalog, Hit
 from moments_server.config import Settings
-from moments_server.errors import InvalidArgument, ResourceExhausted
-from moments_server.inference.batcher import Expired
+from moments_server.errors import Expired, InvalidArgument
 from moments_server.inference.embedder import Embedded, Embedder
 from moments_server.service import compose
 from moments_server.service.filters import build_constraints
 from moments_server.service.moments import DEFAULT_MERGE_TOLERANCE, to_moments
-from moments_server.service.sizing import fit
-from moments_server.service.values import fill_metadata
-
-# Merging and grouping fold several frames into one moment: fetch more frames than moments asked for.
+from moments_server.service.replies import SearchPage, Timing, decode_page_token
+from moments_server.service.requests import MomentSpan, SearchQuery
 
 
-def _fingerprint(request: pb.SearchRequest) -> str:
-    copy = pb.SearchRequest()
-    copy.CopyFrom(request)
-    copy.ClearField("page_token")
-    return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()[:16]
+def _plain(value: object) -> object:
+    """JSON for what a query holds: pictures by their digest, enums by name."""
+    if isinstance(value, bytes):
+        return hashlib.sha256(value).hexdigest()
+    if isinstance(value, Enum):
+        return value.name
+    raise TypeError(type(value).__name__)
 
 
-def encode_page_token(offset: int, fingerprint: str) -> str:
-    raw = json.dumps({"o": offset, "f": fingerprint}, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_page_token(token: str, fingerprint: str) -> int:
-    try:
-        raw = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        offset, fp = int(raw["o"]), str(raw["f"])
-    except (ValueError, KeyError, TypeError) as e:
-        raise InvalidArgument("page_token is malformed; pass next_page_token from a previous response") from e
-    if fp != fingerprint:
-        raise InvalidArgument(
-            "page_token belongs to a different query; keep every other field of the request unchanged"
-        )
-    if offset < 0:
-        raise InvalidArgument("page_token is malformed")
-    return offset
+def fingerprint(query: SearchQuery) -> str:
+    """What a page token is bound to: every field of the query but the token."""
+    fields = dataclasses.asdict(dataclasses.replace(query, page_token=""))
+    raw = json.dumps(fields, default=_plain, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
 class SearchService:
@@ -66,23 +52,23 @@ class SearchService:
         self.catalog = catalog
         self.executor = executor
 
-    async def search(self, request: pb.SearchRequest, deadline: float | None) -> pb.SearchResponse:
+    async def search(self, request: SearchQuery, deadline: float | None) -> SearchPage:
         started = time.perf_counter()
         top_k = request.top_k or self.settings.default_top_k
         if top_k > self.settings.max_top_k:
             raise InvalidArgument(f"top_k is {request.top_k}; it must be between 1 and {self.settings.max_top_k}")
-        fingerprint = _fingerprint(request)
-        offset = decode_page_token(request.page_token, fingerprint) if request.page_token else 0
+        bound_to = fingerprint(request)
+        offset = decode_page_token(request.page_token, bound_to) if request.page_token else 0
         if offset + top_k > self.settings.max_page_depth:
             raise InvalidArgument(f"results are served to a depth of {self.settings.max_page_depth}; refine the query")
         options = request.options
-        min_score = options.min_score if options.HasField("min_score") else None
+        min_score = options.min_score
         if min_score is not None and not -1.0 <= min_score <= 1.0:
             raise InvalidArgument("options.min_score is a cosine similarity: between -1 and 1")
-        relative = options.relative_score if options.HasField("relative_score") else None
+        relative = options.relative_score
         if relative is not None and not 0.0 <= relative <= 2.0:
             raise InvalidArgument("options.relative_score is a distance below the best score: between 0 and 2")
-        tolerance = options.merge_tolerance if options.HasField("merge_tolerance") else DEFAULT_MERGE_TOLERANCE
+        tolerance = DEFAULT_MERGE_TOLERANCE if options.merge_tolerance is None else options.merge_tolerance
         if not 0.0 <= tolerance <= 2.0:
             raise InvalidArgument("options.merge_tolerance must be between 0 and 2")
         if options.group_by_video and options.max_per_video not in (0, 1):
@@ -90,10 +76,7 @@ class SearchService:
                 f"group_by_video is max_per_video = 1, and max_per_video is {options.max_per_video}: set one of them"
             )
         per_video = 1 if options.group_by_video else options.max_per_video
-        span = options.moment_span
-        if span not in (pb.MOMENT_SPAN_UNSPECIFIED, pb.MOMENT_SPAN_WINDOW, pb.MOMENT_SPAN_SHOT):
-            raise InvalidArgument(f"options.moment_span {span} is unknown: UNSPECIFIED (0), WINDOW (1) or SHOT (2)")
-        shots = span == pb.MOMENT_SPAN_SHOT
+        shots = options.moment_span is MomentSpan.SHOT
         query = compose.plan(request, self.settings)
         loop = asyncio.get_running_loop()
         known = self.catalog.metadata_types()
@@ -134,31 +117,14 @@ class SearchService:
             if len(moments) >= wanted and moments[wanted - 1].score >= bound:
                 break
             k = min(k * 2, cap)
+        timing = Timing(
+            queue_ms=max(texts.queue_s, images.queue_s) * 1e3,
+            inference_ms=max(texts.inference_s, images.inference_s) * 1e3,
+            store_ms=store_s * 1e3,
+            total_ms=(time.perf_counter() - started) * 1e3,
+        )
         page = moments[offset : offset + top_k]
-        response = pb.SearchResponse()
-        for m in page:
-            out = response.moments.add(
-                video_id=m.video_id, start_s=m.start_s, end_s=m.end_s, best_frame_s=m.best_frame_s, score=m.score
-            )
-            fill_metadata(out.metadata, m.metadata)
-            if m.thumbnail:
-                out.thumbnail_jpeg = m.thumbnail
-        kept = fit(response, "moments", self.settings.max_response_bytes)
-        if page and kept == 0:
-            raise ResourceExhausted(
-                f"one moment alone is over the server's response limit ({self.settings.max_response_bytes} bytes); "
-                "search without include_thumbnails, or ask the operator about the video's metadata"
-            )
-        if kept < len(page):
-            response.trimmed = True
-            response.next_page_token = encode_page_token(offset + kept, fingerprint)
-        elif len(moments) > offset + top_k:
-            response.next_page_token = encode_page_token(offset + top_k, fingerprint)
-        response.timing.queue_ms = max(texts.queue_s, images.queue_s) * 1e3
-        response.timing.inference_ms = max(texts.inference_s, images.inference_s) * 1e3
-        response.timing.store_ms = store_s * 1e3
-        response.timing.total_ms = (time.perf_counter() - started) * 1e3
-        return response
+        return SearchPage(page, offset, len(moments) > offset + top_k, bound_to, timing)
 
     async def _embed(self, query: compose.Plan, deadline: float | None) -> tuple[Embedded, Embedded]:
         """The query's texts and images, each kind in one batch, both at once."""

@@ -1,15 +1,15 @@
-"""Conversions between the API's typed metadata values and ApertureDB property values."""
+"""Caller metadata values checked into ApertureDB property values, and the quoting of what callers sent."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from moments.v1 import moments_pb2 as pb
 from moments_server.catalog.model import METADATA_KEY, RESERVED_KEYS, PropertyValue
 from moments_server.errors import InvalidArgument
+from moments_server.service.requests import Value
 
 if TYPE_CHECKING:
     from moments_server.config import Settings
@@ -39,48 +39,35 @@ def check_key(key: str, max_chars: int = 64) -> None:
         )
 
 
-def to_property(value: pb.Value, where: str) -> PropertyValue:
-    kind = value.WhichOneof("kind")
-    if kind == "string_value":
-        return value.string_value
-    if kind == "number_value":
-        if not math.isfinite(value.number_value):
-            raise InvalidArgument(f"{where}: number_value must be finite, got {value.number_value}")
-        return value.number_value
-    if kind == "bool_value":
-        return value.bool_value
-    if kind == "date_value":
-        text = value.date_value
-        try:
-            if len(text) > MAX_DATE_CHARS:
-                raise ValueError("too long")
-            datetime.fromisoformat(text)
-        except ValueError as e:
-            raise InvalidArgument(f"{where}: date_value {short(text)} is not an RFC 3339 timestamp") from e
-        return {"_date": text}
-    raise InvalidArgument(f"{where}: the value has no kind set")
-
-
-def _value_bytes(value: pb.Value) -> int:
-    kind = value.WhichOneof("kind")
-    if kind == "string_value":
-        return len(value.string_value.encode())
-    if kind == "date_value":
-        return len(value.date_value.encode())
-    return 8 if kind == "number_value" else 1
-
-
-def from_property(value: Any) -> pb.Value:
-    if isinstance(value, bool):
-        return pb.Value(bool_value=value)
+def to_property(value: Value, where: str) -> PropertyValue:
+    """The stored form of a caller's value: finite numbers, RFC 3339 dates."""
+    if value is None:
+        raise InvalidArgument(f"{where}: the value has no kind set")
+    if isinstance(value, bool | str):
+        return value
     if isinstance(value, int | float):
-        return pb.Value(number_value=float(value))
-    if isinstance(value, dict) and "_date" in value:
-        return pb.Value(date_value=str(value["_date"]))
-    return pb.Value(string_value=str(value))
+        if not math.isfinite(value):
+            raise InvalidArgument(f"{where}: number_value must be finite, got {value}")
+        return value
+    text = value["_date"]
+    try:
+        if len(text) > MAX_DATE_CHARS:
+            raise ValueError("too long")
+        datetime.fromisoformat(text)
+    except ValueError as e:
+        raise InvalidArgument(f"{where}: date_value {short(text)} is not an RFC 3339 timestamp") from e
+    return value
 
 
-def metadata_from_request(metadata: Mapping[str, pb.Value], limits: Settings) -> dict[str, PropertyValue]:
+def _value_bytes(value: Value) -> int:
+    if isinstance(value, str):
+        return len(value.encode())
+    if isinstance(value, dict):
+        return len(value["_date"].encode())
+    return 8 if isinstance(value, int | float) and not isinstance(value, bool) else 1
+
+
+def metadata_from_request(metadata: Mapping[str, Value], limits: Settings) -> dict[str, PropertyValue]:
     """The header's metadata, checked against the server's limits (Info.limits) before any byte is spooled:
     it is copied onto every frame, so one large value would weigh on every search that reaches the video."""
     if len(metadata) > limits.max_metadata_keys:
@@ -105,8 +92,3 @@ def metadata_from_request(metadata: Mapping[str, pb.Value], limits: Settings) ->
             f"{limits.max_metadata_bytes} per video"
         )
     return out
-
-
-def fill_metadata(target: Any, metadata: Mapping[str, Any]) -> None:
-    for key, value in metadata.items():
-        target[key].CopyFrom(from_property(value))

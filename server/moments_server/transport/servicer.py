@@ -1,4 +1,5 @@
-"""The moments.v1.VideoSearch servicer: protocol handling only; the work is in moments_server.service."""
+"""The moments.v1.VideoSearch servicer: each call's protobuf converted for the core (transport/requests.py), the
+core's answer converted back (transport/replies.py); the work is in moments_server.service."""
 
 from __future__ import annotations
 
@@ -10,17 +11,23 @@ import grpc
 from moments.v1 import moments_pb2 as pb
 from moments.v1 import moments_pb2_grpc as pb_grpc
 from moments_server.errors import InvalidArgument
+from moments_server.service.events import IngestEvent
 from moments_server.service.ingest import IngestService
+from moments_server.service.requests import FrameIn
 from moments_server.service.search import SearchService
 from moments_server.service.videos import VideoService
+from moments_server.transport import replies, requests
 from moments_server.transport.status import deadline_of, rpc
 
 
 class VideoSearchServicer(pb_grpc.VideoSearchServicer):
-    def __init__(self, ingest: IngestService, search: SearchService, videos: VideoService) -> None:
+    def __init__(
+        self, ingest: IngestService, search: SearchService, videos: VideoService, max_response_bytes: int
+    ) -> None:
         self._ingest = ingest
         self._search = search
         self._videos = videos
+        self._limit = max_response_bytes
 
     @rpc("Ingest")
     async def Ingest(
@@ -34,8 +41,8 @@ class VideoSearchServicer(pb_grpc.VideoSearchServicer):
         if first.WhichOneof("payload") != "header":
             raise InvalidArgument("the first message must be the IngestHeader, then the video's chunks")
 
-        header = first.header
-        want = "frame" if header.mode == pb.INGEST_MODE_FRAMES else "chunk"
+        header = requests.ingest_spec(first.header)
+        want = "frame" if first.header.mode == pb.INGEST_MODE_FRAMES else "chunk"
 
         async def payloads() -> AsyncIterator[pb.IngestRequest]:
             async for message in messages:
@@ -59,15 +66,16 @@ class VideoSearchServicer(pb_grpc.VideoSearchServicer):
         # stream's events come from two tasks (its receiver's progress, its commits)
         writing = asyncio.Lock()
 
-        async def emit(event: pb.IngestEvent) -> None:
+        async def emit(event: IngestEvent) -> None:
+            message = replies.ingest_event(event)  # now: the core may change the event once this returns
             async with writing:
-                await context.write(event)
+                await context.write(message)
 
-        async def frames() -> AsyncIterator[pb.IngestFrame]:
+        async def frames() -> AsyncIterator[FrameIn]:
             async for message in payloads():
-                yield message.frame
+                yield requests.frame(message.frame)
 
-        if header.mode == pb.INGEST_MODE_FRAMES:
+        if want == "frame":
             await self._ingest.ingest_frames(header, frames(), emit)
         else:
             await self._ingest.ingest(header, chunks(), emit)
@@ -76,32 +84,35 @@ class VideoSearchServicer(pb_grpc.VideoSearchServicer):
     async def StopIngest(
         self, request: pb.StopIngestRequest, context: grpc.aio.ServicerContext
     ) -> pb.StopIngestResponse:
-        return await self._ingest.stop(request.video_id)
+        return replies.stop_response(await self._ingest.stop(request.video_id))
 
     @rpc("Search")
     async def Search(self, request: pb.SearchRequest, context: grpc.aio.ServicerContext) -> pb.SearchResponse:
-        return await self._search.search(request, deadline_of(context))
+        page = await self._search.search(requests.search_query(request), deadline_of(context))
+        return replies.search_response(page, self._limit)
 
     @rpc("Embed")
     async def Embed(self, request: pb.EmbedRequest, context: grpc.aio.ServicerContext) -> pb.EmbedResponse:
-        return await self._videos.embed(request, deadline_of(context))
+        embedded = await self._videos.embed(list(request.texts), list(request.images), deadline_of(context))
+        return replies.embed_response(embedded)
 
     @rpc("GetVideo")
     async def GetVideo(self, request: pb.GetVideoRequest, context: grpc.aio.ServicerContext) -> pb.Video:
-        return await self._videos.get(request.video_id)
+        return replies.video_response(await self._videos.get(request.video_id), self._limit)
 
     @rpc("ListVideos")
     async def ListVideos(
         self, request: pb.ListVideosRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListVideosResponse:
-        return await self._videos.list(request)
+        page = await self._videos.list(request.page_size, request.page_token)
+        return replies.list_response(page, self._limit)
 
     @rpc("DeleteVideo")
     async def DeleteVideo(
         self, request: pb.DeleteVideoRequest, context: grpc.aio.ServicerContext
     ) -> pb.DeleteVideoResponse:
-        return await self._videos.delete(request.video_id)
+        return pb.DeleteVideoResponse(frames_deleted=await self._videos.delete(request.video_id))
 
     @rpc("Info")
     async def Info(self, request: pb.InfoRequest, context: grpc.aio.ServicerContext) -> pb.InfoResponse:
-        return self._videos.info()
+        return replies.info_response(self._videos.info())

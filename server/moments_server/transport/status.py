@@ -12,11 +12,7 @@ from typing import Any
 import grpc
 
 from moments_server import metrics
-from moments_server.catalog.catalog import ModelMismatch, StoreError, VideoGone
 from moments_server.errors import MomentsError, Overloaded
-from moments_server.inference.batcher import Expired, QueueFull
-from moments_server.pictures import BadImage
-from moments_server.video.decode import BadVideo
 
 log = logging.getLogger(__name__)
 
@@ -24,18 +20,6 @@ log = logging.getLogger(__name__)
 def status_of(error: BaseException) -> tuple[grpc.StatusCode, str]:
     if isinstance(error, MomentsError):
         return grpc.StatusCode[error.code], str(error)
-    if isinstance(error, BadVideo | BadImage):
-        return grpc.StatusCode.INVALID_ARGUMENT, str(error)
-    if isinstance(error, QueueFull):
-        return grpc.StatusCode.RESOURCE_EXHAUSTED, str(error)
-    if isinstance(error, Expired):
-        return grpc.StatusCode.DEADLINE_EXCEEDED, str(error)
-    if isinstance(error, VideoGone):
-        return grpc.StatusCode.ABORTED, str(error)
-    if isinstance(error, ModelMismatch):
-        return grpc.StatusCode.FAILED_PRECONDITION, str(error)
-    if isinstance(error, StoreError):
-        return grpc.StatusCode.INTERNAL, str(error)
     if isinstance(error, ConnectionError | TimeoutError):
         return grpc.StatusCode.UNAVAILABLE, f"the store is unreachable: {error}"
     return grpc.StatusCode.INTERNAL, f"internal error ({type(error).__name__}); the server logged the details"
@@ -74,7 +58,7 @@ def rpc(method: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
                 code, message = status_of(e)
                 if code == grpc.StatusCode.INTERNAL:
                     log.exception("%s failed", method)
-                retry = isinstance(e, QueueFull | Overloaded) or code == grpc.StatusCode.UNAVAILABLE
+                retry = isinstance(e, Overloaded) or code == grpc.StatusCode.UNAVAILABLE
                 trailers = ((RETRY_PUSHBACK, str(RETRY_AFTER_MS)),) if retry else ()
                 await context.abort(code, message, trailers)
             finally:

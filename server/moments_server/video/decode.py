@@ -49,17 +49,22 @@ import av
 import av.error
 import numpy as np
 
+from moments_server.errors import BadVideo
 from moments_server.framing import Framing
 from moments_server.video.shots import ShotDetector
-from moments_server.video.skip_plan import Clock, Plan, Rewound, Surprise, plan_packets, planned_frames
+from moments_server.video.skip_plan import (
+    Clock,
+    DecodeStats,
+    Plan,
+    Rewound,
+    Surprise,
+    plan_packets,
+    planned_frames,
+)
 
 log = logging.getLogger(__name__)
 
 Strategy = Literal["skip", "full"]
-
-
-class BadVideo(ValueError):
-    """The upload is not a video PyAV can decode (INVALID_ARGUMENT); the message carries the decoder's reason."""
 
 
 @dataclass(frozen=True)
@@ -82,20 +87,6 @@ class SampledFrame:
     rgb: np.ndarray  # (size, size, 3) uint8
     shot: int = -1  # with shot detection: the index of the frame's shot in the video (-1: fixed windows)
     shot_start_s: float = 0.0  # and when that shot starts
-
-
-@dataclass
-class DecodeStats:
-    """What one `sample()` call did (filled in as it runs)."""
-
-    strategy: str = ""  # "skip" or "full": the strategy that produced the frames
-    fallback: str = ""  # why "skip" handed over to "full", if it did
-    packets: int = 0  # video packets in the stream (the skip strategy's plan)
-    sent: int = 0  # packets handed to the decoder
-    decoded: int = 0  # frames the decoder returned
-    kept: int = 0
-    detect_s: float = 0.0  # CPU seconds of shot detection (this thread's: scaling for it, the detector)
-    cuts: int = 0  # shots found after the first
 
 
 def _open(path: Path) -> av.container.InputContainer:

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from moments_server.errors import InvalidArgument, ResourceExhausted
+from moments_server.errors import BadImage, ImageTooLarge, InvalidArgument, ResourceExhausted
 from moments_server.framing import Framing
-from moments_server.pictures import BadImage, ImageTooLarge, check_image, trim_aspect
+from moments_server.pictures import check_image, trim_aspect
 
 
 @dataclass(frozen=True)

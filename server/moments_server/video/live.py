@@ -18,8 +18,9 @@ from collections.abc import Callable, Iterator
 import av
 import av.error
 
+from moments_server.errors import BadVideo
 from moments_server.framing import Framing
-from moments_server.video.decode import BadVideo, SampledFrame
+from moments_server.video.decode import SampledFrame
 
 
 class Aborted(Exception):

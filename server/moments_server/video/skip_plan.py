@@ -9,12 +9,23 @@ from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import av
 
-if TYPE_CHECKING:
-    from moments_server.video.decode import DecodeStats
+
+@dataclass
+class DecodeStats:
+    """What one `sample()` call did (filled in as it runs)."""
+
+    strategy: str = ""  # "skip" or "full": the strategy that produced the frames
+    fallback: str = ""  # why "skip" handed over to "full", if it did
+    packets: int = 0  # video packets in the stream (the skip strategy's plan)
+    sent: int = 0  # packets handed to the decoder
+    decoded: int = 0  # frames the decoder returned
+    kept: int = 0
+    detect_s: float = 0.0  # CPU seconds of shot detection (this thread's: scaling for it, the detector)
+    cuts: int = 0  # shots found after the first
 
 
 @dataclass(frozen=True)

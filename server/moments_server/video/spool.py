@@ -37,6 +37,8 @@ def sweep(directory: Path | None, at_start: bool = True) -> tuple[int, int]:
     at_start: before this process spools anything (its own pid's files are an earlier process's); later
     calls leave this process's files alone."""
     folder = Path(directory) if directory is not None else Path(tempfile.gettempdir())
+    if at_start:  # a configured spool dir that does not exist yet is made (an error here stops the start)
+        folder.mkdir(parents=True, exist_ok=True)
     files = size = 0
     try:
         entries = list(folder.glob(PREFIX + "*"))

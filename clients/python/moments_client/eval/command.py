@@ -50,7 +50,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from moments_client.cli import EXIT_OK, UsageError, client_of, err, out
+    from moments_client.cli.common import EXIT_OK, UsageError, client_of, err, out
 
     try:
         from moments_client.eval import labels, report, runner

@@ -1,4 +1,5 @@
-"""The embedded store's module layout: no import cycle among its modules and no module over 400 lines.
+"""The code's layout: no import cycle among the modules of each package, no module over 400 lines, and
+protobuf only at the edge (the server's transport and composition root).
 
 Imports are read from the source (ast), wherever they stand: module level, inside functions, and under
 `if TYPE_CHECKING:` alike, so a cycle cannot hide behind a deferred or type-only import. Generated code
@@ -12,9 +13,20 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = "moments_server.store.embedded"
-ROOT = Path(__file__).resolve().parents[2] / "server" / "moments_server" / "store" / "embedded"
+REPO = Path(__file__).resolve().parents[1]
+# package -> its folder
+PACKAGES = {
+    "moments_server": REPO / "server" / "moments_server",
+    "moments_export": REPO / "export" / "moments_export",
+    "moments_client": REPO / "clients" / "python" / "moments_client",
+    "moments_shapes": REPO / "clients" / "python" / "moments_shapes",
+}
+PACKAGE = "moments_server.store.embedded"  # the checker's own tests use this one
+ROOT = PACKAGES["moments_server"] / "store" / "embedded"
 MAX_LINES = 400
+# Where the server may import the API's protobuf: the transport, and app.py, which puts the servicer, health
+# and reflection on the gRPC server.
+PROTOBUF_EDGE = ("transport", "app")
 
 
 def _generated(path: Path) -> bool:
@@ -36,13 +48,16 @@ def modules(root: Path = ROOT) -> dict[str, Path]:
 
 
 def _resolve(name: str, known: dict[str, Path]) -> str | None:
-    """The package module `name` (relative dotted) names, or the nearest package above it that exists."""
+    """The package module `name` (relative dotted) names, or the nearest package above it that exists
+    (None for generated code, which imports nothing of ours)."""
+    if _generated(Path(name.rsplit(".", 1)[-1])):
+        return None
     while name not in known and "." in name:
         name = name.rsplit(".", 1)[0]
     return name if name in known else None
 
 
-def imports_of(mod: str, path: Path, known: dict[str, Path]) -> set[str]:
+def imports_of(mod: str, path: Path, known: dict[str, Path], package: str = PACKAGE) -> set[str]:
     """The package modules that `mod` imports (any import statement anywhere in the file)."""
     is_pkg = path.name == "__init__.py"
     here = mod.split(".") if mod else []
@@ -51,15 +66,15 @@ def imports_of(mod: str, path: Path, known: dict[str, Path]) -> set[str]:
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         targets: list[str] = []
         if isinstance(node, ast.Import):
-            targets = [a.name[len(PACKAGE) + 1 :] for a in node.names if a.name.startswith(PACKAGE + ".")]
+            targets = [a.name[len(package) + 1 :] for a in node.names if a.name.startswith(package + ".")]
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 anchor = base[: len(base) - (node.level - 1)] if node.level > 1 else base
                 if node.level - 1 > len(base):
                     continue  # above the package: not ours
                 prefix = [*anchor, *(node.module.split(".") if node.module else [])]
-            elif node.module == PACKAGE or (node.module or "").startswith(PACKAGE + "."):
-                prefix = node.module[len(PACKAGE) + 1 :].split(".") if node.module != PACKAGE else []
+            elif node.module == package or (node.module or "").startswith(package + "."):
+                prefix = node.module[len(package) + 1 :].split(".") if node.module != package else []
             else:
                 continue
             # `from .pkg import name`: name may be a submodule; otherwise the import is of .pkg itself
@@ -73,9 +88,9 @@ def imports_of(mod: str, path: Path, known: dict[str, Path]) -> set[str]:
     return found
 
 
-def import_graph(root: Path = ROOT) -> dict[str, set[str]]:
+def import_graph(root: Path = ROOT, package: str = PACKAGE) -> dict[str, set[str]]:
     known = modules(root)
-    return {m: imports_of(m, p, known) for m, p in known.items()}
+    return {m: imports_of(m, p, known, package) for m, p in known.items()}
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -116,18 +131,36 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return out
 
 
-def test_no_import_cycle() -> None:
-    graph = import_graph()
-    assert len(graph) > 10, f"found only {sorted(graph)} under {ROOT}"
+@pytest.mark.parametrize("package", sorted(PACKAGES))
+def test_no_import_cycle(package: str) -> None:
+    graph = import_graph(PACKAGES[package], package)
+    assert graph, f"found no module under {PACKAGES[package]}"
     found = cycles(graph)
-    assert not found, "import cycles among store/embedded modules: " + "; ".join(
+    assert not found, f"import cycles among {package} modules: " + "; ".join(
         " <-> ".join(c) + " (" + ", ".join(f"{m} -> {sorted(graph[m] & set(c))}" for m in c) + ")" for c in found
     )
 
 
-def test_no_module_over_the_line_limit() -> None:
-    long = {m or "__init__": n for m, p in modules().items() if (n := len(p.read_text().splitlines())) > MAX_LINES}
-    assert not long, f"modules over {MAX_LINES} lines (split them by what they hold): {long}"
+@pytest.mark.parametrize("package", sorted(PACKAGES))
+def test_no_module_over_the_line_limit(package: str) -> None:
+    found = modules(PACKAGES[package]).items()
+    long = {m or "__init__": n for m, p in found if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    assert not long, f"{package} modules over {MAX_LINES} lines (split them by what they hold): {long}"
+
+
+def test_protobuf_stays_at_the_edge() -> None:
+    """The core (service/, catalog/, inference/, video/, store/...) speaks its own types: only the transport
+    converts the API's protobuf."""
+    inside = []
+    for mod, path in modules(PACKAGES["moments_server"]).items():
+        if mod.split(".")[0] in PROTOBUF_EDGE:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            inside += [f"{mod}: {n}" for n in names if n == "moments" or n.startswith("moments.")]
+    assert not inside, f"protobuf of the API imported outside the transport: {inside}"
 
 
 # -- the checker itself ----------------------------------------------------------------------------------

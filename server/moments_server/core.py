@@ -1,0 +1,97 @@
+"""The core, built from Settings without any transport: the model's towers behind the Embedder, the store
+behind the Catalog, and the services that the gRPC servicer (transport/) or a test calls with the core's
+own types (service/requests.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from moments_server.catalog.catalog import Catalog
+from moments_server.config import Settings
+from moments_server.inference.embedder import Embedder
+from moments_server.inference.manifest import ModelManifest, load_manifest
+from moments_server.inference.sessions import load_towers
+from moments_server.service.ingest import IngestService
+from moments_server.service.search import SearchService
+from moments_server.service.videos import VideoService
+from moments_server.store.connector import Connector, open_connector
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Core:
+    settings: Settings
+    manifest: ModelManifest
+    connector: Connector
+    catalog: Catalog
+    embedder: Embedder
+    executor: ThreadPoolExecutor  # store calls and decoding threads
+    ingest: IngestService
+    search: SearchService
+    videos: VideoService
+
+    async def prepare(self) -> None:
+        """Ready to serve: the descriptor set checked (or made), the metadata keys read, the sessions warm
+        (and their batch sizes tuned), the batchers running."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self.executor, self.catalog.ensure_descriptor_set)
+        await loop.run_in_executor(self.executor, self.catalog.load_metadata_types)
+        await loop.run_in_executor(None, self.embedder.warm_up, self.settings.autotune_batches)
+        self.embedder.start()
+
+    async def close(self) -> None:
+        """After the transport stopped taking calls: pulls end "interrupted", the batchers drain."""
+        await self.ingest.close()
+        await self.embedder.stop()
+        self.executor.shutdown(wait=True)
+        self.connector.close()
+
+
+async def open_core(settings: Settings) -> Core:
+    manifest = load_manifest(settings.model_dir)
+    log.info(
+        "model %s (%s), %d dims, descriptor set %s",
+        manifest.name,
+        manifest.pretrained or "no tag",
+        manifest.embed_dim,
+        manifest.descriptor_set,
+    )
+    executor = ThreadPoolExecutor(max_workers=settings.store_threads, thread_name_prefix="store")
+    loop = asyncio.get_running_loop()
+    connector = await loop.run_in_executor(executor, open_connector, settings.store, settings.store_writer)
+    text, image = await loop.run_in_executor(
+        None, load_towers, manifest, settings.device, settings.threads, settings.ort_spinning, settings.fused_graphs
+    )
+    embedder = Embedder(
+        manifest,
+        text,
+        image,
+        settings.text_max_batch,
+        settings.image_max_batch,
+        settings.max_delay_ms / 1e3,
+        settings.max_queue,
+        settings.text_cache_size,
+    )
+    embedder.defer_ingest(settings.ingest_defer_s, settings.ingest_batch_while_searching, settings.recent_search_s)
+    catalog = Catalog(
+        connector, manifest.descriptor_set, manifest.embed_dim, manifest.identity(), settings.descriptor_engine
+    )
+    if connector.local_engine() is not None:
+        # this process owns the store: a stream still "live" in it died with the previous server (the
+        # launcher marks them for its workers; on an aperturedb:// store other servers may be streaming)
+        await loop.run_in_executor(executor, catalog.interrupt_live_streams)
+    return Core(
+        settings,
+        manifest,
+        connector,
+        catalog,
+        embedder,
+        executor,
+        IngestService(settings, embedder, catalog, executor),
+        SearchService(settings, embedder, catalog, executor),
+        VideoService(settings, embedder, catalog, executor, connector.kind),
+    )
