@@ -27,7 +27,7 @@ from moments_server.inference.sessions import load_towers
 from moments_server.service.ingest import IngestService
 from moments_server.service.search import SearchService
 from moments_server.service.videos import VideoService
-from moments_server.store.connector import open_connector
+from moments_server.store.connector import Connector, StoreOptions, open_connector
 from moments_server.store.embedded import Engine, WireServer
 from moments_server.store.embedded.credentials import load_tokens, load_users
 from moments_server.store.watch import StoreWatch
@@ -57,6 +57,23 @@ class Running:
     ingest: IngestService | None = None
 
 
+def store_options(settings: Settings) -> StoreOptions:
+    """How this server opens its store: the engine's options (--engine.*) and the SDK pool's."""
+    engine = settings.engine
+    return StoreOptions(
+        omp_threads=engine.omp_threads or None,
+        deferred_index=engine.deferred_index,
+        read_cache_rows=engine.read_cache_rows,
+        pool_size=settings.store_pool_size,
+        full_import=settings.adb_full_import,
+    )
+
+
+def open_store(settings: Settings) -> Connector:
+    """The store of --store (a read replica of it in a worker: --store-writer), opened with the settings' options."""
+    return open_connector(settings.store, settings.store_writer, store_options(settings))
+
+
 async def start(settings: Settings) -> Running:
     manifest = load_manifest(settings.model_dir)
     log.info(
@@ -70,7 +87,7 @@ async def start(settings: Settings) -> Running:
     metrics_port = metrics.serve_metrics(settings.metrics_listen)  # and a metrics port in use, cleanly
     executor = ThreadPoolExecutor(max_workers=settings.store_threads, thread_name_prefix="store")
     loop = asyncio.get_running_loop()
-    connector = await loop.run_in_executor(executor, open_connector, settings.store, settings.store_writer)
+    connector = await loop.run_in_executor(executor, open_store, settings)
 
     worker = settings.worker_index >= 0
     interceptors = [TokenAuth(settings.auth_token)] if settings.auth_token else []
@@ -171,7 +188,9 @@ async def start(settings: Settings) -> Running:
             await health.set("", status)
             await health.set(SERVICE, status)
 
-        watch = StoreWatch(connector, executor, set_serving)
+        watch = StoreWatch(
+            connector, executor, set_serving, settings.store_probe_every_s, settings.store_probe_timeout_s
+        )
         watch.start()
     housekeeping = asyncio.create_task(ingest.housekeeping())
     return Running(
@@ -186,7 +205,15 @@ async def start_wire_listener(settings: Settings, engine: Engine) -> WireServer 
     host, _, port = settings.store_listen.rpartition(":")
     data_dir = engine.data_dir
     users = load_users(data_dir, settings.store_listen_user or None, settings.store_listen_password or None)
-    wire = WireServer(engine, host or "127.0.0.1", int(port), users=users, tokens=load_tokens(data_dir))
+    wire = WireServer(
+        engine,
+        host or "127.0.0.1",
+        int(port),
+        users=users,
+        tokens=load_tokens(data_dir),
+        pre_auth_timeout_s=settings.store_listen_pre_auth_timeout_s,
+        max_connections=settings.store_listen_max_connections,
+    )
     await wire.start()
     return wire
 
