@@ -81,20 +81,21 @@ class Settings(BaseSettings):
     store_listen_password: str = ""
     # The listener's connections at once (more are closed at once), and how long a connection that has not
     # authenticated yet may take for each frame.
-    store_listen_max_connections: int = 256
-    store_listen_pre_auth_timeout_s: float = 30.0
+    store_listen_max_connections: int = Field(256, description="--store-listen's connections at once")
+    store_listen_pre_auth_timeout_s: float = Field(
+        30.0, description="seconds --store-listen waits for each frame of a connection not yet authenticated"
+    )
     # The embedded engine's options (--engine.omp-threads, MOMENTS_ENGINE__OMP_THREADS, ...).
     engine: EngineSettings = Field(default_factory=EngineSettings)
     # SDK connections to an aperturedb:// store (each worker's to its owner too); adb_full_import runs the
     # aperturedb package's __init__ as well (its PyPI version check and log handlers; store/aperturedb_sdk.py).
     store_pool_size: int = Field(8, description="SDK connections to an aperturedb:// store")
-    adb_full_import: bool = False
+    adb_full_import: bool = Field(False, description="import the aperturedb package's __init__ (a PyPI check)")
     # Health follows a remote store (store/watch.py): GetStatus every store_probe_every_s, NOT_SERVING when it
     # does not answer within store_probe_timeout_s.
-    store_probe_every_s: float = 1.0
-    store_probe_timeout_s: float = 10.0
-    # The launcher (workers.py) starts a worker that died again after this long.
-    worker_restart_backoff_s: float = 2.0
+    store_probe_every_s: float = Field(1.0, description="seconds between health probes of a remote store")
+    store_probe_timeout_s: float = Field(10.0, description="seconds a remote store has to answer a probe")
+    worker_restart_backoff_s: float = Field(2.0, description="seconds before a worker that died starts again")
     # TLS for the gRPC listener (PEM files). With a client CA, callers must present a certificate it
     # signed (mTLS). Without TLS the server listens on loopback only, unless allow_insecure (say, behind a
     # proxy that terminates TLS).
@@ -188,8 +189,8 @@ class Settings(BaseSettings):
     shot_threshold: float = 27.0
     # A cut closer than shot_min_s to the previous one (or to the start) is not one (flashes, strobes); the
     # detector compares frames scaled to shot_width pixels across (its CPU is about proportional to the pixels).
-    shot_min_s: float = 0.5
-    shot_width: int = 96
+    shot_min_s: float = Field(0.5, description="seconds a shot lasts at least")
+    shot_width: int = Field(96, description="pixels across of the frames the shot detector compares")
     # LIVE ingest: seconds of video per committed segment (a header may ask for another within the bounds).
     live_segment_s: float = 4.0
     live_segment_min_s: float = 0.5
