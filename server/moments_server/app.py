@@ -116,7 +116,9 @@ async def start(settings: Settings) -> Running:
             await health.set("", status)
             await health.set(SERVICE, status)
 
-        watch = StoreWatch(core.connector, core.executor, set_serving)
+        watch = StoreWatch(
+            core.connector, core.executor, set_serving, settings.store_probe_every_s, settings.store_probe_timeout_s
+        )
         watch.start()
     housekeeping = asyncio.create_task(core.ingest.housekeeping())
     return Running(server, port, metrics_port, core, health, wire, watch, housekeeping)
@@ -129,7 +131,15 @@ async def start_wire_listener(settings: Settings, engine: Engine) -> WireServer 
     host, _, port = settings.store_listen.rpartition(":")
     data_dir = engine.data_dir
     users = load_users(data_dir, settings.store_listen_user or None, settings.store_listen_password or None)
-    wire = WireServer(engine, host or "127.0.0.1", int(port), users=users, tokens=load_tokens(data_dir))
+    wire = WireServer(
+        engine,
+        host or "127.0.0.1",
+        int(port),
+        users=users,
+        tokens=load_tokens(data_dir),
+        pre_auth_timeout_s=settings.store_listen_pre_auth_timeout_s,
+        max_connections=settings.store_listen_max_connections,
+    )
     await wire.start()
     return wire
 

@@ -1,13 +1,19 @@
-"""All server settings in one place: command-line flags over `MOMENTS_*` environment variables over defaults."""
+"""All server settings in one place: command-line flags over `MOMENTS_*` environment variables over defaults.
+
+A field `max_upload_bytes` is the flag `--max-upload-bytes` and the variable MOMENTS_MAX_UPLOAD_BYTES; a boolean
+`autotune_batches` is `--autotune-batches` / `--no-autotune-batches`; a nested one, `engine.omp_threads`, is
+`--engine.omp-threads` and MOMENTS_ENGINE__OMP_THREADS. The command line is pydantic-settings' own
+(parse_settings); `python -m moments_server --help` lists every flag.
+"""
 
 from __future__ import annotations
 
-import argparse
 import os
+import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # An UPLOAD's final query through a remote store: room for the frames beside the video, and protobuf's bound.
@@ -15,8 +21,39 @@ FRAMES_ROOM_BYTES = 64 * 1024**2
 PROTOBUF_MAX_BYTES = 2**31 - 1
 
 
+class EngineSettings(BaseModel):
+    """The embedded store's engine (store/embedded/engine.py), in the process that owns the store and in each
+    worker's read replica."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # FAISS's OpenMP threads spin-wait: on a small, busy machine one search with 2 threads measured 5-10x slower
+    # than with 1, and parallelism comes from concurrent queries anyway (store/embedded/vectors.py).
+    omp_threads: int = Field(default=1, description="FAISS threads per search; 0 = OpenMP's default (all cores)")
+    deferred_index: bool = Field(
+        default=True, description="HNSW sets insert new vectors into their graph in the background"
+    )
+    read_cache_rows: int = Field(default=250_000, description="object rows the engine's read cache keeps; 0 = off")
+
+    @field_validator("omp_threads", "read_cache_rows")
+    @classmethod
+    def _not_negative(cls, v: int) -> int:
+        if v < 0:
+            raise ValueError("must be >= 0")
+        return v
+
+
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="MOMENTS_", extra="forbid")
+    """Moments video search server."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MOMENTS_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        cli_prog_name="moments-server",
+        cli_kebab_case=True,
+        cli_implicit_flags=True,
+    )
 
     listen: str = "127.0.0.1:50051"
     metrics_listen: str = Field("127.0.0.1:9464", description="host:port for Prometheus; port 0 disables it")
@@ -42,6 +79,23 @@ class Settings(BaseSettings):
     store_listen: str = ""
     store_listen_user: str = ""
     store_listen_password: str = ""
+    # The listener's connections at once (more are closed at once), and how long a connection that has not
+    # authenticated yet may take for each frame.
+    store_listen_max_connections: int = Field(256, description="--store-listen's connections at once")
+    store_listen_pre_auth_timeout_s: float = Field(
+        30.0, description="seconds --store-listen waits for each frame of a connection not yet authenticated"
+    )
+    # The embedded engine's options (--engine.omp-threads, MOMENTS_ENGINE__OMP_THREADS, ...).
+    engine: EngineSettings = Field(default_factory=EngineSettings)
+    # SDK connections to an aperturedb:// store (each worker's to its owner too); adb_full_import runs the
+    # aperturedb package's __init__ as well (its PyPI version check and log handlers; store/aperturedb_sdk.py).
+    store_pool_size: int = Field(8, description="SDK connections to an aperturedb:// store")
+    adb_full_import: bool = Field(False, description="import the aperturedb package's __init__ (a PyPI check)")
+    # Health follows a remote store (store/watch.py): GetStatus every store_probe_every_s, NOT_SERVING when it
+    # does not answer within store_probe_timeout_s.
+    store_probe_every_s: float = Field(1.0, description="seconds between health probes of a remote store")
+    store_probe_timeout_s: float = Field(10.0, description="seconds a remote store has to answer a probe")
+    worker_restart_backoff_s: float = Field(2.0, description="seconds before a worker that died starts again")
     # TLS for the gRPC listener (PEM files). With a client CA, callers must present a certificate it
     # signed (mTLS). Without TLS the server listens on loopback only, unless allow_insecure (say, behind a
     # proxy that terminates TLS).
@@ -133,6 +187,10 @@ class Settings(BaseSettings):
     # ContentDetector, weighted mean HSV difference between frames, 0-255; its default 27).
     shot_detect_fps: float = 0.0
     shot_threshold: float = 27.0
+    # A cut closer than shot_min_s to the previous one (or to the start) is not one (flashes, strobes); the
+    # detector compares frames scaled to shot_width pixels across (its CPU is about proportional to the pixels).
+    shot_min_s: float = Field(0.5, description="seconds a shot lasts at least")
+    shot_width: int = Field(96, description="pixels across of the frames the shot detector compares")
     # LIVE ingest: seconds of video per committed segment (a header may ask for another within the bounds).
     live_segment_s: float = 4.0
     live_segment_min_s: float = 0.5
@@ -182,6 +240,13 @@ class Settings(BaseSettings):
         "pull_backoff_max_s",
         "pull_timeout_s",
         "shot_threshold",
+        "shot_min_s",
+        "shot_width",
+        "store_listen_max_connections",
+        "store_listen_pre_auth_timeout_s",
+        "store_pool_size",
+        "store_probe_every_s",
+        "store_probe_timeout_s",
     )
     @classmethod
     def _positive(cls, v: float) -> float:
@@ -216,19 +281,10 @@ class Settings(BaseSettings):
         return self.intra_op_threads or (os.cpu_count() or 1)
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
 def parse_settings(argv: list[str] | None = None) -> Settings:
-    """Flags for every field of Settings; unset flags fall back to MOMENTS_* env vars, then defaults."""
-    parser = argparse.ArgumentParser(prog="moments-server", description="Moments video search server")
-    for name, field in Settings.model_fields.items():
-        kind = field.annotation
-        if kind is bool:
-            parser.add_argument(_flag(name), dest=name, action=argparse.BooleanOptionalAction, default=None)
-        else:
-            parser.add_argument(_flag(name), dest=name, default=None, help=field.description)
-    args = parser.parse_args(argv)
-    given: dict[str, Any] = {k: v for k, v in vars(args).items() if v is not None}
-    return Settings(**given)
+    """Settings from the command line (argv, else sys.argv[1:]) over MOMENTS_* environment variables over
+    defaults. An unknown flag, or --help, exits (2, 0) as argparse does; when a flag is given twice the last
+    one wins (the launcher appends its workers' flags after the user's)."""
+    args = sys.argv[1:] if argv is None else argv
+    # BaseSettings.__init__ takes the _cli_* options; mypy sees only the fields (pydantic's dataclass_transform)
+    return Settings(_cli_parse_args=args)  # type: ignore[call-arg]

@@ -17,7 +17,7 @@ from moments_server.inference.sessions import load_towers
 from moments_server.service.ingest import IngestService
 from moments_server.service.search import SearchService
 from moments_server.service.videos import VideoService
-from moments_server.store.connector import Connector, open_connector
+from moments_server.store.connector import Connector, StoreOptions, open_connector
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,23 @@ class Core:
         self.connector.close()
 
 
+def store_options(settings: Settings) -> StoreOptions:
+    """How this server opens its store: the engine's options (--engine.*) and the SDK pool's."""
+    engine = settings.engine
+    return StoreOptions(
+        omp_threads=engine.omp_threads or None,
+        deferred_index=engine.deferred_index,
+        read_cache_rows=engine.read_cache_rows,
+        pool_size=settings.store_pool_size,
+        full_import=settings.adb_full_import,
+    )
+
+
+def open_store(settings: Settings) -> Connector:
+    """The store of --store (a read replica of it in a worker: --store-writer), opened with the settings' options."""
+    return open_connector(settings.store, settings.store_writer, store_options(settings))
+
+
 async def open_core(settings: Settings) -> Core:
     manifest = load_manifest(settings.model_dir)
     log.info(
@@ -62,7 +79,7 @@ async def open_core(settings: Settings) -> Core:
     )
     executor = ThreadPoolExecutor(max_workers=settings.store_threads, thread_name_prefix="store")
     loop = asyncio.get_running_loop()
-    connector = await loop.run_in_executor(executor, open_connector, settings.store, settings.store_writer)
+    connector = await loop.run_in_executor(executor, open_store, settings)
     text, image = await loop.run_in_executor(
         None, load_towers, manifest, settings.device, settings.threads, settings.ort_spinning, settings.fused_graphs
     )

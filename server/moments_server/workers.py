@@ -41,7 +41,6 @@ from moments_server.errors import ListenError
 log = logging.getLogger(__name__)
 
 OWNER_USER = "moments-owner"
-RESTART_BACKOFF_S = 2.0
 
 
 def auto_workers(cores: int | None = None) -> int:
@@ -109,6 +108,7 @@ class Launcher:
     async def run(self) -> None:
         from moments_server import metrics
         from moments_server.app import start_wire_listener
+        from moments_server.core import store_options
         from moments_server.transport.tls import server_credentials
 
         s = self.settings
@@ -120,9 +120,9 @@ class Launcher:
         loop = asyncio.get_running_loop()
         if data_dir is not None:
             from moments_server.catalog.catalog import Catalog
-            from moments_server.store.embedded import Engine, WireServer
+            from moments_server.store.embedded import WireServer
 
-            owner = await loop.run_in_executor(None, Engine, data_dir)
+            owner = await loop.run_in_executor(None, store_options(s).engine, data_dir)
             # streams "live" in the store died with the previous server: interrupted before any worker streams
             await loop.run_in_executor(None, Catalog(owner, "", 0, {}).interrupt_live_streams)
             password = secrets.token_urlsafe(24)
@@ -153,7 +153,7 @@ class Launcher:
                     code = p.poll()
                     if code is not None and not stop.is_set():
                         log.error("worker %d (pid %d) exited with %s; starting it again", i, p.pid, code)
-                        await asyncio.sleep(RESTART_BACKOFF_S)
+                        await asyncio.sleep(s.worker_restart_backoff_s)
                         self.spawn(i, env)
         finally:
             log.info("shutting down %d workers (grace %.0f s)", len(self.procs), s.grace_s)

@@ -24,17 +24,22 @@ async def chunks(data: bytes, size: int = 32 * 1024) -> AsyncIterator[bytes]:
         yield data[i : i + size]
 
 
+def core_settings(model_dir: Path, workdir: Path, **more: object) -> Settings:
+    return Settings(
+        model_dir=model_dir,
+        store=f"embedded:{workdir / 'data'}",
+        spool_dir=workdir / "spool",
+        autotune_batches=False,
+        metrics_listen="127.0.0.1:0",
+        **more,  # type: ignore[arg-type]
+    )
+
+
 def test_the_core_ingests_and_searches_without_a_transport(shapes_model_dir: Path, tmp_path: Path) -> None:
     video = tmp_path / "cam.mp4"
     segments = write_shapes_video(video, SHAPES, seconds_each=2.0, fps=10, size=(128, 128))
     data = video.read_bytes()
-    settings = Settings(
-        model_dir=shapes_model_dir,
-        store=f"embedded:{tmp_path / 'data'}",
-        spool_dir=tmp_path / "spool",
-        autotune_batches=False,
-        metrics_listen="127.0.0.1:0",
-    )
+    settings = core_settings(shapes_model_dir, tmp_path)
 
     async def run() -> None:
         core = await open_core(settings)
@@ -50,6 +55,7 @@ def test_the_core_ingests_and_searches_without_a_transport(shapes_model_dir: Pat
             assert isinstance(seen[0], events.Accepted) and not seen[0].replacing
             done = seen[-1]
             assert isinstance(done, events.Done) and done.frames == 12 and done.video.metadata == {"floor": 2.0}
+            assert done.video.shots == len(SHAPES)  # windows follow shots by default
             with pytest.raises(AlreadyExists, match=r"set IngestHeader\.replace"):
                 await core.ingest.ingest(spec, chunks(data), emit)
 
@@ -84,3 +90,27 @@ def test_the_core_ingests_and_searches_without_a_transport(shapes_model_dir: Pat
             await core.close()
 
     asyncio.run(run())
+
+
+def test_shot_settings_reach_the_detector(shapes_model_dir: Path, tmp_path: Path) -> None:
+    """shot_min_s longer than the video: no cut is one, the upload is one shot."""
+    video = tmp_path / "cam.mp4"
+    write_shapes_video(video, SHAPES, seconds_each=2.0, fps=10, size=(128, 128))
+
+    async def run() -> int:
+        core = await open_core(core_settings(shapes_model_dir, tmp_path, shot_min_s=60.0))
+        try:
+            await core.prepare()
+            seen: list[events.IngestEvent] = []
+
+            async def emit(event: events.IngestEvent) -> None:
+                seen.append(event)
+
+            await core.ingest.ingest(IngestSpec("cam", "cam.mp4"), chunks(video.read_bytes()), emit)
+            done = seen[-1]
+            assert isinstance(done, events.Done)
+            return done.video.shots
+        finally:
+            await core.close()
+
+    assert asyncio.run(run()) == 1

@@ -167,7 +167,9 @@ class UploadIngest:
         decoded = [0]
         decode_s = [0.0]
         want_thumbs = header.thumbnails
-        shots = shot_windows(header, self.settings)
+        s = self.settings
+        shots = shot_windows(header, s)
+        detector = ShotDetector(s.shot_threshold, s.shot_min_s, s.shot_width) if shots else None
         stats = DecodeStats()
 
         def on_decoded(n: int) -> None:
@@ -184,7 +186,7 @@ class UploadIngest:
                 should_stop,
                 keyframes=header.sampling.keyframes,
                 stats=stats,
-                shots=ShotDetector(self.settings.shot_threshold) if shots else None,
+                shots=detector,
                 detect_fps=self.settings.shot_detect_fps,
             )
             for frame in sampled:

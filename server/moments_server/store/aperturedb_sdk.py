@@ -25,14 +25,15 @@ from typing import Any
 from .embedded.blobs import FileBlob, in_memory
 
 
-def _import_connector() -> Any:
+def _import_connector(full_import: bool = False) -> Any:
     """The SDK's Connector class, without running the `aperturedb` package's __init__.
 
     That __init__ makes a PyPI version check (1 s timeout: a slow start offline) and installs log
     handlers; Connector needs none of it. When nothing imported `aperturedb` yet, its modules are
-    loaded under a bare package object instead (MOMENTS_ADB_FULL_IMPORT=1 imports it normally)."""
+    loaded under a bare package object instead (full_import imports it normally: the server's
+    --adb-full-import, MOMENTS_ADB_FULL_IMPORT=1)."""
     os.environ.setdefault("ADB_LOG_FILE", "")
-    if "aperturedb" not in sys.modules and os.environ.get("MOMENTS_ADB_FULL_IMPORT") != "1":
+    if "aperturedb" not in sys.modules and not full_import:
         spec = importlib.util.find_spec("aperturedb")
         if spec is None or not spec.submodule_search_locations:
             raise ImportError("the aperturedb SDK is not installed: pip install 'moments[aperturedb]'")
@@ -69,8 +70,9 @@ class SDKConnector:
         verify_hostname: bool = False,
         ca_cert: str | None = None,
         pool_size: int = 8,
+        full_import: bool = False,
     ) -> None:
-        connector_cls = _import_connector()
+        connector_cls = _import_connector(full_import)
         self._first = connector_cls(
             host=host,
             port=port,
@@ -84,7 +86,7 @@ class SDKConnector:
         self._pool: queue.LifoQueue[Any] = queue.LifoQueue()
         self._pool.put(self._first)
         self._made = 1
-        self._max = pool_size
+        self.pool_size = pool_size
         self._lock = threading.Lock()
         self._all: list[Any] = [self._first]
         self._closed = False
@@ -95,7 +97,7 @@ class SDKConnector:
         except queue.Empty:
             pass
         with self._lock:
-            if self._made < self._max:
+            if self._made < self.pool_size:
                 self._made += 1
                 c = self._first.clone()  # shares the session (tokens) with the others
                 self._all.append(c)

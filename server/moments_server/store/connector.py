@@ -10,11 +10,14 @@
         remote: bool    # another process serves it and can go away: health follows it (store/watch.py)
         def local_engine(self) -> Engine | None   # the in-process engine a wire listener can front
 
-    open_connector(url) -> Connector
+    open_connector(url, options=StoreOptions()) -> Connector
         "embedded:./data"                                   in-process Engine on that data dir
         "aperturedb://user:pass@host:port[?ssl=0|1]"        the real SDK (a small reconnecting pool)
     open_connector("embedded:./data", writer=URL)           a read replica of that dir (reads in-process,
                                                             writes to its owner at URL; workers.py)
+
+StoreOptions: how the engine and the SDK pool are opened; the server builds them from its Settings
+(core.store_options).
 
 Both are thread-safe.
 """
@@ -22,6 +25,8 @@ Both are thread-safe.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -29,6 +34,29 @@ from .embedded.blobs import FileBlob
 
 if TYPE_CHECKING:
     from .embedded import Engine
+
+
+@dataclass(frozen=True)
+class StoreOptions:
+    """How open_connector opens a store (the server's come from config.Settings: core.store_options)."""
+
+    omp_threads: int | None = 1  # the embedded engine's FAISS threads per search (None: OpenMP's default)
+    deferred_index: bool = True  # HNSW sets insert new vectors into their graph in the background
+    read_cache_rows: int = 250_000  # the engine's read cache (0: off)
+    pool_size: int = 8  # SDK connections to an aperturedb:// store (a worker's writer included)
+    full_import: bool = False  # import the aperturedb package's __init__ too (see aperturedb_sdk)
+
+    def engine(self, data_dir: str | Path, replica: bool = False) -> Engine:
+        """The embedded engine on data_dir with these options (a read replica with replica=True)."""
+        from .embedded import Engine
+
+        return Engine(
+            data_dir,
+            omp_threads=self.omp_threads,
+            deferred_index=self.deferred_index,
+            read_cache_rows=self.read_cache_rows,
+            replica=replica,
+        )
 
 
 @runtime_checkable
@@ -58,10 +86,8 @@ class EmbeddedConnector:
     kind = "embedded"
     remote = False
 
-    def __init__(self, data_dir: str) -> None:
-        from .embedded import Engine
-
-        self.engine = Engine(data_dir)
+    def __init__(self, data_dir: str, options: StoreOptions) -> None:
+        self.engine = options.engine(data_dir)
 
     def query(self, commands: list[dict[str, Any]], blobs: Sequence[bytes | FileBlob] = ()) -> tuple[Any, list[bytes]]:
         return self.engine.query(commands, blobs)
@@ -80,11 +106,9 @@ class ReplicaConnector:
     kind = "embedded"
     remote = False  # the owner is the launcher of this worker: when it goes, so does the worker
 
-    def __init__(self, data_dir: str, writer_url: str) -> None:
-        from .embedded import Engine
-
-        self.writer = open_connector(writer_url)
-        self.engine = Engine(data_dir, replica=True)
+    def __init__(self, data_dir: str, writer_url: str, options: StoreOptions) -> None:
+        self.writer = open_connector(writer_url, options=options)
+        self.engine = options.engine(data_dir, replica=True)
 
     def query(self, commands: list[dict[str, Any]], blobs: Sequence[bytes | FileBlob] = ()) -> tuple[Any, list[bytes]]:
         from .embedded.commands import READ_ONLY
@@ -103,14 +127,15 @@ class ReplicaConnector:
         return None  # a replica cannot take writes: only its owner can front the store
 
 
-def open_connector(url: str, writer: str = "") -> Connector:
+def open_connector(url: str, writer: str = "", options: StoreOptions | None = None) -> Connector:
+    options = options or StoreOptions()
     if url.startswith("embedded:"):
         path = url[len("embedded:") :]
         if path.startswith("//"):
             path = path[2:]
         if not path:
             raise ValueError("embedded store URL needs a data directory: embedded:./data")
-        return ReplicaConnector(path, writer) if writer else EmbeddedConnector(path)
+        return ReplicaConnector(path, writer, options) if writer else EmbeddedConnector(path, options)
     if url.startswith("aperturedb://"):
         u = urlsplit(url)
         if not u.hostname:
@@ -129,5 +154,7 @@ def open_connector(url: str, writer: str = "") -> Connector:
             use_ssl=ssl_flag == "1",
             verify_hostname=qs.get("verify", ["0"])[-1] == "1",
             ca_cert=qs.get("ca_cert", [None])[-1],
+            pool_size=options.pool_size,
+            full_import=options.full_import,
         )
     raise ValueError(f"unknown store URL {url!r} (expected embedded:DIR or aperturedb://user:pass@host:port)")

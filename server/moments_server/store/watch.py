@@ -14,18 +14,18 @@ from moments_server.store.connector import Connector
 
 log = logging.getLogger(__name__)
 
-PROBE_EVERY_S = 1.0
-PROBE_TIMEOUT_S = 10.0
-
 
 class StoreWatch:
+    """Probes the store every every_s (GetStatus, given timeout_s to answer): Settings.store_probe_every_s and
+    store_probe_timeout_s."""
+
     def __init__(
         self,
         connector: Connector,
         executor: Executor,
         set_serving: Callable[[bool], Awaitable[None]],
-        every_s: float = PROBE_EVERY_S,
-        timeout_s: float = PROBE_TIMEOUT_S,
+        every_s: float,
+        timeout_s: float,
     ) -> None:
         self.connector = connector
         self.executor = executor

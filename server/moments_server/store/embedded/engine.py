@@ -62,6 +62,8 @@ class Engine:
         """replica: a read-only copy for another process (replica.py): reads this data dir, which one
         writer Engine elsewhere owns, and follows its change log; it never writes a file."""
         vectors.OMP_THREADS = omp_threads  # see vectors.limit_omp_threads
+        self.omp_threads = omp_threads
+        self.deferred_index = deferred_index
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.db_path = self.data_dir / "store.sqlite3"

@@ -53,8 +53,6 @@ log = logging.getLogger(__name__)
 
 NOT_AUTHENTICATED = {"info": "Not Authenticated!", "status": -1}
 PRE_AUTH_MAX_BYTES = 64 << 10
-PRE_AUTH_TIMEOUT_S = 30.0
-MAX_CONNECTIONS = 256
 _DRAIN_CHUNK = 64 << 10
 
 
@@ -80,8 +78,8 @@ class WireServer:
         session_ttl_s: int = 36000,
         refresh_ttl_s: int = 360000,
         pre_auth_max_bytes: int = PRE_AUTH_MAX_BYTES,
-        pre_auth_timeout_s: float = PRE_AUTH_TIMEOUT_S,
-        max_connections: int = MAX_CONNECTIONS,
+        pre_auth_timeout_s: float = 30.0,
+        max_connections: int = 256,
     ) -> None:
         self.engine = engine
         self.host = host
