@@ -71,7 +71,7 @@ async def start(settings: Settings) -> Running:
     await health.set(SERVICE, health_pb2.HealthCheckResponse.NOT_SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     enable_reflection((SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name), server)
-    servicer = VideoSearchServicer(core.ingest, core.search, core.videos, settings.max_response_bytes)
+    servicer = VideoSearchServicer(core.ingest, core.search, core.videos, settings)
     moments_pb2_grpc.add_VideoSearchServicer_to_server(servicer, server)
 
     try:

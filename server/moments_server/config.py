@@ -170,10 +170,15 @@ class Settings(BaseSettings):
     # Videos: width x height and duration, checked when the upload is probed, before decoding.
     max_video_pixels: int = 4096 * 4096
     max_video_duration_s: float = 6 * 3600.0
+    # Frames are scaled to the model's size by their shorter side: a 2 x 4,000,000 video would scale to gigabytes.
+    max_video_aspect: int = Field(8, description="longest side over shortest, at most")
     max_fps: float = 30.0
     max_frames: int = 36_000
     max_embed_items: int = 256
     max_concurrent_ingests: int = 8
+    # The retry pushback (gRPC's grpc-retry-pushback-ms trailer) on RESOURCE_EXHAUSTED for a full queue or
+    # ingest slots, and on UNAVAILABLE: how long a caller waits before it tries again.
+    retry_after_ms: int = 250
     # UPLOAD: the windows of a header that leaves SamplingOptions.windows unset: "shots" (shot-aware: shots
     # are detected while decoding, video/shots.py) or "fixed" (1/fps each). Measured (tests/bench/shots.py):
     # mean temporal IoU of merged moments 1.0 against 0.72 for fixed windows on generated videos with cuts
@@ -233,6 +238,8 @@ class Settings(BaseSettings):
         "max_query_chars",
         "max_query_parts",
         "max_video_pixels",
+        "max_video_aspect",
+        "retry_after_ms",
         "max_video_duration_s",
         "upload_ttl_s",
         "store_message_bytes",

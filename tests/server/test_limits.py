@@ -35,6 +35,7 @@ LIMITS = {
     "--max-video-pixels": 256 * 256,
     "--max-video-duration-s": 5,
     "--max-query-chars": 200,
+    "--max-video-aspect": 3,
 }
 # Each video carries ~7.9 KB of metadata, copied onto each of its frames.
 BIG_METADATA = {k: k * 1990 for k in "abcd"}
@@ -109,6 +110,7 @@ def test_info_reports_the_limits(limited: Limited) -> None:
     assert limits.max_image_pixels == 1_000_000 and limits.max_video_pixels == 256 * 256
     assert limits.max_video_duration_s == 5 and limits.max_query_chars == 200
     assert limits.max_message_bytes == 8 * 1024**2 and limits.max_concurrent_ingests == 8
+    assert limits.max_video_aspect == 3
 
 
 def test_metadata_is_bounded_at_the_header(limited: Limited) -> None:
@@ -148,6 +150,9 @@ def test_video_pixels_and_duration_are_bounded(limited: Limited, tmp_path: Path)
     long = tmp_path / "long.mp4"
     write_shapes_video(long, [("red", "circle")] * 3, seconds_each=2.0, fps=5)
     assert "at most 5 s" in refused(lambda: ingest(limited.stub, long, "long"))
+    strip = tmp_path / "strip.mp4"  # within the pixels, over --max-video-aspect 3
+    write_shapes_video(strip, [("red", "circle")], seconds_each=1.0, size=(256, 64))
+    assert "256x64; the server takes frames up to 3:1" in refused(lambda: ingest(limited.stub, strip, "strip"))
     assert refused(lambda: limited.stub.GetVideo(pb.GetVideoRequest(video_id="long")), grpc.StatusCode.NOT_FOUND)
 
 

@@ -16,7 +16,9 @@ PUSHBACK = "grpc-retry-pushback-ms"
 
 
 def test_a_full_queue_says_when_to_retry(shapes_model_dir: Path, tmp_path: Path) -> None:
-    server = LiveServer(shapes_model_dir, f"embedded:{tmp_path / 'data'}", tmp_path, "--max-queue", "1")
+    server = LiveServer(
+        shapes_model_dir, f"embedded:{tmp_path / 'data'}", tmp_path, "--max-queue", "1", "--retry-after-ms", "400"
+    )
     try:
         channels = [
             grpc.insecure_channel(server.target, options=[("grpc.use_local_subchannel_pool", 1)]) for _ in range(8)
@@ -34,7 +36,7 @@ def test_a_full_queue_says_when_to_retry(shapes_model_dir: Path, tmp_path: Path)
             results = list(pool.map(search, range(400)))
         full = [md for code, md in results if code == grpc.StatusCode.RESOURCE_EXHAUSTED]
         assert full, "no search found the queue full"
-        assert all(md.get(PUSHBACK) == "250" for md in full), full[:3]
+        assert all(md.get(PUSHBACK) == "400" for md in full), full[:3]  # --retry-after-ms
         assert any(code == grpc.StatusCode.OK for code, _ in results)
         assert {code for code, _ in results} <= {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}
         # a request that can never fit is refused without a retry hint

@@ -330,6 +330,7 @@ class Limits:
     max_query_parts: int = 0
     upload_ttl_s: float = 0.0
     max_stored_video_bytes: int = 0
+    max_video_aspect: int = 0
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,6 @@ from moments_server.service.pull import check_source_url
 from moments_server.service.requests import IngestMode, IngestSpec, Windows
 from moments_server.video.decode import VideoInfo
 
-# Frames are scaled to the model's size by their shorter side: a 2 x 4,000,000 video would scale to gigabytes.
-MAX_VIDEO_ASPECT = 8
-
 
 def validate_header(header: IngestSpec, settings: Settings) -> None:
     """The header's own checks (its metadata: values.metadata_from_request)."""
@@ -90,9 +87,10 @@ def check_video(info: VideoInfo, settings: Settings) -> None:
             f"{settings.max_video_pixels} pixels a frame: scale it down first"
         )
     short_side = min(info.width, info.height)
-    if short_side > 0 and max(info.width, info.height) > MAX_VIDEO_ASPECT * short_side:
+    aspect = settings.max_video_aspect
+    if short_side > 0 and max(info.width, info.height) > aspect * short_side:
         raise InvalidArgument(
-            f"the video is {info.width}x{info.height}; the server takes frames up to {MAX_VIDEO_ASPECT}:1 wide or tall"
+            f"the video is {info.width}x{info.height}; the server takes frames up to {aspect}:1 wide or tall"
         )
     if not math.isfinite(info.duration_s) or info.duration_s > settings.max_video_duration_s:
         raise InvalidArgument(

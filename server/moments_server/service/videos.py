@@ -49,6 +49,7 @@ SETTING_LIMITS = (
     "max_query_parts",
     "upload_ttl_s",
     "max_stored_video_bytes",
+    "max_video_aspect",
     "pull_retries",
     "pull_timeout_s",
 )

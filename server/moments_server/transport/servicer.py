@@ -10,6 +10,7 @@ import grpc
 
 from moments.v1 import moments_pb2 as pb
 from moments.v1 import moments_pb2_grpc as pb_grpc
+from moments_server.config import Settings
 from moments_server.errors import InvalidArgument
 from moments_server.service.events import IngestEvent
 from moments_server.service.ingest import IngestService
@@ -21,13 +22,12 @@ from moments_server.transport.status import deadline_of, rpc
 
 
 class VideoSearchServicer(pb_grpc.VideoSearchServicer):
-    def __init__(
-        self, ingest: IngestService, search: SearchService, videos: VideoService, max_response_bytes: int
-    ) -> None:
+    def __init__(self, ingest: IngestService, search: SearchService, videos: VideoService, settings: Settings) -> None:
         self._ingest = ingest
         self._search = search
         self._videos = videos
-        self._limit = max_response_bytes
+        self._limit = settings.max_response_bytes
+        self.retry_after_ms = settings.retry_after_ms  # status.rpc's retry pushback
 
     @rpc("Ingest")
     async def Ingest(

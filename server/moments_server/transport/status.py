@@ -32,14 +32,15 @@ def deadline_of(context: grpc.aio.ServicerContext) -> float | None:
 
 
 # When the server is full for now (a queue at its bound, every ingest slot taken) or the store is away, the caller is
-# told when to retry: gRPC's retry pushback trailer, which gRPC's own retry policy (the Python client's service
-# config retries UNAVAILABLE) honours, and which other callers can read.
+# told when to retry (the servicer's `retry_after_ms`, config retry_after_ms): gRPC's retry pushback trailer,
+# which gRPC's own retry policy (the Python client's service config retries UNAVAILABLE) honours, and which
+# other callers can read.
 RETRY_PUSHBACK = "grpc-retry-pushback-ms"
-RETRY_AFTER_MS = 250
 
 
 def rpc(method: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Wrap a servicer method: map exceptions to statuses, record metrics."""
+    """Wrap a servicer method (of a servicer with `retry_after_ms`): map exceptions to statuses, record
+    metrics."""
 
     def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(fn)
@@ -59,7 +60,7 @@ def rpc(method: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
                 if code == grpc.StatusCode.INTERNAL:
                     log.exception("%s failed", method)
                 retry = isinstance(e, Overloaded) or code == grpc.StatusCode.UNAVAILABLE
-                trailers = ((RETRY_PUSHBACK, str(RETRY_AFTER_MS)),) if retry else ()
+                trailers = ((RETRY_PUSHBACK, str(self.retry_after_ms)),) if retry else ()
                 await context.abort(code, message, trailers)
             finally:
                 name = code.name if isinstance(code, grpc.StatusCode) else str(code)

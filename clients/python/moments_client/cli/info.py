@@ -44,7 +44,11 @@ def cmd_info(args: argparse.Namespace) -> int:
             ),
             ("query text", f"{lim.max_query_chars} characters"),
             ("query image", f"{fmt_bytes(lim.max_image_bytes)}, {lim.max_image_pixels / 1e6:g} megapixels"),
-            ("video", f"{lim.max_video_pixels / 1e6:g} megapixels, {lim.max_video_duration_s / 3600:g} h"),
+            (
+                "video",
+                f"{lim.max_video_pixels / 1e6:g} megapixels, {lim.max_video_duration_s / 3600:g} h, "
+                f"sides up to {lim.max_video_aspect}:1",
+            ),
             ("max response", fmt_bytes(lim.max_response_bytes)),
             ("concurrent ingests", str(lim.max_concurrent_ingests)),
         ]
