@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.bench.common import Figure, Goal, log, skipped
+from tests.bench.common import Figure, Goal, log
 
 
 def _decode_all(path: str) -> tuple[int, float, float]:
@@ -70,20 +70,14 @@ def stream_videos(streams: int, seconds: int) -> list[Path]:
 
 def run(ctx: Any) -> list[Figure]:
     from tests.bench.load import Profile, ingest_parallel, run_async, start_server, stop_server
-    from tests.bench.multiload import workers_flags
+    from tests.bench.multiload import worker_runs
     from tests.bench.serving import server_cpu_s
 
     streams, seconds = ctx.sizes["decode_streams"], ctx.sizes["decode_seconds"]
     log(f"test videos: {streams} × 720p h264, {seconds} s (cached after the first run)")
     videos = stream_videos(streams, seconds)
     figs: list[Figure] = []
-    for w in list(getattr(ctx, "workers", None) or [None]):
-        sfx = f".w{w}" if w is not None else ""
-        try:
-            flags, how = workers_flags(w)
-        except RuntimeError as e:
-            figs.append(skipped(f"11.ingest-vs-decode{sfx}", f"ingest vs decode bound, {w} server workers", str(e)))
-            continue
+    for sfx, flags, how in worker_runs(ctx, figs, "11.ingest-vs-decode", "ingest vs decode bound, {w} server workers"):
         log("  bare decode bound (PyAV, one process per core)")
         bound = bare_decode_bound(videos)
         server, _ = start_server(ctx.model(), f"embedded:{ctx.work / f'decode-store{sfx}'}", ctx.work / "dec", *flags)

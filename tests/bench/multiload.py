@@ -19,9 +19,11 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from tests.bench.common import Figure, skipped
 from tests.bench.load import LoadResult, query_texts
 
 REPO = Path(__file__).resolve().parents[2]
@@ -51,6 +53,20 @@ def workers_flags(workers: int | None) -> tuple[list[str], str]:
     if workers == 1:
         return [], "1 process (the server has no --workers flag)"
     raise RuntimeError(f"the server's --help lists no --workers flag, so {workers} workers cannot be asked for")
+
+
+def worker_runs(ctx: Any, figs: list[Figure], figure: str, what: str) -> Iterator[tuple[str, list[str], str]]:
+    """(figure id suffix, server flags, how it runs) for each server worker count of the run (--workers);
+    a count this server cannot run adds a skipped figure `figure` + suffix instead. `what` names the figures,
+    with {w} for the count."""
+    for w in list(getattr(ctx, "workers", None) or [None]):
+        sfx = f".w{w}" if w is not None else ""
+        try:
+            flags, how = workers_flags(w)
+        except RuntimeError as e:
+            figs.append(skipped(f"{figure}{sfx}", what.format(w=w), str(e)))
+            continue
+        yield sfx, flags, how
 
 
 async def _client(

@@ -21,10 +21,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from tests.bench.common import Figure, Goal, log, percentile, skipped, summarize
+from tests.bench.common import Figure, Goal, log, percentile, summarize
 from tests.bench.embedder_alone import EmbedderAlone
 from tests.bench.load import LoadResult, ingest_parallel, query_texts, run_async, search_load, start_server, stop_server
-from tests.bench.multiload import multiproc_search_load, workers_flags
+from tests.bench.multiload import multiproc_search_load, worker_runs
 
 SHAPES = [("red", "circle"), ("blue", "square"), ("green", "triangle"), ("yellow", "cross")] * 5
 
@@ -147,20 +147,13 @@ def run(ctx: Any) -> list[Figure]:
         sz["serving_duration_s"],
         sz["serving_rounds"],
     )
-    worker_counts: list[int | None] = list(getattr(ctx, "workers", None) or [None])
     figs: list[Figure] = []
 
     # -- shapes-demo, 2 videos -----------------------------------------------------------------------------
     model, store = shapes_setup(ctx.work)
     alone = EmbedderAlone(model)
     try:
-        for w in worker_counts:
-            sfx = f".w{w}" if w is not None else ""
-            try:
-                flags, how = workers_flags(w)
-            except RuntimeError as e:
-                figs.append(skipped(f"10.shapes{sfx}", f"shapes-demo figures with {w} server workers", str(e)))
-                continue
+        for sfx, flags, how in worker_runs(ctx, figs, "10.shapes", "shapes-demo figures with {w} server workers"):
             server, _ = start_server(model, f"embedded:{store}", ctx.work / f"shapes{sfx}", *flags)
             try:
                 pid = server.proc.pid
@@ -232,13 +225,7 @@ def run(ctx: Any) -> list[Figure]:
     bench_store, facts = ctx.store(sz["server_store"])
     alone = EmbedderAlone(ctx.model())
     try:
-        for w in worker_counts:
-            sfx = f".w{w}" if w is not None else ""
-            try:
-                flags, how = workers_flags(w)
-            except RuntimeError as e:
-                figs.append(skipped(f"10.model.mp{sfx}", f"bench model figure with {w} server workers", str(e)))
-                continue
+        for sfx, flags, how in worker_runs(ctx, figs, "10.model.mp", "bench model figure with {w} server workers"):
             server, _ = start_server(ctx.model(), f"embedded:{bench_store}", ctx.work / f"serving{sfx}", *flags)
             try:
                 run_async(lambda t=server.target: search_load(t, 4, count=8, texts=query_texts("warm ")))
