@@ -19,7 +19,7 @@ from moments_server.catalog import queries
 from moments_server.catalog.model import INTERRUPTED, FrameRecord, VideoRecord, user_metadata
 from moments_server.errors import ModelMismatch, StoreError, VideoGone
 from moments_server.store.connector import QueryRunner
-from moments_server.store.embedded.blobs import FileBlob
+from moments_server.store.file_blob import FileBlob
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from moments_server.catalog.model import (
     time_offset,
     value_type,
 )
-from moments_server.store.embedded.blobs import FileBlob
+from moments_server.store.file_blob import FileBlob
 
 Command = dict[str, Any]
 

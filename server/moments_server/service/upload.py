@@ -28,7 +28,7 @@ from moments_server.inference.embedder import Embedder
 from moments_server.service.events import Accepted, Done, Emit, Progress, Timings
 from moments_server.service.ingest_checks import check_size, check_video, shot_windows, store_bound_note
 from moments_server.service.requests import IngestSpec
-from moments_server.store.embedded.blobs import FileBlob
+from moments_server.store.file_blob import FileBlob
 from moments_server.video.decode import DecodeStats, SampledFrame, VideoInfo, probe, sample
 from moments_server.video.shots import ShotDetector
 from moments_server.video.spool import Spool, UploadTooLarge

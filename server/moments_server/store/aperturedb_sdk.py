@@ -22,7 +22,7 @@ import types
 from collections.abc import Sequence
 from typing import Any
 
-from .embedded.blobs import FileBlob, in_memory
+from .file_blob import FileBlob, in_memory
 
 
 def _import_connector(full_import: bool = False) -> Any:

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from .embedded.blobs import FileBlob
+from .file_blob import FileBlob
 
 if TYPE_CHECKING:
     from .embedded import Engine

@@ -33,9 +33,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..file_blob import FileBlob
 from . import commands as cmds
 from . import jsonio, vectors
-from .blobs import BlobFiles, FileBlob
+from .blobs import BlobFiles
 from .errors import QueryError
 from .indexer import Indexer
 from .readcache import ReadCache

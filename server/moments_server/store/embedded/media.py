@@ -7,7 +7,7 @@ import logging
 import re
 from typing import Any
 
-from .blobs import FileBlob
+from ..file_blob import FileBlob
 from .errors import QueryError
 
 log = logging.getLogger(__name__)

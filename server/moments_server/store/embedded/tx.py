@@ -14,7 +14,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .blobs import INLINE_MAX, BlobFiles, FileBlob
+from ..file_blob import FileBlob
+from .blobs import INLINE_MAX, BlobFiles
 from .errors import QueryError
 from .readcache import ReadCache
 from .sets import SetInfo, SetRegistry

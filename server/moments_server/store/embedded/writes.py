@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
+from ..file_blob import FileBlob
 from . import jsonio
-from .blobs import FileBlob
 from .constraints import compile_constraints
 from .errors import QueryError
 from .filters import Select
