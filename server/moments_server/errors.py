@@ -72,6 +72,10 @@ class Expired(DeadlineExceeded):
     """The request's deadline passed before it reached a batch (or the store query)."""
 
 
+class StoreUnavailable(Unavailable, ConnectionError):
+    """The store cannot be reached (the SDK connector reconnects by itself: worth retrying)."""
+
+
 class StoreError(MomentsError):
     """The store refused or failed a query (the message is the store's): INTERNAL."""
 

@@ -22,6 +22,7 @@ import types
 from collections.abc import Sequence
 from typing import Any
 
+from ..errors import StoreUnavailable
 from .file_blob import FileBlob, in_memory
 
 
@@ -44,10 +45,6 @@ def _import_connector(full_import: bool = False) -> Any:
     from aperturedb.Connector import Connector
 
     return Connector
-
-
-class StoreUnavailable(ConnectionError):
-    """The store cannot be reached (the transport answers UNAVAILABLE)."""
 
 
 class SDKConnector:
