@@ -196,6 +196,9 @@ class Settings(BaseSettings):
     # detector compares frames scaled to shot_width pixels across (its CPU is about proportional to the pixels).
     shot_min_s: float = Field(0.5, description="seconds a shot lasts at least")
     shot_width: int = Field(96, description="pixels across of the frames the shot detector compares")
+    # A cut the content detector reports stands only if the colours changed too (video/shots.py): the
+    # Bhattacharyya distance of the hue-saturation histograms, 0 (same) to 1; 0 turns the check off.
+    shot_color_change: float = Field(0.3, description="colour change a shot cut needs, 0-1; 0 = off")
     # LIVE ingest: seconds of video per committed segment (a header may ask for another within the bounds).
     live_segment_s: float = 4.0
     live_segment_min_s: float = 0.5
@@ -266,6 +269,13 @@ class Settings(BaseSettings):
     def _key_chars(cls, v: int) -> int:
         if not 1 <= v <= 64:
             raise ValueError("must be between 1 and 64 (the store's key pattern)")
+        return v
+
+    @field_validator("shot_color_change")
+    @classmethod
+    def _distance(cls, v: float) -> float:
+        if not 0.0 <= v <= 1.0:
+            raise ValueError("must be between 0 and 1 (a Bhattacharyya distance)")
         return v
 
     @property

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import av
 import grpc
+import numpy as np
 import pytest
 
 from moments.v1 import moments_pb2 as pb
@@ -129,6 +130,37 @@ def test_cross_fades_make_no_cut_outside_the_fade(tmp_path: Path) -> None:
         cuts = sorted({f.shot_start_s for f in frames if f.shot > 0})
         assert all(any(a - 1e-6 <= c <= b + 1 / 25 for a, b in fades) for c in cuts), (cuts, fades)
         _check_follows_shots(frames, cuts, schedule[-1].end_s)
+
+
+def _panning_video(path: Path, seconds: float = 6.0, fps: int = 30, size: tuple[int, int] = (320, 180)) -> None:
+    """A camera panning fast over a detailed scene (no cut): every pixel changes from frame to frame."""
+    rng = np.random.default_rng(7)
+    w, h = size
+    blocks = rng.integers(0, 255, (h // 8 + 1, (w + 40 * int(seconds * fps)) // 8 + 1, 3), dtype=np.uint8)
+    scene = np.repeat(np.repeat(blocks, 8, axis=0), 8, axis=1)[:h]
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        stream.options = {"g": str(2 * fps), "preset": "veryfast"}
+        for i in range(int(seconds * fps)):
+            rgb = np.ascontiguousarray(scene[:, 6 * i : 6 * i + w])
+            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def test_a_panning_camera_is_not_a_cut(tmp_path: Path) -> None:
+    """The pixels change as much as at a cut, the colours do not: no shot starts (the skip strategy's frames
+    are up to a GOP apart, which made every keyframe a cut before the colour check)."""
+    path = tmp_path / "pan.mp4"
+    _panning_video(path)
+    for strategy in ("skip", "full"):
+        frames, _, _ = _frames(path, strategy)
+        assert {f.shot for f in frames} == {0}, (strategy, [(f.time_s, f.shot) for f in frames])
+    pixels_only = ShotDetector(color_change=0.0)  # the content detector alone
+    list(sample(path, 1.0, 0, Framing(64), shots=pixels_only))
+    assert pixels_only.cuts, "the pan no longer looks like a cut to the content detector: the test shows nothing"
 
 
 def test_fixed_windows_stay_without_a_detector(tmp_path: Path) -> None:

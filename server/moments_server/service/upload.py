@@ -169,7 +169,7 @@ class UploadIngest:
         want_thumbs = header.thumbnails
         s = self.settings
         shots = shot_windows(header, s)
-        detector = ShotDetector(s.shot_threshold, s.shot_min_s, s.shot_width) if shots else None
+        detector = ShotDetector(s.shot_threshold, s.shot_min_s, s.shot_width, s.shot_color_change) if shots else None
         stats = DecodeStats()
 
         def on_decoded(n: int) -> None:
