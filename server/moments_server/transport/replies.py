@@ -114,6 +114,9 @@ def embed_response(e: Embeddings) -> pb.EmbedResponse:
 
 def info_response(info: ServerInfo) -> pb.InfoResponse:
     m = info.model
+    limits = pb.Limits()
+    for name, bound in info.limits.items():  # named as Limits' fields
+        setattr(limits, name, bound)
     return pb.InfoResponse(
         model=pb.ModelInfo(
             name=m.name,
@@ -127,7 +130,7 @@ def info_response(info: ServerInfo) -> pb.InfoResponse:
         ),
         descriptor_set=info.descriptor_set,
         store=info.store,
-        limits=pb.Limits(**info.limits),
+        limits=limits,
         version=info.version,
     )
 
