@@ -307,6 +307,68 @@ def test_a_session_shared_by_a_new_connection_survives_a_large_first_query(
     clone.close()
 
 
+def test_only_a_live_token_in_a_refused_frame_proves_a_connection(engine: Engine, wire: Any) -> None:
+    """A large first frame is refused unread; a forged or absent token in it leaves the connection
+    unauthenticated (its next large frame is refused too), a live one authenticates it."""
+    srv = wire(engine)
+    big = [b"\0" * (200 << 10)]
+    refused = {"info": "Not Authenticated!", "status": -1}
+    s = raw(srv.port)
+    for token in ("", "adbs_" + "0" * 48, "adbs_" + "0" * 48):
+        assert send_query(s, [{"GetStatus": {}}], big, token=token)[0] == refused
+    live = login(raw(srv.port))  # a session of another connection, as an SDK clone holds it
+    other = raw(srv.port)
+    assert send_query(other, [{"GetStatus": {}}], big, token=live)[0] == refused  # read past, but proves it
+    r, _ = send_query(other, [{"AddBlob": {"properties": {"name": "proved"}}}], big, token=live)
+    assert r[0]["AddBlob"]["status"] == 0, r
+    s.close()
+    other.close()
+
+
+def _all_at_once(calls: list[Any]) -> list[Any]:
+    """Run the calls in threads released together; -> their results in order."""
+    import threading
+
+    start = threading.Barrier(len(calls))
+    results: list[Any] = [None] * len(calls)
+
+    def run(i: int) -> None:
+        start.wait()
+        results[i] = calls[i]()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return results
+
+
+def test_clones_whose_large_first_queries_race_all_get_through(engine: Engine, wire: Any, mp4: bytes) -> None:
+    """Several clones, each on a new connection, send a large first query at once with the shared token: one
+    of them renews the shared session, the others see it renewed and only resend. Their refused frames
+    carried a live token, so their connections count as authenticated and the resend is read in full (the
+    workers of a multi-process server write through such clones: their uploads failed Not Authenticated)."""
+    srv = wire(engine)
+    first = sdk_connector(srv.port)
+    assert first.query([{"GetStatus": {}}])[0][0]["GetStatus"]["status"] == 0
+    blob = mp4 * (1 + (200 << 10) // len(mp4))
+    for round_ in range(3):
+        clones = [first.clone() for _ in range(4)]
+        results = _all_at_once(
+            [
+                lambda c=c, n=f"race-{round_}-{i}": c.query([{"AddBlob": {"properties": {"name": n}}}], [blob])[0]
+                for i, c in enumerate(clones)
+            ]
+        )
+        assert all(isinstance(r, list) and r[0]["AddBlob"]["status"] == 0 for r in results), results
+        for c in clones:
+            c.close()
+    found, _ = first.query([{"FindBlob": {"constraints": {"name": ["!=", "big"]}, "results": {"count": True}}}])
+    assert found[0]["FindBlob"]["count"] == 12, found
+    first.close()
+
+
 def test_slow_and_surplus_connections_are_closed(engine: Engine, wire: Any) -> None:
     srv = wire(engine, pre_auth_timeout_s=0.5, max_connections=2)
     quiet = raw(srv.port)  # says hello, then nothing

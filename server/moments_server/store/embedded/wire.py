@@ -54,13 +54,70 @@ log = logging.getLogger(__name__)
 NOT_AUTHENTICATED = {"info": "Not Authenticated!", "status": -1}
 PRE_AUTH_MAX_BYTES = 64 << 10
 _DRAIN_CHUNK = 64 << 10
+_MAX_TOKEN_BYTES = 256  # session tokens are "adbs_" + 48 hex digits
 
 
 class _Oversized:
-    """A pre-authentication frame that was read past, not kept."""
+    """A pre-authentication frame that was read past, not kept; `token`: the session token it carried."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, token: str = "") -> None:
         self.size = size
+        self.token = token
+
+
+class _Skimmer:
+    """Reads a queryMessage of `n` bytes off the stream field by field, keeping only its token (field 3,
+    which the SDK writes after the blobs): the json and blobs are read past in chunks."""
+
+    def __init__(self, reader: asyncio.StreamReader, n: int) -> None:
+        self.reader, self.size, self.left = reader, n, n
+
+    async def skip(self, count: int) -> None:
+        if count > self.left:
+            raise ValueError("a field runs past the frame")
+        while count:
+            chunk = await self.reader.read(min(count, _DRAIN_CHUNK))
+            if not chunk:
+                raise ProtocolError(f"connection closed after {self.size - self.left} of {self.size} bytes")
+            count -= len(chunk)
+            self.left -= len(chunk)
+
+    async def _varint(self) -> int:
+        value = 0
+        for shift in range(0, 64, 7):
+            if not self.left:
+                raise ValueError("a varint runs past the frame")
+            byte = (await self.reader.readexactly(1))[0]
+            self.left -= 1
+            value |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                return value
+        raise ValueError("a varint of more than 10 bytes")
+
+    async def token(self) -> str:
+        """The token, or "" when the frame has none or is malformed (the rest is skipped by the caller)."""
+        try:
+            token = ""
+            while self.left:
+                tag = await self._varint()
+                field, wire_type = tag >> 3, tag & 7
+                if wire_type == 0:
+                    await self._varint()
+                elif wire_type in (1, 5):
+                    await self.skip(8 if wire_type == 1 else 4)
+                elif wire_type != 2:
+                    return ""
+                else:
+                    length = await self._varint()
+                    if field == 3 and length <= min(_MAX_TOKEN_BYTES, self.left):
+                        raw = await self.reader.readexactly(length)
+                        self.left -= length
+                        token = raw.decode("utf-8", "replace")
+                    else:
+                        await self.skip(length)
+            return token
+        except (ValueError, asyncio.IncompleteReadError):
+            return ""
 
 
 class WireServer:
@@ -175,13 +232,10 @@ class WireServer:
             raise ProtocolError(f"message of {n} bytes is over the limit of {self.max_message_bytes}")
         if n <= self.pre_auth_max_bytes:
             return await self._read_body(reader, n)
-        left = n
-        while left:
-            chunk = await reader.read(min(left, _DRAIN_CHUNK))
-            if not chunk:
-                raise ProtocolError(f"connection closed after {n - left} of {n} bytes")
-            left -= len(chunk)
-        return _Oversized(n)
+        body = _Skimmer(reader, n)
+        token = await body.token()
+        await body.skip(body.left)
+        return _Oversized(n, token)
 
     @staticmethod
     async def _write_frame(writer: asyncio.StreamWriter, body: bytes) -> None:
@@ -219,7 +273,16 @@ class WireServer:
                 if frame is None:
                     return
                 if isinstance(frame, _Oversized):
-                    log.info("wire: %s sent %d bytes before authenticating; refused unread", peer, frame.size)
+                    # Refused unread either way. A live session token in it (an SDK clone's first query on a
+                    # new connection) proves the connection: the SDK renews and resends, and that is read in
+                    # full. Its clones may find the shared session renewed by another and only resend.
+                    authenticated = bool(frame.token) and self.sessions.valid(frame.token)
+                    log.info(
+                        "wire: %s sent %d bytes before authenticating; refused unread (%s)",
+                        peer,
+                        frame.size,
+                        "a live session: authenticated" if authenticated else "no live session",
+                    )
                     await self._write_frame(writer, encode_query(jsonio.dumps(NOT_AUTHENTICATED), []))
                     continue
                 js, blobs, token = decode_query(frame)
