@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 # Properties the server writes itself. The caller's metadata may not use these names, nor names
@@ -162,6 +163,11 @@ class VideoRecord:
 
 def user_metadata(props: dict[str, Any]) -> dict[str, PropertyValue]:
     return {k: v for k, v in props.items() if not k.startswith("_") and k not in RESERVED_KEYS}
+
+
+def now_date() -> str:
+    """A video's `ingested_at`: now, UTC, to the millisecond (RFC 3339)."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def time_offset(seconds: float) -> str:

@@ -18,7 +18,6 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import numpy as np
@@ -33,6 +32,7 @@ from moments_server.catalog.model import (
     FrameRecord,
     PropertyValue,
     VideoRecord,
+    now_date,
 )
 from moments_server.errors import InvalidArgument
 from moments_server.service.events import Committed, Emit
@@ -173,7 +173,7 @@ class Committer:
                 height=int(d.get("height", 0)),
                 codec=str(d.get("codec", "")),
                 container=str(d.get("container", "")),
-                ingested_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
+                ingested_at=now_date(),
                 frames=self.frames_total,
                 size_bytes=len(blob),
                 sha256="",

@@ -12,7 +12,6 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Executor
-from datetime import UTC, datetime
 from itertools import pairwise
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import numpy as np
 from moments_server import metrics
 from moments_server.bridge import ThreadIterator
 from moments_server.catalog.catalog import Catalog
-from moments_server.catalog.model import FrameRecord, PropertyValue, VideoRecord
+from moments_server.catalog.model import FrameRecord, PropertyValue, VideoRecord, now_date
 from moments_server.config import Settings
 from moments_server.errors import AlreadyExists, DataLoss, InvalidArgument, ResourceExhausted
 from moments_server.inference.embedder import Embedder
@@ -150,7 +149,7 @@ class UploadIngest:
             height=info.height,
             codec=info.codec,
             container=info.container,
-            ingested_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
+            ingested_at=now_date(),
             frames=len(frames),
             size_bytes=size,
             sha256=digest,

@@ -8,7 +8,7 @@ RESOURCE_EXHAUSTED with what to change.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from moments.v1 import moments_pb2 as pb
 from moments_server.catalog.model import VideoRecord
@@ -56,6 +56,22 @@ def _timing(t: Timing) -> pb.Timing:
     return pb.Timing(queue_ms=t.queue_ms, inference_ms=t.inference_ms, store_ms=t.store_ms, total_ms=t.total_ms)
 
 
+R = TypeVar("R", pb.SearchResponse, pb.ListVideosResponse)
+
+
+def _sized(response: R, field: str, page: SearchPage | VideoPage, limit: int, alone: str) -> R:
+    """The page trimmed to `limit` bytes (`trimmed`, and the next page starts at the first item left out);
+    an item alone over it is RESOURCE_EXHAUSTED with `alone`."""
+    items = len(getattr(response, field))
+    kept = fit(response, field, limit)
+    if items and kept == 0:
+        raise ResourceExhausted(alone)
+    response.trimmed = kept < items
+    if response.trimmed or page.more:
+        response.next_page_token = page.token_after(kept)
+    return response
+
+
 def search_response(page: SearchPage, limit: int) -> pb.SearchResponse:
     response = pb.SearchResponse(timing=_timing(page.timing))
     for m in page.moments:
@@ -65,18 +81,11 @@ def search_response(page: SearchPage, limit: int) -> pb.SearchResponse:
         fill_metadata(out.metadata, m.metadata)
         if m.thumbnail:
             out.thumbnail_jpeg = m.thumbnail
-    kept = fit(response, "moments", limit)
-    if page.moments and kept == 0:
-        raise ResourceExhausted(
-            f"one moment alone is over the server's response limit ({limit} bytes); "
-            "search without include_thumbnails, or ask the operator about the video's metadata"
-        )
-    if kept < len(page.moments):
-        response.trimmed = True
-        response.next_page_token = page.token_after(kept)
-    elif page.more:
-        response.next_page_token = page.token_after(kept)
-    return response
+    alone = (
+        f"one moment alone is over the server's response limit ({limit} bytes); "
+        "search without include_thumbnails, or ask the operator about the video's metadata"
+    )
+    return _sized(response, "moments", page, limit, alone)
 
 
 def video_response(v: VideoRecord, limit: int) -> pb.Video:
@@ -91,18 +100,11 @@ def video_response(v: VideoRecord, limit: int) -> pb.Video:
 
 def list_response(page: VideoPage, limit: int) -> pb.ListVideosResponse:
     response = pb.ListVideosResponse(videos=[video(v) for v in page.videos])
-    kept = fit(response, "videos", limit)
-    if page.videos and kept == 0:
-        raise ResourceExhausted(
-            f"the video at position {page.offset} alone is over the server's response limit "
-            f"({limit} bytes); re-ingest it with less metadata (replace)"
-        )
-    if kept < len(page.videos):
-        response.trimmed = True
-        response.next_page_token = page.token_after(kept)
-    elif page.more:
-        response.next_page_token = page.token_after(kept)
-    return response
+    alone = (
+        f"the video at position {page.offset} alone is over the server's response limit "
+        f"({limit} bytes); re-ingest it with less metadata (replace)"
+    )
+    return _sized(response, "videos", page, limit, alone)
 
 
 def embed_response(e: Embeddings) -> pb.EmbedResponse:
