@@ -60,10 +60,6 @@ class SetRegistry:
         vi.on_tail = self.on_tail
         return vi
 
-    def pending(self) -> int:
-        """Committed vectors not in their HNSW graph yet (searched exactly meanwhile)."""
-        return sum(s.index.pending for s in self.all())
-
     # -- from SQLite --------------------------------------------------------------------------------
 
     def load(self, conn: sqlite3.Connection) -> set[int]:

@@ -54,7 +54,6 @@ class Tx:
         """`ids`: the allocator for a write transaction (None: a reader); `snap`: a reader's read-cache
         generation (readcache.py; None for writers, which never use the cache)."""
         self.conn = conn
-        self.write = ids is not None
         self.snap = snap
         self.cache = cache  # the engine's read cache (rows.py), for readers with a `snap`
         # Decoded properties of rows read through the read cache, for the response builder.
