@@ -36,6 +36,7 @@ LIMITS = {
     "--max-video-duration-s": 5,
     "--max-query-chars": 200,
     "--max-video-aspect": 3,
+    "--max-filter-conditions": 2,
 }
 # Each video carries ~7.9 KB of metadata, copied onto each of its frames.
 BIG_METADATA = {k: k * 1990 for k in "abcd"}
@@ -191,6 +192,8 @@ def test_time_range_and_filters_are_checked(limited: Limited) -> None:
     assert "--video" in refused(lambda: stub.Search(pb.SearchRequest(text="x", filters=by_id)))
     nan_value = pb.SearchFilters(conditions=[c(key="a", op=c.EQ, values=[pb.Value(number_value=nan)])])
     assert "finite" in refused(lambda: stub.Search(pb.SearchRequest(text="x", filters=nan_value)))
+    three = pb.SearchFilters(conditions=[c(key="a", op=c.EQ, values=[pb.Value(string_value="x")])] * 3)
+    assert "at most 2 conditions" in refused(lambda: stub.Search(pb.SearchRequest(text="x", filters=three)))
 
 
 def test_search_pages_are_trimmed_to_the_response_limit(limited: Limited) -> None:

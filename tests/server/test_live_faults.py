@@ -524,6 +524,9 @@ def test_eight_streams_and_an_upload_with_searches_running(served: Served, strea
             except grpc.RpcError as e:
                 errors.append(f"search: {e.code().name}: {e.details()}")
                 continue
+            except AssertionError as e:  # windows() found another video's hit: a thread's failure is not raised
+                errors.append(f"search of {video_id}: {e}")
+                continue
             if len(found) < at_least or found != [k / SAMPLE_FPS for k in range(len(found))]:
                 errors.append(f"search of {video_id} after {at_least} frames were reported: windows {found}")
             checks[0] += 1
