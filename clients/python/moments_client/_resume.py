@@ -43,7 +43,6 @@ class Resume:
         self.wait_s = backoff_s
         self.upload_id = ""
         self.committed = 0  # the server's last reported commit: where a resumed call starts
-        self.reconnects = 0
 
     def seen(self, message: pb.IngestEvent, buffer: Buffer | Frames) -> None:
         kind = message.WhichOneof("event")
@@ -72,7 +71,6 @@ class Resume:
         if code not in RETRYABLE:
             return None
         self.left -= 1
-        self.reconnects += 1
         wait, self.wait_s = self.wait_s, min(self.wait_s * 2, self.backoff_max_s)
         return wait
 

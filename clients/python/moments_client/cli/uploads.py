@@ -81,6 +81,7 @@ class Uploads:
         self.cancelled = threading.Event()
         self.lock = threading.Lock()
         self.sent_so_far: dict[str, int] = {}
+        self.sent_total = 0  # sum(sent_so_far.values()), kept as the events come
         total_bytes = sum(j.size or 0 for j in todo)
         self.overall = progress.add_task(
             f"[bold]total ({len(todo)} files)", total=total_bytes or None, stage="", rate=""
@@ -138,6 +139,7 @@ class Uploads:
             with self.lock:
                 rest = (job.size or 0) - self.sent_so_far.get(job.video_id, 0)
                 self.sent_so_far[job.video_id] = job.size or 0
+                self.sent_total += rest
             progress.update(self.overall, advance=max(rest, 0))
 
     def on_event(self, job: Job, task: TaskID, started: float, event: IngestEvent) -> None:
@@ -151,7 +153,8 @@ class Uploads:
             with self.lock:
                 delta = received - self.sent_so_far.get(job.video_id, 0)
                 self.sent_so_far[job.video_id] = received
-                all_sent = sum(self.sent_so_far.values())
+                self.sent_total += delta
+                all_sent = self.sent_total
             now = time.monotonic()
             progress.update(self.overall, advance=max(delta, 0), rate=upload_rate(all_sent, now - self.overall_started))
             if delta > 0:  # the upload's rate; decoding and embedding after it do not dilute it

@@ -207,11 +207,10 @@ def aggregate(metrics: Sequence[QueryMetrics]) -> dict[str, Any]:
     ``recall_curve`` (recall@k for k = 1 .. the shortest curve)."""
     if not metrics:
         return {"queries": 0}
-    keys = list(metrics[0].scalars())
+    rows = [m.scalars() for m in metrics]
     out: dict[str, Any] = {"queries": len(metrics)}
-    for key in keys:
-        mean = sum(m.scalars()[key] for m in metrics) / len(metrics)
-        out["map" if key == "ap" else key] = mean
+    for key in rows[0]:
+        out["map" if key == "ap" else key] = sum(row[key] for row in rows) / len(rows)
     depth = min(len(m.recall) for m in metrics)
     out["recall_curve"] = [sum(m.recall[k] for m in metrics) / len(metrics) for k in range(depth)]
     return out
