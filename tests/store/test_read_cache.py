@@ -222,3 +222,31 @@ def test_a_replica_in_another_engine_answers_as_its_owner(tmp_path: Path, mp4: b
             late.close()
     finally:
         owner.close()
+
+
+def test_a_search_answered_from_the_cache_reads_no_sql(tmp_path: Path, mp4: bytes) -> None:
+    """A reader begins its transaction on its first SQL (Tx.conn): a repeated search, whose rows and edges
+    are cached and whose vectors are all in the index, runs no statement at all; after a write touches its
+    rows it reads them again, inside one deferred transaction."""
+    e = Engine(tmp_path / "store")
+    rng = random.Random(3)
+    try:
+        e.query([{"AddDescriptorSet": {"name": SET, "dimensions": DIMS, "metric": "CS"}}])
+        for vid in ("v0", "v1"):
+            add_video(e, rng, vid, 5, mp4)
+        assert e.indexer.wait(timeout=30)
+        q = vec(rng)
+        first = search(e, q)
+        statements: list[str] = []
+        e._reader().set_trace_callback(statements.append)  # this thread's reader connection
+        assert search(e, q) == first
+        assert statements == []
+        updated, _ = e.query([{"UpdateDescriptor": {"constraints": {"video_id": ["==", "v0"]}, "properties": {"tag": "z"}}}])
+        assert updated[0]["UpdateDescriptor"]["status"] == 0, updated
+        again = search(e, q)
+        assert statements[0] == "BEGIN" and statements[-1] == "COMMIT"
+        assert any(s.startswith("SELECT") for s in statements)
+        found = again[0]["FindDescriptor"]["entities"]
+        assert {d["tag"] for d in found if d["video_id"] == "v0"} == {"z"}
+    finally:
+        e.close()

@@ -166,8 +166,11 @@ class Engine:
         blobs: Sequence[bytes | FileBlob],
     ) -> tuple[Any, list[bytes]]:
         snap = self.cache.snapshot() if not write and self.replica is None else None  # before the first read
-        tx = Tx(conn, blobs, self.sets, self.blob_files, self.cache, ids=self.ids if write else None, snap=snap)
-        conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        # a reader that is not a replica begins on its first SQL (Tx.conn): a cached search reads none
+        eager = write or self.replica is not None
+        tx = Tx(conn, blobs, self.sets, self.blob_files, self.cache, self.ids if write else None, snap, eager)
+        if eager:
+            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
         if self.replica is not None:
             tx.snap = self.replica.follow(conn)  # the owner's changes up to this snapshot, applied
         results: list[dict[str, Any]] = []
@@ -185,10 +188,12 @@ class Engine:
                 self.ids.save(conn)
                 self.cache.invalidate(tx.touched)
                 log_changes(conn, tx.touched, tx.removed_vectors, tx.sets_changed)
-            conn.execute("COMMIT")
+            if tx.begun:
+                conn.execute("COMMIT")
         except Exception as e:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
+            if tx.begun:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
             if write:
                 self.cache.committed()
             tx.discard()
