@@ -15,6 +15,7 @@ import numpy as np
 from moments_server import metrics
 from moments_server.inference.batcher import Lane, MicroBatcher, Result
 from moments_server.inference.manifest import ModelManifest
+from moments_server.inference.policy import ServingPolicy
 from moments_server.inference.sessions import Tower
 from moments_server.inference.tokenizer import TextTokenizer
 from moments_server.pictures import decode_image
@@ -63,8 +64,7 @@ class Embedder:
         manifest: ModelManifest,
         text: Tower,
         image: Tower,
-        text_max_batch: int,
-        image_max_batch: int,
+        policy: ServingPolicy,
         max_delay_s: float,
         max_queue: int,
         cache_size: int,
@@ -75,21 +75,25 @@ class Embedder:
         self.image_size = manifest.image_size
         self.framing = manifest.framing
         self.dim = manifest.embed_dim
-        # On CUDA, batches are padded to warmed bucket sizes so that no request meets a new shape.
-        self._pad = text.provider == "CUDAExecutionProvider"
+        self.policy = policy
         self.text_batcher: MicroBatcher[str, np.ndarray] = MicroBatcher(
-            "text", self._run_text, text_max_batch, max_delay_s, max_queue
+            "text", self._run_text, policy.text_max_batch, max_delay_s, max_queue
         )
         self.image_batcher: MicroBatcher[np.ndarray, np.ndarray] = MicroBatcher(
-            "image", self._run_image, image_max_batch, max_delay_s, max_queue
+            "image", self._run_image, policy.image_max_batch, max_delay_s, max_queue
         )
-        self.image_batcher.defer_ingest_to(self.text_batcher)
+        self.image_batcher.defer_ingest_to(
+            self.text_batcher,
+            max_defer_s=policy.ingest_defer_s,
+            batch_while_searching=policy.ingest_batch_while_searching,
+            recent_search_s=policy.recent_search_s,
+        )
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_size = cache_size
 
     # Worker-thread side ---------------------------------------------------------------------------------
     def _bucket(self, n: int, max_batch: int) -> int:
-        return next((b for b in buckets(max_batch) if b >= n), n) if self._pad else n
+        return next((b for b in buckets(max_batch) if b >= n), n) if self.policy.pad_to_buckets else n
 
     def _run_text(self, texts: list[str]) -> list[np.ndarray]:
         ids = self.tokenizer(texts)
@@ -200,15 +204,6 @@ class Embedder:
     def fused(self) -> bool:
         """Whether the fused attention graphs serve (config fused_graphs)."""
         return self.image_tower.fused
-
-    def defer_ingest(self, max_defer_s: float, batch_while_searching: int, recent_search_s: float) -> None:
-        """While searches are pending or recent, ingest frames wait for them (MicroBatcher.defer_ingest_to)."""
-        self.image_batcher.defer_ingest_to(
-            self.text_batcher,
-            max_defer_s=max_defer_s,
-            batch_while_searching=batch_while_searching,
-            recent_search_s=recent_search_s,
-        )
 
     async def embed_stream(
         self, frames: AsyncIterator[tuple[K, np.ndarray]], window: int = 0
