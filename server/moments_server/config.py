@@ -119,7 +119,7 @@ class Settings(BaseSettings):
     fused_graphs: Literal["auto", "yes", "no"] = "auto"
     # CUDA graphs, one per warmed bucket (inference/cuda_graphs.py): auto captures them on CUDA when every node of
     # a tower's graph runs on the CUDA provider, and falls back to plain runs (logged) where a session or its
-    # first capture fails; yes asks for them on CUDA all the same (still falling back); no never. The CPU has none.
+    # first capture fails; yes makes that failure (or serving on the CPU) an error at start; no never captures.
     cuda_graphs: Literal["auto", "yes", "no"] = "auto"
     # Batch caps per tower; None = the provider's default (inference/policy.py: 32/32 on the CPU, 512 text and
     # 256 image on CUDA). Autotune picks the best bucket up to the cap; Info reports what it chose.

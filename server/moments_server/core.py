@@ -82,7 +82,14 @@ async def open_core(settings: Settings) -> Core:
     loop = asyncio.get_running_loop()
     connector = await loop.run_in_executor(executor, open_store, settings)
     text, image = await loop.run_in_executor(
-        None, load_towers, manifest, settings.device, settings.threads, settings.ort_spinning, settings.fused_graphs
+        None,
+        load_towers,
+        manifest,
+        settings.device,
+        settings.threads,
+        settings.ort_spinning,
+        settings.fused_graphs,
+        settings.cuda_graphs,
     )
     policy = policy_of(text.provider, settings)
     embedder = Embedder(

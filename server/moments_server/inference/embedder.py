@@ -51,13 +51,6 @@ def buckets(max_batch: int) -> list[int]:
     return sizes
 
 
-def _padded(batch: np.ndarray, pad_to: int) -> np.ndarray:
-    if len(batch) >= pad_to:
-        return batch
-    pad = np.zeros((pad_to - len(batch), *batch.shape[1:]), dtype=batch.dtype)
-    return np.concatenate([batch, pad])
-
-
 class Embedder:
     def __init__(
         self,
@@ -76,6 +69,10 @@ class Embedder:
         self.framing = manifest.framing
         self.dim = manifest.embed_dim
         self.policy = policy
+        if policy.pad_to_buckets:  # device-resident buffers per bucket; batches are padded up to one
+            text.use_buckets(buckets(policy.text_max_batch), (manifest.context_length,), manifest.embed_dim)
+            size = manifest.image_size
+            image.use_buckets(buckets(policy.image_max_batch), (size, size, 3), manifest.embed_dim)
         self.text_batcher: MicroBatcher[str, np.ndarray] = MicroBatcher(
             "text", self._run_text, policy.text_max_batch, max_delay_s, max_queue
         )
@@ -92,18 +89,11 @@ class Embedder:
         self._cache_size = cache_size
 
     # Worker-thread side ---------------------------------------------------------------------------------
-    def _bucket(self, n: int, max_batch: int) -> int:
-        return next((b for b in buckets(max_batch) if b >= n), n) if self.policy.pad_to_buckets else n
-
     def _run_text(self, texts: list[str]) -> list[np.ndarray]:
-        ids = self.tokenizer(texts)
-        out = self.text_tower.run(_padded(ids, self._bucket(len(ids), self.text_batcher.max_batch)))
-        return list(out[: len(texts)])
+        return list(self.text_tower.embed(self.tokenizer(texts)))
 
     def _run_image(self, frames: list[np.ndarray]) -> list[np.ndarray]:
-        batch = np.stack(frames)
-        out = self.image_tower.run(_padded(batch, self._bucket(len(batch), self.image_batcher.max_batch)))
-        return list(out[: len(frames)])
+        return list(self.image_tower.embed(frames))
 
     def warm_up(self, autotune: bool = True, reps: int = 3) -> None:
         """Run every bucket size so that no first request pays for allocation or kernel choice.
@@ -113,13 +103,15 @@ class Embedder:
         """
         started = time.perf_counter()
         frame = np.zeros((self.image_size, self.image_size, 3), dtype=np.uint8)
-        towers: list[tuple[MicroBatcher[Any, np.ndarray], Callable[[int], object]]] = [
-            (self.text_batcher, lambda n: self._run_text(["a photo of a warm up run"] * n)),
-            (self.image_batcher, lambda n: self._run_image([frame] * n)),
+        towers: list[tuple[MicroBatcher[Any, np.ndarray], Tower, Callable[[int], object]]] = [
+            (self.text_batcher, self.text_tower, lambda n: self._run_text(["a photo of a warm up run"] * n)),
+            (self.image_batcher, self.image_tower, lambda n: self._run_image([frame] * n)),
         ]
-        for batcher, run in towers:
+        for batcher, tower, run in towers:
             rates: dict[int, float] = {}
             for n in buckets(batcher.max_batch):
+                if tower.io is not None:
+                    tower.warm(n)  # its buffers, and the bucket's CUDA graph where they are captured
                 run(n)
                 if autotune:
                     # The fastest of a few runs: the least disturbed by whatever else the machine does.
