@@ -130,7 +130,16 @@ class Embedder:
                     chosen,
                 )
                 batcher.max_batch = chosen
-        log.info("warmed both towers in %.1f s", time.perf_counter() - started)
+        log.info(
+            "warmed both towers in %.1f s: %s, %s, %s graphs, CUDA graphs %s; buckets text %s, image %s",
+            time.perf_counter() - started,
+            self.provider,
+            self.precision,
+            "fused" if self.fused else "unfused",
+            "on" if self.cuda_graphs else "off",
+            buckets(self.text_max_batch),
+            buckets(self.image_max_batch),
+        )
 
     # Event-loop side ------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -191,6 +200,11 @@ class Embedder:
     @property
     def provider(self) -> str:
         return self.image_tower.provider
+
+    @property
+    def cuda_graphs(self) -> bool:
+        """Whether both towers replay CUDA graphs (a tower whose capture failed serves without)."""
+        return self.text_tower.cuda_graphs and self.image_tower.cuda_graphs
 
     @property
     def fused(self) -> bool:
