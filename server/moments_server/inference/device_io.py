@@ -12,6 +12,12 @@ OrtEpDevice's HOST_ACCESSIBLE memory, which belongs to the plugin-EP API, not to
 are made with. So the numpy staging buffer is pinned (page-locked) with cudaHostRegister from the CUDA runtime
 that onnxruntime-gpu loaded: host -> device copies from it are DMA, without the driver's staging through a
 pageable bounce buffer. Where that fails the buffer stays pageable (correct, slower) and the reason is logged.
+
+Not measured yet (no card in the session that wrote this): update_inplace copies with a synchronous cudaMemcpy
+on the default stream (onnxruntime_pybind_ortvalue.cc, CpuToCudaMemCpy). Unless onnxruntime-gpu is built with a
+per-thread default stream, that copy is ordered after the work queued on the sessions' blocking streams, so one
+tower's upload may wait for the other tower's running batch; tests/bench/cuda_paths.py measures the ingest and
+search figures this would show in.
 """
 
 from __future__ import annotations
