@@ -117,8 +117,14 @@ class Settings(BaseSettings):
     # Fused attention graphs (when the export wrote them): auto serves them on CUDA only, where their kernels
     # pay; on the CPU they measured no faster (bench figure 8). yes | no forces the choice.
     fused_graphs: Literal["auto", "yes", "no"] = "auto"
-    text_max_batch: int = 32
-    image_max_batch: int = 32
+    # CUDA graphs, one per warmed bucket (inference/cuda_graphs.py): auto captures them on CUDA when every node of
+    # a tower's graph runs on the CUDA provider, and falls back to plain runs (logged) where a session or its
+    # first capture fails; yes makes that failure (or serving on the CPU) an error at start; no never captures.
+    cuda_graphs: Literal["auto", "yes", "no"] = "auto"
+    # Batch caps per tower; None = the provider's default (inference/policy.py: 32/32 on the CPU, 512 text and
+    # 256 image on CUDA). Autotune picks the best bucket up to the cap; Info reports what it chose.
+    text_max_batch: int | None = Field(None, description="text tower's batch cap; default: the provider's")
+    image_max_batch: int | None = Field(None, description="image tower's batch cap; default: the provider's")
     # How long a batch waits for company after its first request. Requests that arrive while the tower is busy
     # batch anyway; on a CPU a longer wait only adds latency to a lone query.
     max_delay_ms: float = 0.5
@@ -140,11 +146,16 @@ class Settings(BaseSettings):
     keepalive_timeout_ms: int = 10_000
     min_ping_interval_ms: int = 10_000
     # While searches are pending or recent (recent_search_s), the image tower's ingest batches hold at most
-    # ingest_batch_while_searching frames and wait up to ingest_defer_s for the text tower's searches (on a
-    # CPU the towers share the cores; provider-specific policy belongs here).
-    ingest_batch_while_searching: int = 2
+    # ingest_batch_while_searching frames and wait up to ingest_defer_s for the text tower's searches. None =
+    # the provider's default (inference/policy.py): on the CPU, where the towers share the cores, 2 frames and
+    # 0.5 s; on CUDA 64 frames and no waiting (waiting starved ingest on the card).
+    ingest_batch_while_searching: int | None = Field(
+        None, description="ingest frames per batch while searches are about; default: the provider's"
+    )
     recent_search_s: float = 2.0
-    ingest_defer_s: float = 0.5
+    ingest_defer_s: float | None = Field(
+        None, description="seconds ingest waits for pending searches (0 = never); default: the provider's"
+    )
 
     # Limits
     max_top_k: int = 100
@@ -226,9 +237,21 @@ class Settings(BaseSettings):
             raise ValueError("must be >= 0 (0 = one per two cores)")
         return v
 
+    @field_validator("text_max_batch", "image_max_batch", "ingest_batch_while_searching")
+    @classmethod
+    def _positive_or_default(cls, v: int | None) -> int | None:
+        if v is not None and v < 1:
+            raise ValueError("must be > 0 (leave it unset for the provider's default)")
+        return v
+
+    @field_validator("ingest_defer_s")
+    @classmethod
+    def _defer(cls, v: float | None) -> float | None:
+        if v is not None and v < 0:
+            raise ValueError("must be >= 0 (0 = ingest never waits; unset = the provider's default)")
+        return v
+
     @field_validator(
-        "text_max_batch",
-        "image_max_batch",
         "max_top_k",
         "max_queue",
         "store_threads",

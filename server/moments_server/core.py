@@ -13,6 +13,7 @@ from moments_server.catalog.catalog import Catalog
 from moments_server.config import Settings
 from moments_server.inference.embedder import Embedder
 from moments_server.inference.manifest import ModelManifest, load_manifest
+from moments_server.inference.policy import policy_of
 from moments_server.inference.sessions import load_towers
 from moments_server.service.ingest import IngestService
 from moments_server.service.search import SearchService
@@ -81,19 +82,19 @@ async def open_core(settings: Settings) -> Core:
     loop = asyncio.get_running_loop()
     connector = await loop.run_in_executor(executor, open_store, settings)
     text, image = await loop.run_in_executor(
-        None, load_towers, manifest, settings.device, settings.threads, settings.ort_spinning, settings.fused_graphs
-    )
-    embedder = Embedder(
+        None,
+        load_towers,
         manifest,
-        text,
-        image,
-        settings.text_max_batch,
-        settings.image_max_batch,
-        settings.max_delay_ms / 1e3,
-        settings.max_queue,
-        settings.text_cache_size,
+        settings.device,
+        settings.threads,
+        settings.ort_spinning,
+        settings.fused_graphs,
+        settings.cuda_graphs,
     )
-    embedder.defer_ingest(settings.ingest_defer_s, settings.ingest_batch_while_searching, settings.recent_search_s)
+    policy = policy_of(text.provider, settings)
+    embedder = Embedder(
+        manifest, text, image, policy, settings.max_delay_ms / 1e3, settings.max_queue, settings.text_cache_size
+    )
     catalog = Catalog(
         connector, manifest.descriptor_set, manifest.embed_dim, manifest.identity(), settings.descriptor_engine
     )

@@ -49,25 +49,18 @@ class EmbedderAlone:
     async def _build(self) -> Any:
         from moments_server.inference.embedder import Embedder
         from moments_server.inference.manifest import load_manifest
+        from moments_server.inference.policy import policy_of
         from moments_server.inference.sessions import load_towers
 
         s = self.settings
         manifest = load_manifest(s.model_dir)
         text, image = load_towers(manifest, s.device, s.threads, s.ort_spinning)
-        embedder = Embedder(
-            manifest,
-            text,
-            image,
-            s.text_max_batch,
-            s.image_max_batch,
-            s.max_delay_ms / 1e3,
-            s.max_queue,
-            s.text_cache_size,
-        )
+        policy = policy_of(text.provider, s)
+        embedder = Embedder(manifest, text, image, policy, s.max_delay_ms / 1e3, s.max_queue, s.text_cache_size)
         # texts only here: the image tower is warmed at batch 1 instead of timed at every batch size
         embedder.image_batcher.max_batch = 1
         embedder.warm_up(s.autotune_batches)
-        embedder.image_batcher.max_batch = s.image_max_batch
+        embedder.image_batcher.max_batch = policy.image_max_batch
         embedder.start()
         return embedder
 

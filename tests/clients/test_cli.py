@@ -175,8 +175,12 @@ def test_missing_token_is_refused(server: LiveServer) -> None:
 def test_info_and_videos_rm(library: Library) -> None:
     info = run_cli("info", "--json", target=library.target)
     assert info.returncode == 0, info.output
-    assert json.loads(info.stdout)["model"]["name"] == "shapes-demo"
-    assert "shapes-demo" in run_cli("info", target=library.target).stdout
+    model = json.loads(info.stdout)["model"]
+    assert model["name"] == "shapes-demo" and model["fused"] is False and model["cuda_graphs"] is False
+    assert model["text_buckets"][0] == 1 and model["image_buckets"][0] == 1
+    table = run_cli("info", target=library.target).stdout
+    assert "shapes-demo" in table and "unfused" in table
+    assert " ".join(map(str, model["image_buckets"])) in table
     missing = run_cli("videos", "rm", "no-such-video", target=library.target)
     assert missing.returncode == 1 and "NOT_FOUND" in missing.stderr
 

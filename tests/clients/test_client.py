@@ -38,6 +38,11 @@ def test_info(client: Client) -> None:
     assert info.model.name == "shapes-demo"
     assert info.model.dimensions > 0 and info.limits.max_top_k >= 10
     assert info.store == "embedded"
+    m = info.model
+    assert m.provider == "CPUExecutionProvider" and not m.fused and not m.cuda_graphs
+    assert isinstance(m.text_buckets, tuple) and m.text_buckets[0] == 1
+    assert m.text_buckets[-1] == info.limits.text_max_batch and m.image_buckets[-1] == info.limits.image_max_batch
+    assert info.to_json()["model"]["image_buckets"] == list(m.image_buckets)
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from moments.v1 import moments_pb2 as pb
 from moments_client.sample_video import write_shapes_video
+from moments_server.inference.embedder import buckets
 from tests.server.conftest import MAX_UPLOAD, Library, ingest, ingest_requests
 
 
@@ -190,6 +191,14 @@ def test_info_health_reflection(library: Library) -> None:
     info = library.stub.Info(pb.InfoRequest())
     assert info.model.name == "shapes-demo" and info.model.provider == "CPUExecutionProvider"
     assert info.descriptor_set and info.limits.max_top_k == 100 and info.limits.max_upload_bytes == MAX_UPLOAD
+    # what the server loaded: the plain graphs on the CPU, no CUDA graphs, the buckets warmed up to the max
+    # batch its autotune chose (at most the CPU policy's cap of 32)
+    m, limits = info.model, info.limits
+    assert (m.precision, m.fused, m.cuda_graphs) == ("fp32", False, False)
+    assert list(m.text_buckets) == buckets(limits.text_max_batch) and list(m.image_buckets) == buckets(
+        limits.image_max_batch
+    )
+    assert m.text_buckets[-1] == limits.text_max_batch <= 32 and m.image_buckets[-1] == limits.image_max_batch <= 32
     channel = grpc.insecure_channel(library.server.target)
     health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service="moments.v1.VideoSearch"))
     assert health.status == health_pb2.HealthCheckResponse.SERVING

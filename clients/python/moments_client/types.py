@@ -304,6 +304,11 @@ class ModelInfo:
     precision: str
     provider: str
     fingerprint: str
+    # Empty/False where the server does not report them (older servers).
+    fused: bool = False
+    text_buckets: tuple[int, ...] = ()  # warmed batch sizes; the last is the tower's max batch
+    image_buckets: tuple[int, ...] = ()
+    cuda_graphs: bool = False
 
 
 @dataclass(frozen=True)
@@ -346,12 +351,21 @@ class Info:
     @classmethod
     def from_proto(cls, r: pb.InfoResponse) -> Info:
         return cls(
-            _from_message(ModelInfo, r.model), r.descriptor_set, r.store, _from_message(Limits, r.limits), r.version
+            _from_message(
+                ModelInfo,
+                r.model,
+                text_buckets=tuple(r.model.text_buckets),
+                image_buckets=tuple(r.model.image_buckets),
+            ),
+            r.descriptor_set,
+            r.store,
+            _from_message(Limits, r.limits),
+            r.version,
         )
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "model": vars(self.model),
+            "model": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(self.model).items()},
             "descriptor_set": self.descriptor_set,
             "store": self.store,
             "limits": vars(self.limits),

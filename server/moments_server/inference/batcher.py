@@ -73,7 +73,8 @@ class MicroBatcher(Generic[T, R]):
         self._search_idle = asyncio.Event()
         self._search_idle.set()
         self._defer_to: list[MicroBatcher[Any, Any]] = []
-        # Set by defer_ingest_to (config.py: ingest_defer_s, ingest_batch_while_searching, recent_search_s).
+        # Set by defer_ingest_to from the serving policy (inference/policy.py; config.py: ingest_defer_s,
+        # ingest_batch_while_searching, recent_search_s); these defaults are the CPU's.
         # While another tower has served searches within `recent_search_s`, ingest batches here hold at most
         # ingest_batch_while_searching items: a batch already running cannot be stopped, so its length bounds
         # a query's wait.
@@ -108,11 +109,13 @@ class MicroBatcher(Generic[T, R]):
         batch_while_searching: int | None = None,
         recent_search_s: float | None = None,
     ) -> None:
-        """Ingest-only batches here wait (up to max_defer_s) while `others` have search work.
+        """Ingest-only batches here wait (up to max_defer_s; 0 = never) while `others` have search work, and
+        hold at most batch_while_searching items while those searched within recent_search_s.
 
-        The towers share the CPU cores: an image batch of a backfill running beside a text query slows
+        On a CPU the towers share the cores: an image batch of a backfill running beside a text query slows
         the query as much as a queue would. Waiting is bounded so that ingest still progresses under a
-        steady search load.
+        steady search load. On CUDA ingest does not wait (it starved on the card); the bound on its batch
+        bounds a query's wait behind it (inference/policy.py).
         """
         self._defer_to = list(others)
         if max_defer_s is not None:
@@ -149,6 +152,8 @@ class MicroBatcher(Generic[T, R]):
         return self.max_batch
 
     async def _yield_to_searches(self) -> None:
+        if self.max_defer_s <= 0:  # ingest never waits (the CUDA policy): its batches are only bounded
+            return
         busy = [b for b in self._defer_to if b.searching]
         if not busy or self._lanes[Lane.SEARCH]:
             return

@@ -15,6 +15,7 @@ import numpy as np
 from moments_server import metrics
 from moments_server.inference.batcher import Lane, MicroBatcher, Result
 from moments_server.inference.manifest import ModelManifest
+from moments_server.inference.policy import ServingPolicy
 from moments_server.inference.sessions import Tower
 from moments_server.inference.tokenizer import TextTokenizer
 from moments_server.pictures import decode_image
@@ -50,21 +51,13 @@ def buckets(max_batch: int) -> list[int]:
     return sizes
 
 
-def _padded(batch: np.ndarray, pad_to: int) -> np.ndarray:
-    if len(batch) >= pad_to:
-        return batch
-    pad = np.zeros((pad_to - len(batch), *batch.shape[1:]), dtype=batch.dtype)
-    return np.concatenate([batch, pad])
-
-
 class Embedder:
     def __init__(
         self,
         manifest: ModelManifest,
         text: Tower,
         image: Tower,
-        text_max_batch: int,
-        image_max_batch: int,
+        policy: ServingPolicy,
         max_delay_s: float,
         max_queue: int,
         cache_size: int,
@@ -75,31 +68,32 @@ class Embedder:
         self.image_size = manifest.image_size
         self.framing = manifest.framing
         self.dim = manifest.embed_dim
-        # On CUDA, batches are padded to warmed bucket sizes so that no request meets a new shape.
-        self._pad = text.provider == "CUDAExecutionProvider"
+        self.policy = policy
+        if policy.pad_to_buckets:  # device-resident buffers per bucket; batches are padded up to one
+            text.use_buckets(buckets(policy.text_max_batch), (manifest.context_length,), manifest.embed_dim)
+            size = manifest.image_size
+            image.use_buckets(buckets(policy.image_max_batch), (size, size, 3), manifest.embed_dim)
         self.text_batcher: MicroBatcher[str, np.ndarray] = MicroBatcher(
-            "text", self._run_text, text_max_batch, max_delay_s, max_queue
+            "text", self._run_text, policy.text_max_batch, max_delay_s, max_queue
         )
         self.image_batcher: MicroBatcher[np.ndarray, np.ndarray] = MicroBatcher(
-            "image", self._run_image, image_max_batch, max_delay_s, max_queue
+            "image", self._run_image, policy.image_max_batch, max_delay_s, max_queue
         )
-        self.image_batcher.defer_ingest_to(self.text_batcher)
+        self.image_batcher.defer_ingest_to(
+            self.text_batcher,
+            max_defer_s=policy.ingest_defer_s,
+            batch_while_searching=policy.ingest_batch_while_searching,
+            recent_search_s=policy.recent_search_s,
+        )
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_size = cache_size
 
     # Worker-thread side ---------------------------------------------------------------------------------
-    def _bucket(self, n: int, max_batch: int) -> int:
-        return next((b for b in buckets(max_batch) if b >= n), n) if self._pad else n
-
     def _run_text(self, texts: list[str]) -> list[np.ndarray]:
-        ids = self.tokenizer(texts)
-        out = self.text_tower.run(_padded(ids, self._bucket(len(ids), self.text_batcher.max_batch)))
-        return list(out[: len(texts)])
+        return list(self.text_tower.embed(self.tokenizer(texts)))
 
     def _run_image(self, frames: list[np.ndarray]) -> list[np.ndarray]:
-        batch = np.stack(frames)
-        out = self.image_tower.run(_padded(batch, self._bucket(len(batch), self.image_batcher.max_batch)))
-        return list(out[: len(frames)])
+        return list(self.image_tower.embed(frames))
 
     def warm_up(self, autotune: bool = True, reps: int = 3) -> None:
         """Run every bucket size so that no first request pays for allocation or kernel choice.
@@ -109,13 +103,15 @@ class Embedder:
         """
         started = time.perf_counter()
         frame = np.zeros((self.image_size, self.image_size, 3), dtype=np.uint8)
-        towers: list[tuple[MicroBatcher[Any, np.ndarray], Callable[[int], object]]] = [
-            (self.text_batcher, lambda n: self._run_text(["a photo of a warm up run"] * n)),
-            (self.image_batcher, lambda n: self._run_image([frame] * n)),
+        towers: list[tuple[MicroBatcher[Any, np.ndarray], Tower, Callable[[int], object]]] = [
+            (self.text_batcher, self.text_tower, lambda n: self._run_text(["a photo of a warm up run"] * n)),
+            (self.image_batcher, self.image_tower, lambda n: self._run_image([frame] * n)),
         ]
-        for batcher, run in towers:
+        for batcher, tower, run in towers:
             rates: dict[int, float] = {}
             for n in buckets(batcher.max_batch):
+                if tower.io is not None:
+                    tower.warm(n)  # its buffers, and the bucket's CUDA graph where they are captured
                 run(n)
                 if autotune:
                     # The fastest of a few runs: the least disturbed by whatever else the machine does.
@@ -134,7 +130,16 @@ class Embedder:
                     chosen,
                 )
                 batcher.max_batch = chosen
-        log.info("warmed both towers in %.1f s", time.perf_counter() - started)
+        log.info(
+            "warmed both towers in %.1f s: %s, %s, %s graphs, CUDA graphs %s; buckets text %s, image %s",
+            time.perf_counter() - started,
+            self.provider,
+            self.precision,
+            "fused" if self.fused else "unfused",
+            "on" if self.cuda_graphs else "off",
+            buckets(self.text_max_batch),
+            buckets(self.image_max_batch),
+        )
 
     # Event-loop side ------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -197,18 +202,14 @@ class Embedder:
         return self.image_tower.provider
 
     @property
+    def cuda_graphs(self) -> bool:
+        """Whether both towers replay CUDA graphs (a tower whose capture failed serves without)."""
+        return self.text_tower.cuda_graphs and self.image_tower.cuda_graphs
+
+    @property
     def fused(self) -> bool:
         """Whether the fused attention graphs serve (config fused_graphs)."""
         return self.image_tower.fused
-
-    def defer_ingest(self, max_defer_s: float, batch_while_searching: int, recent_search_s: float) -> None:
-        """While searches are pending or recent, ingest frames wait for them (MicroBatcher.defer_ingest_to)."""
-        self.image_batcher.defer_ingest_to(
-            self.text_batcher,
-            max_defer_s=max_defer_s,
-            batch_while_searching=batch_while_searching,
-            recent_search_s=recent_search_s,
-        )
 
     async def embed_stream(
         self, frames: AsyncIterator[tuple[K, np.ndarray]], window: int = 0

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import ctypes
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
+from moments_server.inference.cuda_graphs import GRAPH_ID_KEY, cuda_graph_choice
+from moments_server.inference.device_io import DeviceIO
 from moments_server.inference.manifest import ModelManifest
+from moments_server.inference.policy import CUDA
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +25,7 @@ def cuda_usable() -> bool:
 
     Asking onnxruntime-gpu for CUDA on a machine without a GPU logs errors, so the driver is asked first.
     """
-    if "CUDAExecutionProvider" not in ort.get_available_providers():
+    if CUDA not in ort.get_available_providers():
         return False
     try:
         cuda = ctypes.CDLL("libcuda.so.1")
@@ -34,7 +39,14 @@ def cuda_usable() -> bool:
 
 @dataclass
 class Tower:
-    """One ONNX tower with its input/output names; `run` is called from one worker thread at a time."""
+    """One ONNX tower with its input/output names; `run`/`embed` are called from one worker thread at a time.
+
+    Each tower is a session of its own, run from its own batcher thread (batcher.MicroBatcher), so on CUDA the two
+    towers do not share a compute stream: onnxruntime's CUDA provider gives each run a stream of its own unless
+    the session is handed one (`user_compute_stream`; core/providers/cuda/cuda_stream_handle.cc,
+    RegisterCudaStreamHandles), and streams of different sessions are not ordered against each other. A text
+    search therefore does not queue behind a running image batch on the card; it shares the card's SMs with it.
+    """
 
     name: str
     session: ort.InferenceSession
@@ -43,19 +55,73 @@ class Tower:
     precision: str
     provider: str
     fused: bool = False
+    cuda_graphs: bool = False
+    # Device-resident I/O per warmed bucket (use_buckets; the CUDA policy pads batches to buckets).
+    io: DeviceIO | None = None
+    # A session like this one without CUDA graphs, for the fallback when a first capture fails.
+    plain_session: Callable[[], ort.InferenceSession] | None = None
+    cuda_graphs_setting: str = "auto"
+
+    @property
+    def device(self) -> str:
+        return "cuda" if self.provider == CUDA else "cpu"
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        if self.provider == "CUDAExecutionProvider":
+        """Any batch size, without the buckets' buffers (autotune's fallback, the benches, the tests)."""
+        if self.provider == CUDA:
             # IO binding: the input is copied to the device once and the output comes back once,
             # without onnxruntime's per-call staging of numpy buffers.
             binding = self.session.io_binding()
             binding.bind_cpu_input(self.input_name, np.ascontiguousarray(batch))
             binding.bind_output(self.output_name, "cpu")
-            self.session.run_with_iobinding(binding)
+            options = ort.RunOptions()
+            if self.cuda_graphs:  # these buffers change every call: never capture them
+                options.add_run_config_entry(GRAPH_ID_KEY, "-1")
+            self.session.run_with_iobinding(binding, options)
             out = binding.copy_outputs_to_cpu()[0]
         else:
             out = self.session.run([self.output_name], {self.input_name: batch})[0]
         return np.asarray(out, dtype=np.float32)
+
+    def use_buckets(self, sizes: Sequence[int], item_shape: tuple[int, ...], out_dim: int) -> None:
+        """Serve through device-resident buffers of these batch sizes (batches are padded up to one)."""
+        self.io = DeviceIO(
+            self.session,
+            self.input_name,
+            self.output_name,
+            sizes,
+            item_shape,
+            out_dim,
+            device=self.device,
+            cuda_graphs=self.cuda_graphs,
+        )
+
+    def embed(self, items: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+        """(n, dim) float32: through the buckets' buffers when set up, else one plain run."""
+        if self.io is not None:
+            return self.io.run(items)
+        return self.run(items if isinstance(items, np.ndarray) else np.stack(items))
+
+    def warm(self, n: int, runs: int = 3) -> None:
+        """Run the bucket of n a few times: onnxruntime warms up, then captures the bucket's CUDA graph. A failed
+        capture falls back to a session without graphs (logged), unless cuda_graphs was yes."""
+        io = self.io
+        if io is None:
+            raise RuntimeError("warm() serves the buckets set up by use_buckets()")
+        zeros = io.zeros(n)
+        try:
+            for _ in range(runs):
+                io.run(zeros)
+        except Exception as e:
+            if not self.cuda_graphs or self.plain_session is None:
+                raise
+            if self.cuda_graphs_setting == "yes":
+                raise RuntimeError(f"{self.name} tower: CUDA graph capture failed ({e}); cuda_graphs is yes") from e
+            log.warning("%s tower: CUDA graph capture failed at batch %d (%s); serving without graphs", self.name, n, e)
+            self.session, self.cuda_graphs = self.plain_session(), False
+            self.use_buckets(io.sizes, io.item_shape, io.out_dim)
+            for _ in range(runs):
+                self.embed(zeros)
 
 
 def optimization_level(path: Path) -> ort.GraphOptimizationLevel:
@@ -73,7 +139,9 @@ def optimization_level(path: Path) -> ort.GraphOptimizationLevel:
     return ort.GraphOptimizationLevel.ORT_ENABLE_ALL
 
 
-def _session(path: Path, providers: list[str], threads: int, spinning: bool) -> ort.InferenceSession:
+def _session(
+    path: Path, providers: list[str], threads: int, spinning: bool, cuda_graphs: bool = False
+) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     options.intra_op_num_threads = threads
@@ -81,19 +149,28 @@ def _session(path: Path, providers: list[str], threads: int, spinning: bool) -> 
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = optimization_level(path)
     options.log_severity_level = 3
-    return ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    chosen: list[str | tuple[str, dict[str, str]]] = list(providers)
+    if cuda_graphs:
+        chosen[0] = (CUDA, {"enable_cuda_graph": "1"})
+    return ort.InferenceSession(str(path), sess_options=options, providers=chosen)
 
 
 def load_towers(
-    manifest: ModelManifest, device: str, threads: int, spinning: bool = False, fused_graphs: str = "auto"
+    manifest: ModelManifest,
+    device: str,
+    threads: int,
+    spinning: bool = False,
+    fused_graphs: str = "auto",
+    cuda_graphs: str = "auto",
 ) -> tuple[Tower, Tower]:
-    """Build the text and image towers. device: auto | cpu | cuda; fused_graphs: auto (on CUDA) | yes | no."""
+    """Build the text and image towers. device: auto | cpu | cuda; fused_graphs: auto (on CUDA) | yes | no;
+    cuda_graphs: auto | yes | no (cuda_graphs.cuda_graph_choice)."""
     if device not in ("auto", "cpu", "cuda"):
         raise ValueError(f"device must be auto, cpu or cuda, not {device!r}")
     use_cuda = device == "cuda" or (device == "auto" and cuda_usable())
     if device == "cuda" and not cuda_usable():
         raise RuntimeError("--device cuda asked for, but onnxruntime has no usable CUDA device here")
-    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if use_cuda else ["CPUExecutionProvider"]
+    providers = [CUDA, "CPUExecutionProvider"] if use_cuda else ["CPUExecutionProvider"]
     precision = manifest.gpu_precision() if use_cuda else "fp32"
     # Fused attention graphs serve on CUDA (onnxruntime's fused kernels are what they are for). On the CPU they
     # measured no faster than the plain graphs (bench figure 8, ViT-B-32 on 2 cores: image 0.97x, text 0.98x),
@@ -102,15 +179,43 @@ def load_towers(
     towers = []
     for tower, input_name in (("text", manifest.text_input), ("image", manifest.image_input)):
         path, served, fused_served = manifest.serving_graph(tower, precision, fused)
-        session = _session(path, providers, threads, spinning)
+        graphs, why = cuda_graph_choice(cuda_graphs, providers[0], ort.__version__)
+        if cuda_graphs == "yes" and not graphs:
+            raise RuntimeError(f"cuda_graphs is yes, but {why}")
+        session = None
+        if graphs:
+            try:
+                session = _session(path, providers, threads, spinning, cuda_graphs=True)
+            except Exception as e:  # onnxruntime refuses graphs when a node is placed on the CPU
+                graphs, why = cuda_graph_choice(cuda_graphs, providers[0], ort.__version__, all_nodes_on_cuda=False)
+                if cuda_graphs == "yes":
+                    raise RuntimeError(f"cuda_graphs is yes, but {why}: {e}") from e
+                log.warning("%s tower: no CUDA graphs, %s (%s)", tower, why, e)
+        if session is None:
+            session = _session(path, providers, threads, spinning)
         provider = session.get_providers()[0]
-        towers.append(Tower(tower, session, input_name, manifest.output, served, provider, fused_served))
+        towers.append(
+            Tower(
+                tower,
+                session,
+                input_name,
+                manifest.output,
+                served,
+                provider,
+                fused_served,
+                cuda_graphs=graphs,
+                plain_session=partial(_session, path, providers, threads, spinning),
+                cuda_graphs_setting=cuda_graphs,
+            )
+        )
         log.info(
-            "loaded %s tower %s (%s, %s) on %s",
+            "loaded %s tower %s (%s, %s) on %s; CUDA graphs %s (%s)",
             tower,
             path.name,
             served,
             "fused" if fused_served else "unfused",
             provider,
+            "on" if graphs else "off",
+            why,
         )
     return towers[0], towers[1]

@@ -99,6 +99,10 @@ class ModelDescription:
     precision: str
     provider: str
     fingerprint: str
+    fused: bool
+    text_buckets: list[int]  # warmed batch sizes after autotune (the last is the max batch)
+    image_buckets: list[int]
+    cuda_graphs: bool
 
 
 @dataclass

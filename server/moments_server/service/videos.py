@@ -12,7 +12,7 @@ from moments_server.catalog.catalog import Catalog
 from moments_server.catalog.model import VIDEO_ID, VideoRecord
 from moments_server.config import Settings
 from moments_server.errors import InvalidArgument, NotFound
-from moments_server.inference.embedder import Embedder
+from moments_server.inference.embedder import Embedder, buckets
 from moments_server.pictures import check_image
 from moments_server.service.replies import (
     Embeddings,
@@ -134,5 +134,9 @@ class VideoService:
             precision=self.embedder.precision,
             provider=self.embedder.provider,
             fingerprint=m.fingerprint,
+            fused=self.embedder.fused,
+            text_buckets=buckets(self.embedder.text_max_batch),
+            image_buckets=buckets(self.embedder.image_max_batch),
+            cuda_graphs=self.embedder.cuda_graphs,
         )
         return ServerInfo(model, m.descriptor_set, self.store_kind, limits, VERSION)
