@@ -241,7 +241,9 @@ def test_a_search_answered_from_the_cache_reads_no_sql(tmp_path: Path, mp4: byte
         e._reader().set_trace_callback(statements.append)  # this thread's reader connection
         assert search(e, q) == first
         assert statements == []
-        updated, _ = e.query([{"UpdateDescriptor": {"constraints": {"video_id": ["==", "v0"]}, "properties": {"tag": "z"}}}])
+        updated, _ = e.query(
+            [{"UpdateDescriptor": {"constraints": {"video_id": ["==", "v0"]}, "properties": {"tag": "z"}}}]
+        )
         assert updated[0]["UpdateDescriptor"]["status"] == 0, updated
         again = search(e, q)
         assert statements[0] == "BEGIN" and statements[-1] == "COMMIT"
