@@ -177,7 +177,7 @@ def export_model(opts: ExportOptions) -> Path:
         try:
             model = loaded.model
             with steps.step("export text tower (onnx)"):
-                onnx_export.export_text(model, loaded.context_length, loaded.embed_dim, work / mf.TEXT_FP32)
+                trim = onnx_export.export_text(model, loaded.context_length, loaded.embed_dim, work / mf.TEXT_FP32)
             with steps.step("export image tower (onnx)"):
                 onnx_export.export_image(
                     model, loaded.image_size, loaded.mean, loaded.std, loaded.embed_dim, work / mf.IMAGE_FP32
@@ -264,8 +264,12 @@ def export_model(opts: ExportOptions) -> Path:
                     "files": files,
                     "precision": {"cpu": "fp32", "gpu": gpu_precision},
                     "inputs": {"text": onnx_export.TEXT_INPUT, "image": onnx_export.IMAGE_INPUT},
+                    # the text graphs take ids cut after the batch's last token (towers.trim_blocker)
+                    "text_trim": trim,
                     "input_layout": {
-                        "text": "int64 [batch, context_length]",
+                        "text": "int64 [batch, sequence <= context_length]"
+                        if trim
+                        else "int64 [batch, context_length]",
                         "image": "uint8 [batch, image_size, image_size, 3] RGB",
                     },
                     "output": onnx_export.OUTPUT,

@@ -16,8 +16,9 @@ from typing import Any
 import onnx
 import torch
 
+from moments_export.dynamic_attention import with_dynamic_attention
 from moments_export.fused import FusedAttention
-from moments_export.towers import ImageTower, TextTower
+from moments_export.towers import ImageTower, TextTower, trim_blocker
 
 OPSET = 17
 TEXT_INPUT = "input_ids"
@@ -26,7 +27,9 @@ OUTPUT = "embedding"
 MS_DOMAIN = "com.microsoft"
 
 
-def _export(module: torch.nn.Module, example: torch.Tensor, input_name: str, path: Path, dim: int) -> None:
+def _export(
+    module: torch.nn.Module, example: torch.Tensor, input_name: str, path: Path, dim: int, axes: dict[int, str]
+) -> None:
     module.eval()
     buf = io.BytesIO()
     fused = any(isinstance(m, FusedAttention) for m in module.modules())
@@ -38,7 +41,7 @@ def _export(module: torch.nn.Module, example: torch.Tensor, input_name: str, pat
             buf,  # type: ignore[arg-type]
             input_names=[input_name],
             output_names=[OUTPUT],
-            dynamic_axes={input_name: {0: "batch"}, OUTPUT: {0: "batch"}},
+            dynamic_axes={input_name: axes, OUTPUT: {0: "batch"}},
             opset_version=OPSET,
             do_constant_folding=True,
             dynamo=False,
@@ -62,13 +65,21 @@ def _device(clip: torch.nn.Module) -> torch.device:
     return next(clip.parameters()).device
 
 
-def export_text(clip: torch.nn.Module, context_length: int, dim: int, path: Path) -> None:
+def export_text(clip: torch.nn.Module, context_length: int, dim: int, path: Path) -> bool:
+    """Export the text tower; True when its graph takes ids cut after the batch's last token (a dynamic
+    `sequence` axis, towers.trim_blocker), False when it takes exactly context_length."""
     torch.backends.mha.set_fastpath_enabled(False)
-    example = torch.zeros((2, context_length), dtype=torch.long)
+    trim = trim_blocker(clip) is None
+    # traced at a length below context_length, so that nothing in a trimmed graph is fixed to the full one
+    example = torch.zeros((2, 8 if trim else context_length), dtype=torch.long)
     example[:, 0] = 49406
     example[:, 1] = 320
     example[:, 2] = 49407
-    _export(TextTower(clip), example.to(_device(clip)), TEXT_INPUT, path, dim)
+    axes = {0: "batch", 1: "sequence"} if trim else {0: "batch"}
+    if trim and not any(isinstance(m, FusedAttention) for m in clip.modules()):
+        clip = with_dynamic_attention(clip)  # nn.MultiheadAttention traces with the example's length fixed
+    _export(TextTower(clip, trim), example.to(_device(clip)), TEXT_INPUT, path, dim, axes)
+    return trim
 
 
 def export_image(
@@ -79,7 +90,7 @@ def export_image(
     example = torch.randint(0, 256, (2, image_size, image_size, 3), dtype=torch.uint8)
     dtype = next(clip.parameters()).dtype
     tower = ImageTower(clip, mean, std, dtype).to(_device(clip))
-    _export(tower, example.to(_device(clip)), IMAGE_INPUT, path, dim)
+    _export(tower, example.to(_device(clip)), IMAGE_INPUT, path, dim, {0: "batch"})
 
 
 def half_model(clip: torch.nn.Module) -> torch.nn.Module:

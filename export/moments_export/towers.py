@@ -11,18 +11,64 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from open_clip.transformer import text_global_pool
 from torch import nn
 
 
-class TextTower(nn.Module):
-    """``input_ids`` int64 [batch, context_length] -> ``embedding`` float32 [batch, dim], unit length."""
+def trim_blocker(clip: Any) -> str | None:
+    """Why the text tower cannot run on ids cut after their last token (None: it can).
 
-    def __init__(self, clip: Any) -> None:
+    With a causal attention mask, a token attends only to the tokens before it, so the padding after the
+    end-of-text token changes nothing that argmax/eos pooling reads: the tower can run on the batch's
+    longest text instead of all context_length positions (a query of 8 tokens instead of 77). This holds
+    for open_clip's CLIP text tower (token_embedding, positional_embedding, transformer, attn_mask); other
+    towers (CustomTextCLIP's, HF encoders, a pad mask, a class token, first/last pooling) keep the fixed
+    length. The export verifies the cut graph against torch on full-length ids either way."""
+    needed = ("token_embedding", "positional_embedding", "transformer", "ln_final", "attn_mask")
+    missing = [a for a in needed if not hasattr(clip, a)]
+    if missing:
+        return f"{type(clip).__name__} has no {', '.join(missing)} (not open_clip's CLIP text tower)"
+    mask = clip.attn_mask
+    if not isinstance(mask, torch.Tensor) or mask.dim() != 2:
+        return "the text tower has no causal attention mask"
+    upper = torch.ones_like(mask, dtype=torch.bool).triu(1)
+    if not (bool(torch.isneginf(mask[upper]).all()) and bool((mask[~upper] == 0).all())):
+        return "the text tower's attention mask is not causal"
+    pool = getattr(clip, "text_pool_type", "argmax")
+    if pool not in ("argmax", "eos"):
+        return f"text pooling {pool!r} reads a position the padding decides"
+    return None
+
+
+class TextTower(nn.Module):
+    """``input_ids`` int64 [batch, sequence] -> ``embedding`` float32 [batch, dim], unit length.
+
+    `trim`: the graph takes any sequence up to context_length (ids cut after the batch's last token, see
+    `trim_blocker`); otherwise exactly context_length."""
+
+    def __init__(self, clip: Any, trim: bool = False) -> None:
         super().__init__()
         self.clip = clip
+        self.trim = trim
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        x = self.clip.encode_text(input_ids)
+        if not self.trim:
+            return F.normalize(self.clip.encode_text(input_ids).float(), dim=-1)
+        # open_clip's CLIP.encode_text with the positional embedding and the causal mask cut to the input's
+        # length (it adds all context_length positions, which fixes the length)
+        clip = self.clip
+        # positions through arange + gather: a Python slice [:seq] is traced with seq fixed to the example's
+        pos = torch.arange(input_ids.shape[1], device=input_ids.device)
+        cast = clip.transformer.get_cast_dtype()
+        x = clip.token_embedding(input_ids).to(cast)
+        x = x + clip.positional_embedding[pos].to(cast)
+        x = clip.transformer(x, attn_mask=clip.attn_mask[pos][:, pos])
+        x = clip.ln_final(x)
+        x = text_global_pool(
+            x, input_ids, getattr(clip, "text_pool_type", "argmax"), eos_token_id=getattr(clip, "text_eos_id", None)
+        )
+        if clip.text_projection is not None:
+            x = clip.text_projection(x) if isinstance(clip.text_projection, nn.Linear) else x @ clip.text_projection
         return F.normalize(x.float(), dim=-1)
 
 

@@ -44,7 +44,8 @@ def test_graph_io(tiny_dir: Path) -> None:
         t = m.graph.input[0].type.tensor_type
         assert t.elem_type == dtype
         dims = [d.dim_param or d.dim_value for d in t.shape.dim]
-        assert dims == (["batch", 77] if inp == "input_ids" else ["batch", 32, 32, 3])
+        # the text graph takes ids cut after the batch's last token (towers.trim_blocker): any length to 77
+        assert dims == (["batch", "sequence"] if inp == "input_ids" else ["batch", 32, 32, 3])
         out = m.graph.output[0].type.tensor_type
         assert out.elem_type == onnx.TensorProto.FLOAT
         assert [d.dim_param or d.dim_value for d in out.shape.dim] == ["batch", 32]
@@ -91,6 +92,12 @@ def test_parity_with_torch(tiny_dir: Path, tiny_config: Path, tmp_path: Path) ->
     i = ort_embed(tiny_dir / "image.onnx", "pixels", px)
     assert np.sum(t * ref["text"], axis=1).min() >= 0.9999
     assert np.sum(i * ref["image"], axis=1).min() >= 0.9999
+    # cut after the longest text's last token (or a little later), the ids give torch's full-length embeddings
+    used = int(np.flatnonzero(ids.any(axis=0))[-1]) + 1
+    assert used < 20 and not ids[:, used:].any()
+    for length in (used, used + 5):
+        cut = ort_embed(tiny_dir / "text.onnx", "input_ids", ids[:, :length])
+        assert np.sum(cut * ref["text"], axis=1).min() >= 0.99999
     # and the embeddings are not degenerate (different inputs, different vectors)
     assert np.sum(i[0] * i[1]) < 0.9999
 
@@ -107,6 +114,7 @@ def test_manifest(tiny_dir: Path) -> None:
     assert len(m["mean"]) == 3 and len(m["std"]) == 3
     assert m["inputs"] == {"text": "input_ids", "image": "pixels"} and m["output"] == "embedding"
     assert m["precision"] == {"cpu": "fp32", "gpu": "fp32"}
+    assert m["text_trim"] is True and m["input_layout"]["text"] == "int64 [batch, sequence <= context_length]"
     files = m["files"]
     assert set(files) == {"text", "image", "tokenizer"}
     assert set(files["text"]) == {"fp32", "fp32_fused"} and set(files["image"]) == {"fp32", "fp32_fused"}
@@ -121,6 +129,8 @@ def test_manifest(tiny_dir: Path) -> None:
     assert m["fingerprint"] == manifest_fingerprint(m)
     v = m["verification"]
     assert v["text_cosine_min"] >= 0.9999 and v["image_cosine_min"] >= 0.9999
+    trimmed = [k for k in v["fp32"]["text"] if k.startswith("trimmed_")]
+    assert len(trimmed) == 2 and all(v["fp32"]["text"][k] >= 0.9999 for k in trimmed)
     assert v["fp16"] is None
     for key in ("fp32",):
         f = v["fused"][key]
@@ -195,7 +205,10 @@ def test_fp16_variant_on_cpu(tmp_path: Path, tiny_config: Path, tiny_dir: Path) 
     assert set(m["files"]["text"]) == keys and set(m["files"]["image"]) == keys
     assert m["files"]["text"]["fp16"]["path"] == "text.fp16.onnx"
     assert m["files"]["image"]["fp16_fused"]["path"] == "image.fp16.fused.onnx"
-    assert m["precision"] == {"cpu": "fp32", "gpu": "fp32"}  # not measured on a GPU: not recommended
+    assert m["precision"] == {"cpu": "fp32", "gpu": "fp32"}
+    assert (
+        m["text_trim"] is True and m["input_layout"]["text"] == "int64 [batch, sequence <= context_length]"
+    )  # not measured on a GPU: not recommended
     v16 = m["verification"]["fp16"]
     assert v16["ok"] and v16["text_cosine_min"] >= 0.999 and v16["image_cosine_min"] >= 0.999
     assert v16["device"] == "cpu"
@@ -229,3 +242,24 @@ def _embed_like_server(path: Path, name: str, x: np.ndarray) -> np.ndarray:
     s = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
     (y,) = s.run(["embedding"], {name: x})
     return np.asarray(y)
+
+
+def test_only_causal_argmax_text_towers_are_trimmed() -> None:
+    """The cut is exact only when no position reads the padding: a causal mask and end-of-text pooling."""
+    import copy
+
+    from open_clip.model import CLIP
+
+    from moments_export.towers import trim_blocker
+    from tests.export.conftest import TINY_CFG
+
+    def tiny(**text: object) -> CLIP:
+        return CLIP(TINY_CFG["embed_dim"], TINY_CFG["vision_cfg"], {**TINY_CFG["text_cfg"], **text})
+
+    assert trim_blocker(tiny()) is None
+    assert "pooling 'last'" in (trim_blocker(tiny(pool_type="last")) or "")
+    assert "no causal attention mask" in (trim_blocker(tiny(no_causal_mask=True)) or "")
+    bidirectional = tiny()
+    bidirectional.attn_mask = copy.deepcopy(bidirectional.attn_mask).zero_()
+    assert "not causal" in (trim_blocker(bidirectional) or "")
+    assert "not open_clip's CLIP text tower" in (trim_blocker(bidirectional.visual) or "")

@@ -41,6 +41,18 @@ class StreamEmbedded(Generic[K]):
     inference_s: float
 
 
+TRIM_MULTIPLE = 8  # trimmed lengths are rounded up to this: fewer distinct shapes, at most 7 padding ids
+
+
+def trimmed_length(ids: np.ndarray, context_length: int) -> int:
+    """The positions a batch of padded ids needs: up to the longest row's last token (padding is 0 after it),
+    rounded up to TRIM_MULTIPLE, at most context_length. The text tower is causal and pools the end-of-text
+    token, so the padding cut off changes no embedding (the export verifies it)."""
+    used = np.flatnonzero(ids.any(axis=0))
+    n = int(used[-1]) + 1 if len(used) else 1
+    return min(context_length, -(-n // TRIM_MULTIPLE) * TRIM_MULTIPLE)
+
+
 def buckets(max_batch: int) -> list[int]:
     """Batch sizes worth warming: powers of two up to max_batch, and max_batch itself."""
     sizes = [1]
@@ -69,6 +81,9 @@ class Embedder:
         self.framing = manifest.framing
         self.dim = manifest.embed_dim
         self.policy = policy
+        # The text tower runs on the batch's longest text, not all context_length positions, when its graph
+        # takes that (manifest text_trim). Not through device buffers: those have one shape per bucket.
+        self._trim = manifest.text_trim and not policy.pad_to_buckets
         if policy.pad_to_buckets:  # device-resident buffers per bucket; batches are padded up to one
             text.use_buckets(buckets(policy.text_max_batch), (manifest.context_length,), manifest.embed_dim)
             size = manifest.image_size
@@ -90,7 +105,10 @@ class Embedder:
 
     # Worker-thread side ---------------------------------------------------------------------------------
     def _run_text(self, texts: list[str]) -> list[np.ndarray]:
-        return list(self.text_tower.embed(self.tokenizer(texts)))
+        ids = self.tokenizer(texts)
+        if self._trim:
+            ids = ids[:, : trimmed_length(ids, self.manifest.context_length)]
+        return list(self.text_tower.embed(ids))
 
     def _run_image(self, frames: list[np.ndarray]) -> list[np.ndarray]:
         return list(self.image_tower.embed(frames))

@@ -50,6 +50,12 @@ class ModelManifest:
         return int(self.raw["context_length"])
 
     @property
+    def text_trim(self) -> bool:
+        """Whether the text graphs take ids cut after the batch's last token (exports since the manifest
+        says so; older ones take exactly context_length)."""
+        return bool(self.raw.get("text_trim", False))
+
+    @property
     def descriptor_set(self) -> str:
         return str(self.raw["descriptor_set"])
 
