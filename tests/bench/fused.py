@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from moments_server.inference.embedder import trimmed_length
 from tests.bench.common import Figure, Goal, log, skipped
 
 GOAL = Goal("fused ≥ 1.15 × unfused (CPU, same batch)", ">=", 1.15, "ratio")
@@ -30,7 +31,8 @@ def _inputs(m: Any, tower: str, batch: int, rng: np.random.Generator) -> np.ndar
         return rng.integers(0, 256, (batch, m.image_size, m.image_size, 3), dtype=np.uint8)
     ids = np.zeros((batch, m.context_length), dtype=np.int64)
     ids[:, 0], ids[:, 1:9], ids[:, 9] = 49406, rng.integers(300, 40000, (batch, 8)), 49407
-    return ids
+    # what the server sends: cut after the last token when the graph takes that (manifest text_trim)
+    return ids[:, : trimmed_length(ids, m.context_length)] if m.text_trim else ids
 
 
 def run(ctx: Any) -> list[Figure]:

@@ -186,8 +186,9 @@ def model_dir(cache: Path) -> tuple[Path, dict[str, Any]]:
     import shutil
 
     root = cache / "bench-models"
-    # "-fused": exported since the exporter writes fused graphs (issue 11); older caches lack them
-    official = root / "official-vit-b-32-random-fused"
+    # "-trim": exported since the text graphs take trimmed ids (manifest text_trim); older caches ("-fused")
+    # take all context_length positions
+    official = root / "official-vit-b-32-random-trim"
     own = root / RECIPE
     if (official / "manifest.json").is_file():
         return official, {

@@ -20,6 +20,7 @@ beside it. Figures are modules of this package, each with `run(ctx) -> list[Figu
     eval_quality      13  search quality (`moments eval`) of shapes-demo on the generated labelled corpus,
                           unmerged vs merged: HIT@1/5, mAP, nDCG@10, IoU@1 (+ eval-*.json/.md/.png)
     shots             14  shot-aware windows: moment IoU vs fixed windows; detection CPU / ingest CPU
+    text_trim         15  the text tower on trimmed ids vs all context_length positions (same graph)
 
 `--workers N[,M]` measures figures 10 and 11 once per server worker count (passed as the server's
 `--workers` when its --help lists it); without it the server runs with its default.
@@ -56,6 +57,7 @@ FIGURES = (
     "live_lag",
     "eval_quality",
     "shots",
+    "text_trim",
 )
 
 # Every size the run uses; recorded in the JSON. Full sizes are chosen so that a run with the caches

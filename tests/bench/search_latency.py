@@ -19,7 +19,8 @@ TOP_K = 10
 
 @functools.lru_cache(maxsize=2)
 def text_tower(model_dir: Path, threads: int) -> tuple[Any, Any]:
-    """The text tower with the server's own session settings, and the tokenizer."""
+    """The text tower with the server's own session settings, and a tokenizer giving the ids the server sends."""
+    from moments_server.inference.embedder import trimmed_length
     from moments_server.inference.manifest import load_manifest
     from moments_server.inference.sessions import load_towers
     from moments_server.inference.tokenizer import TextTokenizer
@@ -27,7 +28,15 @@ def text_tower(model_dir: Path, threads: int) -> tuple[Any, Any]:
     m = load_manifest(model_dir)
     text, image = load_towers(m, "cpu", threads)
     del image
-    return text, TextTokenizer(m.tokenizer_path, m.context_length)
+    full = TextTokenizer(m.tokenizer_path, m.context_length)
+    if not m.text_trim:
+        return text, full
+
+    def tok(texts: list[str]) -> Any:  # the ids the Embedder sends: cut after the batch's longest text
+        ids = full(texts)
+        return ids[:, : trimmed_length(ids, m.context_length)]
+
+    return text, tok
 
 
 def bare_text(model_dir: Path, texts: list[str], threads: int) -> dict[str, Any]:
