@@ -12,7 +12,7 @@ import pytest
 
 from moments_server.inference.embedder import TRIM_MULTIPLE, Embedder, trimmed_length
 from moments_server.inference.manifest import load_manifest
-from moments_server.inference.policy import CPU_POLICY, CUDA
+from moments_server.inference.policy import CPU_POLICY, CUDA_POLICY
 from moments_server.inference.sessions import load_towers
 
 TEXTS = [
@@ -60,11 +60,29 @@ def test_embedder_trims_and_agrees_with_full_length_ids(shapes_model_dir: Path) 
     assert float(np.sum(alone[0] * got[0])) >= 0.99999
 
 
-@pytest.mark.parametrize("policy", [replace(CPU_POLICY, provider=CUDA, pad_to_buckets=True)])
-def test_device_buffers_keep_the_full_length(shapes_model_dir: Path, policy: object) -> None:
-    """Bucketed device buffers have one shape per bucket, so the CUDA policy sends all positions."""
+def test_device_buffers_take_trimmed_ids_padded_to_their_lengths(shapes_model_dir: Path) -> None:
+    """Bucketed device buffers have one shape per bucket: the CUDA policy's text lengths each get their own, a
+    trimmed batch runs in the shortest that holds it, and the embeddings equal the full-length ones."""
     manifest = load_manifest(shapes_model_dir)
     text, image = load_towers(manifest, "cpu", threads=1)
-    embedder = Embedder(manifest, text, image, policy, 0.0005, 64, 0)  # type: ignore[arg-type]
-    assert embedder._trim is False
-    assert embedder.text_tower.io is not None and embedder.text_tower.io.item_shape == (manifest.context_length,)
+    policy = replace(CUDA_POLICY, text_max_batch=8, image_max_batch=2)  # the CUDA policy on the 'cpu' device
+    embedder = Embedder(manifest, text, image, policy, 0.0005, 64, 0)
+    io = embedder.text_tower.io
+    assert io is not None and io.lengths == [16, 32, manifest.context_length]
+    ids = embedder.tokenizer(TEXTS)
+    cut = trimmed_length(ids, manifest.context_length)
+    assert io.bucket(len(TEXTS), cut) == 4 and cut <= 16 and io._slot(4, cut).staging.shape == (4, 16)
+    got = np.stack(embedder._run_text(TEXTS))
+    full = text.run(ids)
+    assert np.sum(got * full, axis=1).min() >= 0.99999
+    long = ids.copy()
+    long[0, :40] = 320  # a text of 40 positions: the 77-long buffer
+    assert np.sum(io.run(long[:, :40]) * text.run(long), axis=1).min() >= 0.99999
+    # after a 16-position batch, a shorter one in the same buffer: the positions it leaves are padding again
+    sixteen = ids.copy()
+    sixteen[:, 1:15] = 320
+    io.run(sixteen[:, :16])
+    np.testing.assert_array_equal(io.run(ids[:, :cut]), np.stack(embedder._run_text(TEXTS)))
+    assert np.sum(io.run(ids[:, :cut]) * full, axis=1).min() >= 0.99999
+    with pytest.raises(ValueError, match="longer than the longest"):
+        io.run(np.zeros((1, manifest.context_length + 1), dtype=np.int64))

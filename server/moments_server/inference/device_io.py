@@ -115,7 +115,10 @@ class DeviceIO:
         device: str = "cpu",
         device_id: int = 0,
         cuda_graphs: bool = False,
+        lengths: Sequence[int] = (),
     ) -> None:
+        """`lengths`: for items of one axis (token ids), the item lengths that get buffers of their own (a
+        trimmed batch runs in the shortest that holds it, padded with 0); by default only item_shape's."""
         self.session = session
         self.device = device
         self.cuda_graphs = cuda_graphs
@@ -124,35 +127,45 @@ class DeviceIO:
         types = (numpy_type(inputs[input_name].type), numpy_type(outputs[output_name].type))
         self.sizes = sorted(set(sizes))
         self.item_shape, self.input_type, self.out_dim = item_shape, types[0], out_dim
+        full = item_shape[0] if len(item_shape) == 1 else 0
+        if lengths and (not full or max(lengths) > full):
+            raise ValueError(f"item lengths {list(lengths)} need one-axis items of at most {item_shape}")
+        self.lengths = sorted({*lengths, full}) if lengths else [full]
         self.pinned = False
+        # ordered by size, then length: the first that holds a batch is its smallest bucket
         self._slots: list[_Slot] = []
-        for i, size in enumerate(self.sizes):
-            options = ort.RunOptions()
-            if cuda_graphs:
-                options.add_run_config_entry(GRAPH_ID_KEY, graph_id(i))
-            slot = _Slot(
-                session, (input_name, output_name), size, item_shape, types, out_dim, (device, device_id), options
-            )
-            if device == "cuda":
-                self.pinned = pin_host(slot.staging)
-            self._slots.append(slot)
+        for size in self.sizes:
+            for length in self.lengths:
+                options = ort.RunOptions()
+                if cuda_graphs:
+                    options.add_run_config_entry(GRAPH_ID_KEY, graph_id(len(self._slots)))
+                shape = (length,) if full else item_shape
+                slot = _Slot(
+                    session, (input_name, output_name), size, shape, types, out_dim, (device, device_id), options
+                )
+                if device == "cuda":
+                    self.pinned = pin_host(slot.staging)
+                self._slots.append(slot)
 
     @property
     def max_batch(self) -> int:
         return self.sizes[-1]
 
-    def zeros(self, n: int) -> np.ndarray:
-        """A batch of n all-zero items (warm-up)."""
-        return np.zeros((n, *self.item_shape), dtype=self.input_type)
+    def zeros(self, n: int, length: int | None = None) -> np.ndarray:
+        """A batch of n all-zero items (warm-up), of `length` for one-axis items."""
+        shape = (length,) if length is not None else self.item_shape
+        return np.zeros((n, *shape), dtype=self.input_type)
 
-    def bucket(self, n: int) -> int:
+    def bucket(self, n: int, length: int | None = None) -> int:
         """The bucket a batch of n items runs in; ValueError for more than the largest."""
-        return self._slot(n).size
+        return self._slot(n, length).size
 
-    def _slot(self, n: int) -> _Slot:
+    def _slot(self, n: int, length: int | None = None) -> _Slot:
         for slot in self._slots:
-            if slot.size >= n:
+            if slot.size >= n and (length is None or slot.staging.shape[1] >= length):
                 return slot
+        if length is not None and length > self.lengths[-1]:
+            raise ValueError(f"items of {length} are longer than the longest buffer ({self.lengths[-1]})")
         raise ValueError(f"a batch of {n} is larger than the largest warmed bucket ({self.max_batch})")
 
     def run(self, items: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
@@ -160,10 +173,16 @@ class DeviceIO:
         n = len(items)
         if n == 0:
             raise ValueError("an empty batch")
-        slot = self._slot(n)
         if isinstance(items, np.ndarray):
-            slot.staging[:n] = items
+            length = items.shape[1] if len(self.lengths) > 1 or self.lengths[0] else None
+            slot = self._slot(n, length)
+            if length is None or length == slot.staging.shape[1]:
+                slot.staging[:n] = items
+            else:  # a trimmed batch in a longer buffer: 0 is the padding id after the last token
+                slot.staging[:n, :length] = items
+                slot.staging[:n, length:] = 0
         else:
+            slot = self._slot(n)
             for row, item in enumerate(items):  # into the staging buffer: no np.stack, no concatenation
                 slot.staging[row] = item
         if slot.filled > n:

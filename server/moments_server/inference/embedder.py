@@ -82,10 +82,11 @@ class Embedder:
         self.dim = manifest.embed_dim
         self.policy = policy
         # The text tower runs on the batch's longest text, not all context_length positions, when its graph
-        # takes that (manifest text_trim). Not through device buffers: those have one shape per bucket.
-        self._trim = manifest.text_trim and not policy.pad_to_buckets
+        # takes that (manifest text_trim); through device buffers, padded up to the policy's text lengths.
+        self._trim = manifest.text_trim
         if policy.pad_to_buckets:  # device-resident buffers per bucket; batches are padded up to one
-            text.use_buckets(buckets(policy.text_max_batch), (manifest.context_length,), manifest.embed_dim)
+            lengths = [n for n in policy.text_lengths if n < manifest.context_length] if self._trim else []
+            text.use_buckets(buckets(policy.text_max_batch), (manifest.context_length,), manifest.embed_dim, lengths)
             size = manifest.image_size
             image.use_buckets(buckets(policy.image_max_batch), (size, size, 3), manifest.embed_dim)
         self.text_batcher: MicroBatcher[str, np.ndarray] = MicroBatcher(
@@ -149,7 +150,7 @@ class Embedder:
                 )
                 batcher.max_batch = chosen
         log.info(
-            "warmed both towers in %.1f s: %s, %s, %s graphs, CUDA graphs %s; buckets text %s, image %s",
+            "warmed both towers in %.1f s: %s, %s, %s graphs, CUDA graphs %s; buckets text %s, image %s; text ids %s",
             time.perf_counter() - started,
             self.provider,
             self.precision,
@@ -157,7 +158,16 @@ class Embedder:
             "on" if self.cuda_graphs else "off",
             buckets(self.text_max_batch),
             buckets(self.image_max_batch),
+            self._text_ids_note(),
         )
+
+    def _text_ids_note(self) -> str:
+        if not self._trim:
+            return f"all {self.manifest.context_length} positions"
+        io = self.text_tower.io
+        if io is None:
+            return "trimmed to the longest text (rounded up to 8)"
+        return f"trimmed, padded up to lengths {io.lengths}"
 
     # Event-loop side ------------------------------------------------------------------------------------
     def start(self) -> None:

@@ -35,6 +35,9 @@ class ServingPolicy:
     # Ingest frames per batch while the other tower's searches are pending or recent (recent_search_s).
     ingest_batch_while_searching: int
     recent_search_s: float
+    # Token-id lengths that get buffers of their own when padding to buckets (trimmed text batches are padded
+    # up to the shortest that holds them, context_length last); () where any trimmed length runs as it is.
+    text_lengths: tuple[int, ...] = ()
 
     @property
     def cuda(self) -> bool:
@@ -59,6 +62,8 @@ CUDA_POLICY = ServingPolicy(
     ingest_defer_s=0.0,
     ingest_batch_while_searching=64,
     recent_search_s=2.0,
+    # most queries are under 16 tokens; each length multiplies the warmed shapes (and CUDA graphs) by one
+    text_lengths=(16, 32),
 )
 
 
@@ -83,6 +88,7 @@ def serving_policy(
             base.ingest_batch_while_searching if ingest_batch_while_searching is None else ingest_batch_while_searching
         ),
         recent_search_s=base.recent_search_s if recent_search_s is None else recent_search_s,
+        text_lengths=base.text_lengths,
     )
 
 

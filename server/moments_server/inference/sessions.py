@@ -83,8 +83,11 @@ class Tower:
             out = self.session.run([self.output_name], {self.input_name: batch})[0]
         return np.asarray(out, dtype=np.float32)
 
-    def use_buckets(self, sizes: Sequence[int], item_shape: tuple[int, ...], out_dim: int) -> None:
-        """Serve through device-resident buffers of these batch sizes (batches are padded up to one)."""
+    def use_buckets(
+        self, sizes: Sequence[int], item_shape: tuple[int, ...], out_dim: int, lengths: Sequence[int] = ()
+    ) -> None:
+        """Serve through device-resident buffers of these batch sizes (batches are padded up to one), and for
+        token ids of these lengths too (a trimmed batch is padded up to one: DeviceIO)."""
         self.io = DeviceIO(
             self.session,
             self.input_name,
@@ -94,6 +97,7 @@ class Tower:
             out_dim,
             device=self.device,
             cuda_graphs=self.cuda_graphs,
+            lengths=lengths,
         )
 
     def embed(self, items: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
@@ -103,15 +107,17 @@ class Tower:
         return self.run(items if isinstance(items, np.ndarray) else np.stack(items))
 
     def warm(self, n: int, runs: int = 3) -> None:
-        """Run the bucket of n a few times: onnxruntime warms up, then captures the bucket's CUDA graph. A failed
+        """Run the bucket of n (each of its lengths) a few times: onnxruntime warms up, then captures the bucket's
+        CUDA graph. A failed
         capture falls back to a session without graphs (logged), unless cuda_graphs was yes."""
         io = self.io
         if io is None:
             raise RuntimeError("warm() serves the buckets set up by use_buckets()")
-        zeros = io.zeros(n)
+        batches = [io.zeros(n, length or None) for length in io.lengths]  # each length of one-axis items
         try:
-            for _ in range(runs):
-                io.run(zeros)
+            for zeros in batches:
+                for _ in range(runs):
+                    io.run(zeros)
         except Exception as e:
             if not self.cuda_graphs or self.plain_session is None:
                 raise
@@ -119,9 +125,10 @@ class Tower:
                 raise RuntimeError(f"{self.name} tower: CUDA graph capture failed ({e}); cuda_graphs is yes") from e
             log.warning("%s tower: CUDA graph capture failed at batch %d (%s); serving without graphs", self.name, n, e)
             self.session, self.cuda_graphs = self.plain_session(), False
-            self.use_buckets(io.sizes, io.item_shape, io.out_dim)
-            for _ in range(runs):
-                self.embed(zeros)
+            self.use_buckets(io.sizes, io.item_shape, io.out_dim, io.lengths if io.lengths[0] else ())
+            for zeros in batches:
+                for _ in range(runs):
+                    self.embed(zeros)
 
 
 def optimization_level(path: Path) -> ort.GraphOptimizationLevel:
