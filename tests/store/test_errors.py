@@ -139,6 +139,10 @@ def test_error_names_the_failed_command(db: Engine) -> None:
         ),
         ([{"FindClip": {"group_by_source": True}}], [], "group_by_source needs is_connected_to"),
         ([{"Authenticate": {"username": "a"}}], [], "must be sent alone, over the wire protocol"),
+        # remove_props is checked alike for objects and connections (a string is not a list of names)
+        ([{"UpdateEntity": {"remove_props": "ab"}}], [], "remove_props must be an array of property names"),
+        ([{"UpdateConnection": {"remove_props": "ab"}}], [], "remove_props must be an array of property names"),
+        ([{"UpdateConnection": {"remove_props": ["_uniqueid"]}}], [], "cannot remove reserved properties"),
     ],
 )
 def test_refusals(db: Engine, query: list[dict[str, Any]], blobs: list[bytes], message: str) -> None:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from . import jsonio
 from .constraints import compile_constraints, uid_of
 from .errors import QueryError
-from .params import int_param, json_ids, results_spec, sorted_keys, wants_props
+from .params import int_param, json_ids, remove_props_param, results_spec, sorted_keys, wants_props
 from .properties import decode_value, encode_properties
 from .storage import CONN
 from .tx import Binding
@@ -113,7 +113,7 @@ def find_connection(tx: Tx, cmd: str, body: dict[str, Any]) -> dict[str, Any]:
 
 def update_connection(tx: Tx, cmd: str, body: dict[str, Any]) -> dict[str, Any]:
     props = encode_properties(body.get("properties"))
-    remove = body.get("remove_props", [])
+    remove = remove_props_param(body, cmd)
     where, params = _conn_select(tx, body, cmd)
     rows = tx.conn.execute(f"SELECT c.id, c.props FROM conns c WHERE {where}", params).fetchall()
     rewrite_props(tx, "conns", rows, props, remove)

@@ -8,7 +8,7 @@ from . import jsonio
 from .errors import QueryError
 from .filters import Select, apply_filters
 from .media import clip_inside, clip_range, in_range, probe_video
-from .params import bool_param, json_ids, results_spec
+from .params import bool_param, json_ids, remove_props_param, results_spec
 from .properties import encode_properties
 from .responses import group_source, respond
 from .rows import find_neighbours, find_rows
@@ -130,11 +130,7 @@ def _matched_ids(tx: Tx, cmd: str, body: dict[str, Any], cls: str | None) -> lis
 def update_objects(tx: Tx, cmd: str, body: dict[str, Any]) -> dict[str, Any]:
     cls = _cls_for(cmd, body)
     props = encode_properties(body.get("properties"))
-    remove = body.get("remove_props", [])
-    if not isinstance(remove, list) or not all(isinstance(k, str) for k in remove):
-        raise QueryError(f"{cmd}: remove_props must be an array of property names")
-    if any(k.startswith("_") for k in remove):
-        raise QueryError(f"{cmd}: remove_props cannot remove reserved properties")
+    remove = remove_props_param(body, cmd)
     ids = _matched_ids(tx, cmd, body, cls)
     if ids and (props or remove):
         rows = tx.conn.execute(

@@ -30,6 +30,16 @@ def bool_param(body: dict[str, Any], key: str, cmd: str) -> bool:
     return v
 
 
+def remove_props_param(body: dict[str, Any], cmd: str) -> list[str]:
+    """An update's `remove_props`: property names, none of them reserved (`_...`)."""
+    remove = body.get("remove_props", [])
+    if not isinstance(remove, list) or not all(isinstance(k, str) for k in remove):
+        raise QueryError(f"{cmd}: remove_props must be an array of property names")
+    if any(k.startswith("_") for k in remove):
+        raise QueryError(f"{cmd}: remove_props cannot remove reserved properties")
+    return remove
+
+
 def json_ids(ids: list[int]) -> str:
     return jsonio.dumps(ids)
 
