@@ -14,7 +14,7 @@ from moments_server.config import Settings
 from moments_server.inference.embedder import Embedder
 from moments_server.inference.manifest import ModelManifest, load_manifest
 from moments_server.inference.policy import policy_of
-from moments_server.inference.sessions import load_towers
+from moments_server.inference.sessions import load_towers, serving_provider
 from moments_server.service.ingest import IngestService
 from moments_server.service.search import SearchService
 from moments_server.service.videos import VideoService
@@ -81,6 +81,7 @@ async def open_core(settings: Settings) -> Core:
     executor = ThreadPoolExecutor(max_workers=settings.store_threads, thread_name_prefix="store")
     loop = asyncio.get_running_loop()
     connector = await loop.run_in_executor(executor, open_store, settings)
+    policy = policy_of(serving_provider(settings.device), settings)
     text, image = await loop.run_in_executor(
         None,
         load_towers,
@@ -90,8 +91,10 @@ async def open_core(settings: Settings) -> Core:
         settings.ort_spinning,
         settings.fused_graphs,
         settings.cuda_graphs,
+        policy.image_nice,
     )
-    policy = policy_of(text.provider, settings)
+    if text.provider != policy.provider:  # onnxruntime fell back from the provider asked for
+        policy = policy_of(text.provider, settings)
     embedder = Embedder(
         manifest, text, image, policy, settings.max_delay_ms / 1e3, settings.max_queue, settings.text_cache_size
     )

@@ -22,6 +22,7 @@ from typing import Any, Generic, TypeVar
 
 from moments_server import metrics
 from moments_server.errors import Expired, QueueFull
+from moments_server.inference.priority import lower_this_thread
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -58,7 +59,9 @@ class MicroBatcher(Generic[T, R]):
         max_batch: int,
         max_delay_s: float,
         max_queue: int,
+        nice: int = 0,
     ) -> None:
+        """nice > 0: the thread that runs batches has a lower OS priority (priority.py)."""
         self.name = name
         self._run = run
         self.max_batch = max_batch
@@ -66,7 +69,9 @@ class MicroBatcher(Generic[T, R]):
         self.max_queue = max_queue
         self._lanes: tuple[deque[_Request[T]], deque[_Request[T]]] = (deque(), deque())
         self._wakeup = asyncio.Event()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"batch-{name}")
+        self._executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix=f"batch-{name}", initializer=lower_this_thread, initargs=(nice,)
+        )
         self._task: asyncio.Task[None] | None = None
         # Search requests queued or running here; other towers' ingest batches wait while it is > 0.
         self._searching = 0

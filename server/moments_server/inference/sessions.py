@@ -16,6 +16,7 @@ from moments_server.inference.cuda_graphs import GRAPH_ID_KEY, cuda_graph_choice
 from moments_server.inference.device_io import DeviceIO
 from moments_server.inference.manifest import ModelManifest
 from moments_server.inference.policy import CUDA
+from moments_server.inference.priority import in_lowered_thread
 
 log = logging.getLogger(__name__)
 
@@ -147,8 +148,10 @@ def optimization_level(path: Path) -> ort.GraphOptimizationLevel:
 
 
 def _session(
-    path: Path, providers: list[str], threads: int, spinning: bool, cuda_graphs: bool = False
+    path: Path, providers: list[str], threads: int, spinning: bool, cuda_graphs: bool = False, nice: int = 0
 ) -> ort.InferenceSession:
+    """A session as the server builds them; `nice` > 0 builds it in a thread of lower priority, which its
+    intra-op threads inherit (priority.py)."""
     options = ort.SessionOptions()
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     options.intra_op_num_threads = threads
@@ -159,7 +162,16 @@ def _session(
     chosen: list[str | tuple[str, dict[str, str]]] = list(providers)
     if cuda_graphs:
         chosen[0] = (CUDA, {"enable_cuda_graph": "1"})
-    return ort.InferenceSession(str(path), sess_options=options, providers=chosen)
+    return in_lowered_thread(nice, lambda: ort.InferenceSession(str(path), sess_options=options, providers=chosen))
+
+
+def serving_provider(device: str) -> str:
+    """The provider the towers are built for: device auto | cpu | cuda (cuda fails where none answers)."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda, not {device!r}")
+    if device == "cuda" and not cuda_usable():
+        raise RuntimeError("--device cuda asked for, but onnxruntime has no usable CUDA device here")
+    return CUDA if device == "cuda" or (device == "auto" and cuda_usable()) else "CPUExecutionProvider"
 
 
 def load_towers(
@@ -169,14 +181,12 @@ def load_towers(
     spinning: bool = False,
     fused_graphs: str = "auto",
     cuda_graphs: str = "auto",
+    image_nice: int = 0,
 ) -> tuple[Tower, Tower]:
     """Build the text and image towers. device: auto | cpu | cuda; fused_graphs: auto (on CUDA) | yes | no;
-    cuda_graphs: auto | yes | no (cuda_graphs.cuda_graph_choice)."""
-    if device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"device must be auto, cpu or cuda, not {device!r}")
-    use_cuda = device == "cuda" or (device == "auto" and cuda_usable())
-    if device == "cuda" and not cuda_usable():
-        raise RuntimeError("--device cuda asked for, but onnxruntime has no usable CUDA device here")
+    cuda_graphs: auto | yes | no (cuda_graphs.cuda_graph_choice); image_nice: how much lower the image
+    tower's threads run than the text tower's (priority.py)."""
+    use_cuda = serving_provider(device) == CUDA
     providers = [CUDA, "CPUExecutionProvider"] if use_cuda else ["CPUExecutionProvider"]
     precision = manifest.gpu_precision() if use_cuda else "fp32"
     # Fused attention graphs serve on CUDA (onnxruntime's fused kernels are what they are for). On the CPU they
@@ -186,20 +196,21 @@ def load_towers(
     towers = []
     for tower, input_name in (("text", manifest.text_input), ("image", manifest.image_input)):
         path, served, fused_served = manifest.serving_graph(tower, precision, fused)
+        nice = image_nice if tower == "image" else 0
         graphs, why = cuda_graph_choice(cuda_graphs, providers[0], ort.__version__)
         if cuda_graphs == "yes" and not graphs:
             raise RuntimeError(f"cuda_graphs is yes, but {why}")
         session = None
         if graphs:
             try:
-                session = _session(path, providers, threads, spinning, cuda_graphs=True)
+                session = _session(path, providers, threads, spinning, cuda_graphs=True, nice=nice)
             except Exception as e:  # onnxruntime refuses graphs when a node is placed on the CPU
                 graphs, why = cuda_graph_choice(cuda_graphs, providers[0], ort.__version__, all_nodes_on_cuda=False)
                 if cuda_graphs == "yes":
                     raise RuntimeError(f"cuda_graphs is yes, but {why}: {e}") from e
                 log.warning("%s tower: no CUDA graphs, %s (%s)", tower, why, e)
         if session is None:
-            session = _session(path, providers, threads, spinning)
+            session = _session(path, providers, threads, spinning, nice=nice)
         provider = session.get_providers()[0]
         towers.append(
             Tower(
@@ -211,7 +222,7 @@ def load_towers(
                 provider,
                 fused_served,
                 cuda_graphs=graphs,
-                plain_session=partial(_session, path, providers, threads, spinning),
+                plain_session=partial(_session, path, providers, threads, spinning, nice=nice),
                 cuda_graphs_setting=cuda_graphs,
             )
         )
