@@ -15,12 +15,13 @@ CUDA providers implement (on CUDA with its fused/flash kernels) in fp32 and fp16
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from moments_export.attention import SelfAttention, swap_attention
 
 
 class NotFusable(Exception):
@@ -51,53 +52,34 @@ def _is_causal(mask: torch.Tensor, seq: int) -> bool:
     return bool(torch.isneginf(mask[upper]).all()) and bool((mask[~upper] == 0).all())
 
 
-class FusedAttention(nn.Module):
-    """Drop-in for open_clip's ``nn.MultiheadAttention(q, q, q, need_weights=False, attn_mask=None|causal)``."""
+class FusedAttention(SelfAttention):
+    """onnxruntime's Attention operator in place of open_clip's ``nn.MultiheadAttention`` (no mask, or causal)."""
+
+    refused = NotFusable
 
     def __init__(self, mha: nn.MultiheadAttention) -> None:
-        super().__init__()
         if not mha._qkv_same_embed_dim or mha.in_proj_bias is None or mha.bias_k is not None:
             raise NotFusable("attention without one packed in-projection with bias")
-        self.heads = mha.num_heads
-        self.batch_first = mha.batch_first
+        super().__init__(mha)
         # Attention's weight is [in, 3*hidden] (x @ W); torch keeps [3*hidden, in]
         self.w = nn.Parameter(mha.in_proj_weight.detach().t().contiguous(), requires_grad=False)
         self.b = nn.Parameter(mha.in_proj_bias.detach().clone(), requires_grad=False)
-        self.out_proj = mha.out_proj
 
-    def forward(
-        self,
-        query: torch.Tensor,
-        key: torch.Tensor,
-        value: torch.Tensor,
-        need_weights: bool = False,
-        attn_mask: torch.Tensor | None = None,
-        **kwargs: Any,
-    ) -> tuple[torch.Tensor, None]:
-        if key is not query or value is not query or kwargs.get("key_padding_mask") is not None:
-            raise NotFusable("only self-attention without a padding mask is fused")
-        x = query if self.batch_first else query.transpose(0, 1)
+    def attend(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
         causal = 0
         if attn_mask is not None:
             if not _is_causal(attn_mask, x.shape[1]):
                 raise NotFusable("an attention mask other than the causal one")
             causal = 1
-        y = self.out_proj(_AttentionOp.apply(x, self.w, self.b, self.heads, causal))
-        return (y if self.batch_first else y.transpose(0, 1)), None
+        return _AttentionOp.apply(x, self.w, self.b, self.heads, causal)
 
 
 def with_fused_attention(clip: nn.Module) -> nn.Module:
     """A copy of ``clip`` whose ``nn.MultiheadAttention`` modules are :class:`FusedAttention`."""
-    fused = copy.deepcopy(clip)
-    swapped = 0
-    for module in list(fused.modules()):
-        for name, child in list(module.named_children()):
-            if isinstance(child, nn.MultiheadAttention):
-                setattr(module, name, FusedAttention(child))
-                swapped += 1
+    fused, swapped = swap_attention(clip, FusedAttention)
     if not swapped:
         raise NotFusable(f"{type(clip).__name__} has no nn.MultiheadAttention")
-    return fused.eval()
+    return fused
 
 
 def optimize(path: str, out: str) -> dict[str, int]:

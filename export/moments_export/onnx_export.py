@@ -16,7 +16,7 @@ from typing import Any
 import onnx
 import torch
 
-from moments_export.dynamic_attention import with_dynamic_attention
+from moments_export.attention import with_dynamic_attention
 from moments_export.fused import FusedAttention
 from moments_export.towers import ImageTower, TextTower, trim_blocker
 
