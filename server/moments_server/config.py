@@ -153,10 +153,10 @@ class Settings(BaseSettings):
         None, description="ingest frames per batch while searches are about; default: the provider's"
     )
     recent_search_s: float = 2.0
-    # How much lower (a nice increment, 0-19) the image tower's threads run than the text tower's, so that a
-    # query gets the cores first while an ingest batch runs (inference/priority.py). None = the provider's
-    # default: 10 on the CPU, 0 on CUDA.
-    image_nice: int | None = Field(None, description="nice increment of the image tower's threads (0-19)")
+    # How much lower (a nice increment, 0-19) ingest work runs than searches: the image tower's threads and the
+    # upload decoders, so that a query gets the cores first while an ingest batch runs (inference/priority.py).
+    # None = the provider's default: 10 on the CPU, 0 on CUDA.
+    ingest_nice: int | None = Field(None, description="nice increment of ingest's threads (0-19)")
     ingest_defer_s: float | None = Field(
         None, description="seconds ingest waits for pending searches (0 = never); default: the provider's"
     )
@@ -248,7 +248,7 @@ class Settings(BaseSettings):
             raise ValueError("must be > 0 (leave it unset for the provider's default)")
         return v
 
-    @field_validator("image_nice")
+    @field_validator("ingest_nice")
     @classmethod
     def _nice(cls, v: int | None) -> int | None:
         if v is not None and not 0 <= v <= 19:

@@ -91,7 +91,7 @@ async def open_core(settings: Settings) -> Core:
         settings.ort_spinning,
         settings.fused_graphs,
         settings.cuda_graphs,
-        policy.image_nice,
+        policy.ingest_nice,
     )
     if text.provider != policy.provider:  # onnxruntime fell back from the provider asked for
         policy = policy_of(text.provider, settings)

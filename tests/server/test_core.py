@@ -4,8 +4,11 @@ transport calls it. A real shapes-demo model, a real embedded store, a real vide
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import sys
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from types import FrameType
 
 import pytest
 
@@ -114,3 +117,57 @@ def test_shot_settings_reach_the_detector(shapes_model_dir: Path, tmp_path: Path
             await core.close()
 
     assert asyncio.run(run()) == 1
+
+
+def producer_threads() -> list[str]:
+    """Names of the threads now running an upload's decode (UploadIngest's `produce` on their stack)."""
+    names = {t.ident: t.name for t in threading.enumerate()}
+    out = []
+    for ident, frame in sys._current_frames().items():
+        f: FrameType | None = frame
+        while f is not None and not (f.f_code.co_name == "produce" and f.f_code.co_filename.endswith("upload.py")):
+            f = f.f_back
+        if f is not None:
+            out.append(names.get(ident, "?"))
+    return out
+
+
+def test_upload_decoders_hold_threads_of_their_own(shapes_model_dir: Path, tmp_path: Path) -> None:
+    """An upload's decoder holds a thread for the video's whole decode. With as many uploads as store threads,
+    decoders on the store's threads would leave no thread for a search's store query until a decode ended:
+    they run on threads of their own, and a search is answered while both decode."""
+    video = tmp_path / "long.mp4"
+    write_shapes_video(video, SHAPES * 20, seconds_each=5.0, fps=5, size=(96, 96))  # 300 s: 300 frames at 1 fps
+    data = video.read_bytes()
+    settings = core_settings(shapes_model_dir, tmp_path, store_threads=2, max_concurrent_ingests=2)
+
+    async def run() -> tuple[list[str], list[bool]]:
+        core = await open_core(settings)
+        try:
+            await core.prepare()
+            done: dict[str, bool] = {}
+
+            def emitter(vid: str) -> Callable[[events.IngestEvent], Awaitable[None]]:
+                async def emit(event: events.IngestEvent) -> None:
+                    done[vid] = isinstance(event, events.Done)
+
+                return emit
+
+            uploads = [
+                asyncio.ensure_future(core.ingest.ingest(IngestSpec(v, "long.mp4"), chunks(data), emitter(v)))
+                for v in ("a", "b")
+            ]
+            threads: list[str] = []
+            while len(threads) < 2:  # both uploads decoding
+                await asyncio.sleep(0.002)
+                threads = producer_threads()
+            await core.search.search(SearchQuery(text="a red circle", top_k=3), None)
+            answered_while = [done.get(v, False) for v in ("a", "b")]
+            await asyncio.gather(*uploads)
+            return threads, answered_while
+        finally:
+            await core.close()
+
+    threads, done_at_search = asyncio.run(run())
+    assert len(threads) == 2 and all(name.startswith("decode") for name in threads), threads
+    assert done_at_search == [False, False]  # the search came back while both uploads were still running

@@ -93,7 +93,7 @@ class Embedder:
             "text", self._run_text, policy.text_max_batch, max_delay_s, max_queue
         )
         self.image_batcher: MicroBatcher[np.ndarray, np.ndarray] = MicroBatcher(
-            "image", self._run_image, policy.image_max_batch, max_delay_s, max_queue, policy.image_nice
+            "image", self._run_image, policy.image_max_batch, max_delay_s, max_queue, policy.ingest_nice
         )
         self.image_batcher.defer_ingest_to(
             self.text_batcher,

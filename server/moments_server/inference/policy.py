@@ -38,9 +38,10 @@ class ServingPolicy:
     # Token-id lengths that get buffers of their own when padding to buckets (trimmed text batches are padded
     # up to the shortest that holds them, context_length last); () where any trimmed length runs as it is.
     text_lengths: tuple[int, ...] = ()
-    # How much lower the image tower's threads run than the text tower's (a nice increment, priority.py): on
-    # the CPU a query's text tower gets the cores first while an ingest batch runs; 0 = the same priority.
-    image_nice: int = 0
+    # How much lower ingest work runs than searches (a nice increment, priority.py): the image tower's threads
+    # and the upload decoders. On the CPU a query's text tower gets the cores first while an ingest batch runs;
+    # 0 = the same priority.
+    ingest_nice: int = 0
 
     @property
     def cuda(self) -> bool:
@@ -55,7 +56,7 @@ CPU_POLICY = ServingPolicy(
     ingest_defer_s=0.5,
     ingest_batch_while_searching=2,
     recent_search_s=2.0,
-    image_nice=10,
+    ingest_nice=10,
 )
 
 CUDA_POLICY = ServingPolicy(
@@ -79,7 +80,7 @@ def serving_policy(
     ingest_defer_s: float | None = None,
     ingest_batch_while_searching: int | None = None,
     recent_search_s: float | None = None,
-    image_nice: int | None = None,
+    ingest_nice: int | None = None,
 ) -> ServingPolicy:
     """The provider's policy (any provider but CUDA serves by the CPU's), with each explicit setting over it."""
     base = CUDA_POLICY if provider == CUDA else replace(CPU_POLICY, provider=provider)
@@ -94,7 +95,7 @@ def serving_policy(
         ),
         recent_search_s=base.recent_search_s if recent_search_s is None else recent_search_s,
         text_lengths=base.text_lengths,
-        image_nice=base.image_nice if image_nice is None else image_nice,
+        ingest_nice=base.ingest_nice if ingest_nice is None else ingest_nice,
     )
 
 
@@ -107,5 +108,5 @@ def policy_of(provider: str, settings: Settings) -> ServingPolicy:
         ingest_defer_s=settings.ingest_defer_s,
         ingest_batch_while_searching=settings.ingest_batch_while_searching,
         recent_search_s=settings.recent_search_s,
-        image_nice=settings.image_nice,
+        ingest_nice=settings.ingest_nice,
     )

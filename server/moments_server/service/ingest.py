@@ -8,7 +8,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import TypeVar, cast
 
 from moments_server.catalog.catalog import Catalog
@@ -16,6 +16,7 @@ from moments_server.catalog.model import PropertyValue, VideoRecord
 from moments_server.config import Settings
 from moments_server.errors import AlreadyExists, FailedPrecondition, NotFound, Overloaded, Unavailable
 from moments_server.inference.embedder import Embedder
+from moments_server.inference.priority import lower_this_thread
 from moments_server.service.events import Emit, IngestEvent
 from moments_server.service.ingest_checks import validate_header
 from moments_server.service.live import LiveIngest
@@ -58,6 +59,15 @@ class IngestService:
         self.embedder = embedder
         self.catalog = catalog
         self.executor = executor
+        # Upload decoders wait on the embedder for a video's whole decode: on threads of their own (a decoder on
+        # a store thread held it, so max_concurrent_ingests uploads could take every store thread and stall
+        # every search's store query until a decode ended), at ingest's lower priority (inference/priority.py).
+        self._decoders = ThreadPoolExecutor(
+            max_workers=settings.max_concurrent_ingests,
+            thread_name_prefix="decode",
+            initializer=lower_this_thread,
+            initargs=(embedder.policy.ingest_nice,),
+        )
         self._in_flight: dict[str, asyncio.Task] = {}  # video id -> the call ingesting it
         self._stops: dict[asyncio.Task, Callable[[], None]] = {}  # a LIVE call -> what ends its stream cleanly
         self._pulls: set[asyncio.Task] = set()  # the pulls' LIVE ingests, cancelled (interrupted) on shutdown
@@ -168,6 +178,7 @@ class IngestService:
             job.cancel()
         if self._pulls:
             await asyncio.wait(set(self._pulls), timeout=self.settings.grace_s)
+        self._decoders.shutdown(wait=False, cancel_futures=True)
 
     async def _ingest(self, header: IngestSpec, metadata: Metadata, chunks: AsyncIterator[bytes], emit: Emit) -> None:
         if header.source_url:
@@ -179,7 +190,7 @@ class IngestService:
             self._stops[cast(asyncio.Task, asyncio.current_task())] = stopped.set
             await live.run(header, metadata, _until(chunks, stopped), emit)
             return
-        upload = UploadIngest(self.settings, self.embedder, self.catalog, self.executor)
+        upload = UploadIngest(self.settings, self.embedder, self.catalog, self.executor, self._decoders)
         await upload.run(header, metadata, chunks, emit)
 
     async def _pull(self, header: IngestSpec, metadata: Metadata, emit: Emit) -> None:

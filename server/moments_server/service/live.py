@@ -33,6 +33,7 @@ from moments_server.errors import (
     ResourceExhausted,
 )
 from moments_server.inference.embedder import Embedder
+from moments_server.inference.priority import lower_this_thread
 from moments_server.service.events import Accepted, Done, Emit, Progress, Timings
 from moments_server.service.requests import FrameIn, IngestSpec
 from moments_server.service.segments import ByteStream, Committer, FrameStream
@@ -139,7 +140,12 @@ class LiveIngest:
         # The decoder waits on the network and the feeding on the decoder for the stream's whole life: on
         # threads of the stream's own, never the store's (streams as many as store_threads took them all,
         # and then neither their bytes nor any store query could run).
-        own_threads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="live")
+        own_threads = ThreadPoolExecutor(
+            max_workers=2,
+            thread_name_prefix="live",
+            initializer=lower_this_thread,  # ingest's lower priority (inference/priority.py)
+            initargs=(self.embedder.policy.ingest_nice,),
+        )
 
         if video is not None:  # a resumed stream: the container header, then from the last restart point
             prefix = await self.call(

@@ -54,11 +54,15 @@ def close_shots(records: list[FrameRecord]) -> int:
 
 
 class UploadIngest:
-    def __init__(self, settings: Settings, embedder: Embedder, catalog: Catalog, executor: Executor) -> None:
+    def __init__(
+        self, settings: Settings, embedder: Embedder, catalog: Catalog, executor: Executor, decoders: Executor
+    ) -> None:
+        """executor: store calls; decoders: the threads a video's decode holds while it runs."""
         self.settings = settings
         self.embedder = embedder
         self.catalog = catalog
         self.executor = executor
+        self.decoders = decoders
 
     async def run(
         self, header: IngestSpec, metadata: dict[str, PropertyValue], chunks: AsyncIterator[bytes], emit: Emit
@@ -194,7 +198,7 @@ class UploadIngest:
                 yield (frame, thumb), frame.rgb
             decode_s[0] = time.perf_counter() - started
 
-        decoder = ThreadIterator(self.executor, produce, maxsize=2 * self.embedder.image_max_batch)
+        decoder = ThreadIterator(self.decoders, produce, maxsize=2 * self.embedder.image_max_batch)
         records: list[FrameRecord] = []
         thumbs: list[bytes] = []
         results: list[np.ndarray] = []
