@@ -46,10 +46,10 @@ OWNER_USER = "moments-owner"
 def auto_workers(cores: int | None = None) -> int:
     """One worker per two cores: each is bound by its own GIL to about one core, and leaves about as much to
     its decoder and onnxruntime threads. Measured on 2 cores, quiet (bench figures 10 and 11, --workers 1,2,
-    2026-12-07): 2 workers serve shapes-demo searches faster (64 clients: 1,646 against 1,261 QPS), but
-    ViT-B-32 searches no faster (74.5 against 78.4 QPS) and ingest slower (4 streams of 720p: 15.0 against
-    21.4 video-s/s, the two processes' sessions and decoders contending for the cores), so a 2-core host
-    serves from one process; a 16-core host from 8."""
+    2026-12-07, trimmed text ids): 2 workers serve shapes-demo searches faster (64 clients: 2,129 against
+    1,468 QPS), but ViT-B-32 searches no faster (322 against 343 QPS) and ingest slower (4 streams of 720p:
+    17.2 against 23.1 video-s/s, the two processes' sessions and decoders contending for the cores), so a
+    2-core host serves from one process; a 16-core host from 8."""
     return max(1, (cores or os.cpu_count() or 1) // 2)
 
 
