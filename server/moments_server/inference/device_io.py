@@ -130,16 +130,17 @@ class DeviceIO:
         full = item_shape[0] if len(item_shape) == 1 else 0
         if lengths and (not full or max(lengths) > full):
             raise ValueError(f"item lengths {list(lengths)} need one-axis items of at most {item_shape}")
-        self.lengths = sorted({*lengths, full}) if lengths else [full]
+        # one-axis items (token ids): the lengths with buffers of their own, the full one last; else none
+        self.lengths: list[int] = sorted({*lengths, full}) if full else []
         self.pinned = False
         # ordered by size, then length: the first that holds a batch is its smallest bucket
         self._slots: list[_Slot] = []
         for size in self.sizes:
-            for length in self.lengths:
+            for length in self.lengths or [0]:
                 options = ort.RunOptions()
                 if cuda_graphs:
                     options.add_run_config_entry(GRAPH_ID_KEY, graph_id(len(self._slots)))
-                shape = (length,) if full else item_shape
+                shape = (length,) if length else item_shape
                 slot = _Slot(
                     session, (input_name, output_name), size, shape, types, out_dim, (device, device_id), options
                 )
@@ -174,7 +175,7 @@ class DeviceIO:
         if n == 0:
             raise ValueError("an empty batch")
         if isinstance(items, np.ndarray):
-            length = items.shape[1] if len(self.lengths) > 1 or self.lengths[0] else None
+            length = items.shape[1] if self.lengths else None
             slot = self._slot(n, length)
             if length is None or length == slot.staging.shape[1]:
                 slot.staging[:n] = items

@@ -81,11 +81,8 @@ class Embedder:
         self.framing = manifest.framing
         self.dim = manifest.embed_dim
         self.policy = policy
-        # The text tower runs on the batch's longest text, not all context_length positions, when its graph
-        # takes that (manifest text_trim); through device buffers, padded up to the policy's text lengths.
-        self._trim = manifest.text_trim
-        if policy.pad_to_buckets:  # device-resident buffers per bucket; batches are padded up to one
-            lengths = [n for n in policy.text_lengths if n < manifest.context_length] if self._trim else []
+        if policy.pad_to_buckets:  # device buffers per bucket (and per text length): batches are padded up to one
+            lengths = [n for n in policy.text_lengths if n < manifest.context_length] if manifest.text_trim else []
             text.use_buckets(buckets(policy.text_max_batch), (manifest.context_length,), manifest.embed_dim, lengths)
             size = manifest.image_size
             image.use_buckets(buckets(policy.image_max_batch), (size, size, 3), manifest.embed_dim)
@@ -107,7 +104,7 @@ class Embedder:
     # Worker-thread side ---------------------------------------------------------------------------------
     def _run_text(self, texts: list[str]) -> list[np.ndarray]:
         ids = self.tokenizer(texts)
-        if self._trim:
+        if self.manifest.text_trim:  # the batch's longest text, not all context_length positions
             ids = ids[:, : trimmed_length(ids, self.manifest.context_length)]
         return list(self.text_tower.embed(ids))
 
@@ -162,7 +159,7 @@ class Embedder:
         )
 
     def _text_ids_note(self) -> str:
-        if not self._trim:
+        if not self.manifest.text_trim:
             return f"all {self.manifest.context_length} positions"
         io = self.text_tower.io
         if io is None:

@@ -114,7 +114,7 @@ class Tower:
         io = self.io
         if io is None:
             raise RuntimeError("warm() serves the buckets set up by use_buckets()")
-        batches = [io.zeros(n, length or None) for length in io.lengths]  # each length of one-axis items
+        batches = [io.zeros(n, length) for length in io.lengths] or [io.zeros(n)]  # each length of token ids
         try:
             for zeros in batches:
                 for _ in range(runs):
@@ -126,7 +126,7 @@ class Tower:
                 raise RuntimeError(f"{self.name} tower: CUDA graph capture failed ({e}); cuda_graphs is yes") from e
             log.warning("%s tower: CUDA graph capture failed at batch %d (%s); serving without graphs", self.name, n, e)
             self.session, self.cuda_graphs = self.plain_session(), False
-            self.use_buckets(io.sizes, io.item_shape, io.out_dim, io.lengths if io.lengths[0] else ())
+            self.use_buckets(io.sizes, io.item_shape, io.out_dim, io.lengths)
             for zeros in batches:
                 for _ in range(runs):
                     self.embed(zeros)
