@@ -143,7 +143,9 @@ def verify_pair(
     t = check_graph(text_path, "input_ids", refs["ids"], refs["text"], dim, providers)
     if takes_trimmed_ids(text_path):
         # the same texts cut after the longest one's last token, and one position later: what a server sends
-        cut = trimmed_length(refs["ids"])
+        from moments_server.inference.embedder import last_token_length
+
+        cut = last_token_length(refs["ids"])
         for length in (cut, cut + 1):
             trimmed = check_graph(text_path, "input_ids", refs["ids"][:, :length], refs["text"], dim, providers)
             t[f"trimmed_{length}_cosine_min"] = trimmed["cosine_min"]
@@ -174,12 +176,6 @@ def takes_trimmed_ids(path: Path) -> bool:
 
     dims = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
     return len(dims) == 2 and not dims[1].HasField("dim_value")
-
-
-def trimmed_length(ids: np.ndarray) -> int:
-    """Positions up to the last token of the longest row (padding ids are 0 after each row's last token)."""
-    used = np.flatnonzero(ids.any(axis=0))
-    return int(used[-1]) + 1 if len(used) else 1
 
 
 def embed(path: Path, input_name: str, x: np.ndarray, providers: list[str] | None = None) -> np.ndarray:

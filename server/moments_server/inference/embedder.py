@@ -44,13 +44,17 @@ class StreamEmbedded(Generic[K]):
 TRIM_MULTIPLE = 8  # trimmed lengths are rounded up to this: fewer distinct shapes, at most 7 padding ids
 
 
-def trimmed_length(ids: np.ndarray, context_length: int) -> int:
-    """The positions a batch of padded ids needs: up to the longest row's last token (padding is 0 after it),
-    rounded up to TRIM_MULTIPLE, at most context_length. The text tower is causal and pools the end-of-text
-    token, so the padding cut off changes no embedding (the export verifies it)."""
+def last_token_length(ids: np.ndarray) -> int:
+    """Positions up to the last token of a batch's longest row (padding ids are 0 after each row's last
+    token): the shortest cut that changes no embedding of a causal tower that pools the end-of-text token."""
     used = np.flatnonzero(ids.any(axis=0))
-    n = int(used[-1]) + 1 if len(used) else 1
-    return min(context_length, -(-n // TRIM_MULTIPLE) * TRIM_MULTIPLE)
+    return int(used[-1]) + 1 if len(used) else 1
+
+
+def trimmed_length(ids: np.ndarray, context_length: int) -> int:
+    """The positions the server runs a batch of padded ids on: last_token_length rounded up to TRIM_MULTIPLE,
+    at most context_length (the export verifies the shortest cut and the one after it)."""
+    return min(context_length, -(-last_token_length(ids) // TRIM_MULTIPLE) * TRIM_MULTIPLE)
 
 
 def buckets(max_batch: int) -> list[int]:

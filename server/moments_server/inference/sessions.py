@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -21,8 +22,10 @@ from moments_server.inference.priority import in_lowered_thread
 log = logging.getLogger(__name__)
 
 
+@functools.cache
 def cuda_usable() -> bool:
-    """True when onnxruntime has the CUDA provider AND a CUDA device answers.
+    """True when onnxruntime has the CUDA provider AND a CUDA device answers (asked once per process: the
+    policy and the towers' sessions are decided on the same answer).
 
     Asking onnxruntime-gpu for CUDA on a machine without a GPU logs errors, so the driver is asked first.
     """
@@ -62,6 +65,7 @@ class Tower:
     # A session like this one without CUDA graphs, for the fallback when a first capture fails.
     plain_session: Callable[[], ort.InferenceSession] | None = None
     cuda_graphs_setting: str = "auto"
+    _run_options: ort.RunOptions | None = None  # run()'s on CUDA, built once
 
     @property
     def device(self) -> str:
@@ -75,10 +79,11 @@ class Tower:
             binding = self.session.io_binding()
             binding.bind_cpu_input(self.input_name, np.ascontiguousarray(batch))
             binding.bind_output(self.output_name, "cpu")
-            options = ort.RunOptions()
-            if self.cuda_graphs:  # these buffers change every call: never capture them
-                options.add_run_config_entry(GRAPH_ID_KEY, "-1")
-            self.session.run_with_iobinding(binding, options)
+            if self._run_options is None:
+                self._run_options = ort.RunOptions()
+                if self.cuda_graphs:  # these buffers change every call: never capture them
+                    self._run_options.add_run_config_entry(GRAPH_ID_KEY, "-1")
+            self.session.run_with_iobinding(binding, self._run_options)
             out = binding.copy_outputs_to_cpu()[0]
         else:
             out = self.session.run([self.output_name], {self.input_name: batch})[0]
@@ -125,7 +130,7 @@ class Tower:
             if self.cuda_graphs_setting == "yes":
                 raise RuntimeError(f"{self.name} tower: CUDA graph capture failed ({e}); cuda_graphs is yes") from e
             log.warning("%s tower: CUDA graph capture failed at batch %d (%s); serving without graphs", self.name, n, e)
-            self.session, self.cuda_graphs = self.plain_session(), False
+            self.session, self.cuda_graphs, self._run_options = self.plain_session(), False, None
             self.use_buckets(io.sizes, io.item_shape, io.out_dim, io.lengths)
             for zeros in batches:
                 for _ in range(runs):
