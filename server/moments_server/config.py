@@ -16,6 +16,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from moments_server.store import defaults as store_defaults
+
 # An UPLOAD's final query through a remote store: room for the frames beside the video, and protobuf's bound.
 FRAMES_ROOM_BYTES = 64 * 1024**2
 PROTOBUF_MAX_BYTES = 2**31 - 1
@@ -27,13 +29,17 @@ class EngineSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    # FAISS's OpenMP threads spin-wait: on a small, busy machine one search with 2 threads measured 5-10x slower
-    # than with 1, and parallelism comes from concurrent queries anyway (store/embedded/vectors.py).
-    omp_threads: int = Field(default=1, description="FAISS threads per search; 0 = OpenMP's default (all cores)")
-    deferred_index: bool = Field(
-        default=True, description="HNSW sets insert new vectors into their graph in the background"
+    # The defaults, and why they are what they are: store/defaults.py.
+    omp_threads: int = Field(
+        default=store_defaults.OMP_THREADS, description="FAISS threads per search; 0 = OpenMP's default (all cores)"
     )
-    read_cache_rows: int = Field(default=250_000, description="object rows the engine's read cache keeps; 0 = off")
+    deferred_index: bool = Field(
+        default=store_defaults.DEFERRED_INDEX,
+        description="HNSW sets insert new vectors into their graph in the background",
+    )
+    read_cache_rows: int = Field(
+        default=store_defaults.READ_CACHE_ROWS, description="object rows the engine's read cache keeps; 0 = off"
+    )
 
     @field_validator("omp_threads", "read_cache_rows")
     @classmethod
@@ -79,17 +85,20 @@ class Settings(BaseSettings):
     store_listen: str = ""
     store_listen_user: str = ""
     store_listen_password: str = ""
-    # The listener's connections at once (more are closed at once), and how long a connection that has not
-    # authenticated yet may take for each frame.
-    store_listen_max_connections: int = Field(256, description="--store-listen's connections at once")
+    # The listener's connections at once, and how long a connection not yet authenticated may take for each
+    # frame (store/defaults.py).
+    store_listen_max_connections: int = Field(
+        store_defaults.WIRE_MAX_CONNECTIONS, description="--store-listen's connections at once"
+    )
     store_listen_pre_auth_timeout_s: float = Field(
-        30.0, description="seconds --store-listen waits for each frame of a connection not yet authenticated"
+        store_defaults.WIRE_PRE_AUTH_TIMEOUT_S,
+        description="seconds --store-listen waits for each frame of a connection not yet authenticated",
     )
     # The embedded engine's options (--engine.omp-threads, MOMENTS_ENGINE__OMP_THREADS, ...).
     engine: EngineSettings = Field(default_factory=EngineSettings)
     # SDK connections to an aperturedb:// store (each worker's to its owner too); adb_full_import runs the
     # aperturedb package's __init__ as well (its PyPI version check and log handlers; store/aperturedb_sdk.py).
-    store_pool_size: int = Field(8, description="SDK connections to an aperturedb:// store")
+    store_pool_size: int = Field(store_defaults.SDK_POOL_SIZE, description="SDK connections to an aperturedb:// store")
     adb_full_import: bool = Field(False, description="import the aperturedb package's __init__ (a PyPI check)")
     # Health follows a remote store (store/watch.py): GetStatus every store_probe_every_s, NOT_SERVING when it
     # does not answer within store_probe_timeout_s.

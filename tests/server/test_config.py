@@ -55,8 +55,8 @@ def test_nested_engine_flags_reach_the_engine(tmp_path: Path) -> None:
         ]
     )
     with engine_of(settings) as engine:
-        assert (engine.omp_threads, vectors.OMP_THREADS) == (3, 3)
-        assert engine.deferred_index is False and engine.sets.deferred is False
+        assert vectors.OMP_THREADS == 3
+        assert engine.sets.deferred is False
         assert engine.cache.capacity == 0
 
 
@@ -66,8 +66,8 @@ def test_nested_engine_env_reaches_the_engine(tmp_path: Path, monkeypatch: pytes
     monkeypatch.setenv("MOMENTS_STORE", f"embedded:{tmp_path / 'data'}")
     settings = parse_settings([])
     with engine_of(settings) as engine:
-        assert engine.omp_threads is None and engine.cache.capacity == 123
-        assert engine.deferred_index is True  # the default, untouched
+        assert vectors.OMP_THREADS is None and engine.cache.capacity == 123
+        assert engine.sets.deferred is True  # the default, untouched
 
 
 def test_flags_win_over_env_and_env_over_defaults(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import StoreUnavailable
+from . import defaults
 from .file_blob import FileBlob, in_memory
 
 
@@ -66,7 +67,7 @@ class SDKConnector:
         use_ssl: bool = True,
         verify_hostname: bool = False,
         ca_cert: str | None = None,
-        pool_size: int = 8,
+        pool_size: int = defaults.SDK_POOL_SIZE,
         full_import: bool = False,
     ) -> None:
         connector_cls = _import_connector(full_import)

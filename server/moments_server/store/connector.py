@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from . import defaults
 from .file_blob import FileBlob
 
 if TYPE_CHECKING:
@@ -40,10 +41,10 @@ if TYPE_CHECKING:
 class StoreOptions:
     """How open_connector opens a store (the server's come from config.Settings: core.store_options)."""
 
-    omp_threads: int | None = 1  # the embedded engine's FAISS threads per search (None: OpenMP's default)
-    deferred_index: bool = True  # HNSW sets insert new vectors into their graph in the background
-    read_cache_rows: int = 250_000  # the engine's read cache (0: off)
-    pool_size: int = 8  # SDK connections to an aperturedb:// store (a worker's writer included)
+    omp_threads: int | None = defaults.OMP_THREADS  # None: OpenMP's default
+    deferred_index: bool = defaults.DEFERRED_INDEX
+    read_cache_rows: int = defaults.READ_CACHE_ROWS  # 0: off
+    pool_size: int = defaults.SDK_POOL_SIZE
     full_import: bool = False  # import the aperturedb package's __init__ too (see aperturedb_sdk)
 
     def engine(self, data_dir: str | Path, replica: bool = False) -> Engine:

@@ -33,6 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .. import defaults
 from ..file_blob import FileBlob
 from . import commands as cmds
 from . import jsonio, vectors
@@ -55,16 +56,14 @@ class Engine:
         *,
         synchronous: str = "FULL",
         indexed_properties: Sequence[str] = DEFAULT_INDEXED,
-        omp_threads: int | None = 1,
-        deferred_index: bool = True,
-        read_cache_rows: int = 250_000,
+        omp_threads: int | None = defaults.OMP_THREADS,
+        deferred_index: bool = defaults.DEFERRED_INDEX,
+        read_cache_rows: int = defaults.READ_CACHE_ROWS,
         replica: bool = False,
     ) -> None:
         """replica: a read-only copy for another process (replica.py): reads this data dir, which one
         writer Engine elsewhere owns, and follows its change log; it never writes a file."""
         vectors.OMP_THREADS = omp_threads  # see vectors.limit_omp_threads
-        self.omp_threads = omp_threads
-        self.deferred_index = deferred_index
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.db_path = self.data_dir / "store.sqlite3"

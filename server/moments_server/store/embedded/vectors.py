@@ -25,6 +25,7 @@ from typing import Any
 import faiss
 import numpy as np
 
+from .. import defaults
 from .rwlock import RWLock
 from .tail import Tail
 from .topk import exact_top_k, faiss_metric, in_tie_order, merge_top_k, no_hits
@@ -76,10 +77,9 @@ HNSW_ENGINES = {"HNSW", "FaissHNSWFlat"}
 METRICS = {"L2", "IP", "CS"}
 
 
-# FAISS's OpenMP threads spin-wait; on a small, busy machine one search with 2 threads measured 5-10x
-# slower than with 1, and parallelism comes from concurrent queries anyway. OpenMP's thread count is
-# per calling thread, so each thread that searches sets it once (None: leave FAISS's default).
-OMP_THREADS: int | None = 1
+# FAISS's threads per search (the Engine sets it; why 1 by default: defaults.OMP_THREADS). OpenMP's thread
+# count is per calling thread, so each thread that searches sets it once (None: leave FAISS's default).
+OMP_THREADS: int | None = defaults.OMP_THREADS
 _omp_local = threading.local()
 
 

@@ -34,6 +34,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from .. import defaults
 from . import jsonio
 from .engine import Engine
 from .protocol import (
@@ -135,8 +136,8 @@ class WireServer:
         session_ttl_s: int = 36000,
         refresh_ttl_s: int = 360000,
         pre_auth_max_bytes: int = PRE_AUTH_MAX_BYTES,
-        pre_auth_timeout_s: float = 30.0,
-        max_connections: int = 256,
+        pre_auth_timeout_s: float = defaults.WIRE_PRE_AUTH_TIMEOUT_S,
+        max_connections: int = defaults.WIRE_MAX_CONNECTIONS,
     ) -> None:
         self.engine = engine
         self.host = host
@@ -186,6 +187,11 @@ class WireServer:
                 raise ProtocolError(
                     f"no complete frame within {self.pre_auth_timeout_s:.0f} s before authentication"
                 ) from None
+        n = await self._read_length(reader)
+        return None if n is None else await self._read_body(reader, n)
+
+    async def _read_length(self, reader: asyncio.StreamReader) -> int | None:
+        """A frame's length prefix, at most max_message_bytes; None where the peer closed between frames."""
         try:
             head = await reader.readexactly(LEN.size)
         except asyncio.IncompleteReadError as e:
@@ -195,7 +201,7 @@ class WireServer:
         (n,) = LEN.unpack(head)
         if n > self.max_message_bytes:
             raise ProtocolError(f"message of {n} bytes is over the limit of {self.max_message_bytes}")
-        return await self._read_body(reader, n)
+        return int(n)
 
     async def _read_body(self, reader: asyncio.StreamReader, n: int) -> bytes:
         try:
@@ -205,14 +211,11 @@ class WireServer:
 
     async def _read_hello(self, reader: asyncio.StreamReader) -> bytes | None:
         try:
-            head = await asyncio.wait_for(reader.readexactly(LEN.size), self.pre_auth_timeout_s)
-        except asyncio.IncompleteReadError as e:
-            if e.partial:
-                raise ProtocolError("truncated length prefix") from None
-            return None
+            n = await asyncio.wait_for(self._read_length(reader), self.pre_auth_timeout_s)
         except TimeoutError:
             raise ProtocolError(f"no hello within {self.pre_auth_timeout_s:.0f} s") from None
-        (n,) = LEN.unpack(head)
+        if n is None:
+            return None
         if n != HELLO.size:
             raise ProtocolError(f"hello of {n} bytes")
         try:
@@ -221,15 +224,9 @@ class WireServer:
             raise ProtocolError(f"no hello within {self.pre_auth_timeout_s:.0f} s") from None
 
     async def _read_pre_auth(self, reader: asyncio.StreamReader) -> bytes | _Oversized | None:
-        try:
-            head = await reader.readexactly(LEN.size)
-        except asyncio.IncompleteReadError as e:
-            if e.partial:
-                raise ProtocolError("truncated length prefix") from None
+        n = await self._read_length(reader)
+        if n is None:
             return None
-        (n,) = LEN.unpack(head)
-        if n > self.max_message_bytes:
-            raise ProtocolError(f"message of {n} bytes is over the limit of {self.max_message_bytes}")
         if n <= self.pre_auth_max_bytes:
             return await self._read_body(reader, n)
         body = _Skimmer(reader, n)
