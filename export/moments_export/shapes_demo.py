@@ -218,11 +218,6 @@ def train(
     return model, facts
 
 
-def eval_set(seed: int, per_class: int) -> tuple[np.ndarray, np.ndarray]:
-    """Held-out drawings (a seed the training never uses)."""
-    return draw_dataset(per_class * len(shapes.all_captions()), seed + 1_000_003)
-
-
 def top1_both_ways(img_emb: np.ndarray, txt_emb: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     """Image->text top-1 over all captions, and text->image top-1 (is the best image of that caption?)."""
     sims = img_emb @ txt_emb.T  # [N, C]

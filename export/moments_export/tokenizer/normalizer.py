@@ -46,7 +46,7 @@ def _numeric_codepoints() -> list[int]:
 
 def _entity_rounds() -> list[tuple[str, str]]:
     """(pattern, replacement) pairs for one html.unescape pass; '&'-producing ones come last."""
-    named = [(f"&{k}", v) for k, v in html.entities.html5.items() if k.endswith(";")]
+    named = _named_entities()
     legacy = sorted(
         ((f"&{k}", v) for k, v in html.entities.html5.items() if not k.endswith(";")),
         key=lambda kv: -len(kv[0]),
