@@ -44,7 +44,11 @@ SERVICE_CONFIG: dict[str, Any] = {
     ]
 }
 
-VIDEO_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+#: A video id is 1-128 of these characters (the server's rule); check_video_id tells, the CLI's ingest makes
+#: ids of file names with them.
+VIDEO_ID_CHARS = "A-Za-z0-9._:-"
+VIDEO_ID_MAX = 128
+VIDEO_ID = re.compile(rf"^[{VIDEO_ID_CHARS}]{{1,{VIDEO_ID_MAX}}}$")
 
 #: A FRAMES ingest's item: a Frame, or (image bytes, time in seconds).
 FrameItem: TypeAlias = Frame | tuple[bytes, float]
@@ -199,7 +203,7 @@ def embed_request(
 
 def check_video_id(video_id: str) -> None:
     if not VIDEO_ID.match(video_id):
-        raise ValueError(f"video_id {video_id!r} must be 1-128 characters of [A-Za-z0-9._:-]")
+        raise ValueError(f"video_id {video_id!r} must be 1-{VIDEO_ID_MAX} characters of [{VIDEO_ID_CHARS}]")
 
 
 def ingest_header(
