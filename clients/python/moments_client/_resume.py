@@ -30,17 +30,21 @@ RETRYABLE = frozenset(
 )
 _SERVER_OFFSET = re.compile(r"resume from offset (\d+)")
 BUFFER_LIMIT = 64 << 20
+# A resumed call waits 0.5 s after a break, doubling up to 8 s while breaks follow each other (the schedule that
+# ingest_events documents); the number of tries is the caller's (resume_retries), the schedule is not.
+BACKOFF_S = 0.5
+BACKOFF_MAX_S = 8.0
 
 
 class Resume:
     """Where an upload stands, and when to try again. Offsets are bytes of a LIVE stream, or frames of a
     FRAMES stream (``frames=True``)."""
 
-    def __init__(self, retries: int, frames: bool = False, backoff_s: float = 0.5, backoff_max_s: float = 8.0) -> None:
+    def __init__(self, retries: int, frames: bool = False) -> None:
         self.frames = frames
-        self.retries, self.backoff_s, self.backoff_max_s = retries, backoff_s, backoff_max_s
+        self.retries = retries
         self.left = retries
-        self.wait_s = backoff_s
+        self.wait_s = BACKOFF_S
         self.upload_id = ""
         self.committed = 0  # the server's last reported commit: where a resumed call starts
 
@@ -52,7 +56,7 @@ class Resume:
             done = message.committed.frames if self.frames else message.committed.bytes
             self.committed = max(self.committed, done)
             buffer.release(self.committed)
-            self.left, self.wait_s = self.retries, self.backoff_s  # progress: the next break starts over
+            self.left, self.wait_s = self.retries, BACKOFF_S  # progress: the next break starts over
 
     def after(self, e: grpc.RpcError, buffer: Buffer | Frames) -> float | None:
         """Seconds to wait before resuming after `e`, or None when the call's failure is final."""
@@ -71,7 +75,7 @@ class Resume:
         if code not in RETRYABLE:
             return None
         self.left -= 1
-        wait, self.wait_s = self.wait_s, min(self.wait_s * 2, self.backoff_max_s)
+        wait, self.wait_s = self.wait_s, min(self.wait_s * 2, BACKOFF_MAX_S)
         return wait
 
     def header(self, first: pb.IngestHeader) -> pb.IngestHeader:
