@@ -273,6 +273,11 @@ def test_search_composed(library: Library, tmp_path: Path) -> None:
 
     table = run_cli("search", "a red circle", "--not", "a blue square", "--top-k", "2", target=library.target)
     assert "moments for 'a red circle' not 'a blue square'" in table.stdout, table.output
-    for args in (["--image-weight", "0.5", "a red circle"], ["a red circle", "--max-per-video", "-1"], []):
+    for args, says in (
+        (["--image-weight", "0.5", "a red circle"], "image_weight= weighs an image against a text"),
+        (["a red circle", "--image", str(picture), "--image-weight", "1"], "between 0 and 1 (not 1.0)"),
+        (["a red circle", "--max-per-video", "-1"], "max_per_video is a count of moments per video"),
+        ([], "search needs text=, image=, parts= or any_texts="),
+    ):
         bad = run_cli("search", *args, target=library.target)
-        assert bad.returncode == 2, bad.output
+        assert bad.returncode == 2 and says in bad.stderr, bad.output

@@ -265,3 +265,5 @@ def test_composed_search(client: Client, library: Library, tmp_path: Path) -> No
     ):
         with pytest.raises(ValueError):
             client.search(**bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="max_per_video is a count of moments per video"):
+        client.search("a red circle", max_per_video=-1)

@@ -145,7 +145,15 @@ def test_a_valid_set_resolves_paths_against_its_folder(tmp_path: Path) -> None:
             "queries[1] ('q2').relevant[0]: video 'v9' is not in 'videos'",
         ),
         (lambda d: d["queries"].append(dict(d["queries"][0])), "query id 'q1' is used twice"),
-        (lambda d: d["videos"][0].update(id="bad id"), "videos[0] (id 'bad id').id: String should match pattern"),
+        (
+            lambda d: d["videos"][0].update(id="bad id"),
+            "videos[0] (id 'bad id').id: video_id 'bad id' must be 1-128 characters of [A-Za-z0-9._:-]",
+        ),
+        (
+            lambda d: d["videos"][1].update(id="v" * 129),
+            f"videos[1] (id '{'v' * 129}').id: video_id '{'v' * 129}' must be 1-128",
+        ),
+        (lambda d: d["videos"][1].update(id=""), "videos[1] (id '').id: video_id '' must be 1-128 characters"),
         (
             lambda d: d["queries"][1]["filters"].update(where={"floor": {"~": 2}}),
             "queries[1] (id 'q2').filters.where.floor",

@@ -4,19 +4,22 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from PIL import Image
 
-from moments_client import AsyncClient, Client
+from moments_client import AsyncClient, Client, Frame
 from moments_client.sample_video import write_shapes_video
 from moments_client.types import IngestAccepted, IngestCommitted, IngestDone
+from moments_shapes import draw
 from tests.clients.conftest import TOKEN
 from tests.live import LiveServer, Relay
 
@@ -65,10 +68,11 @@ def test_cli_live_ingest_from_stdin(server: LiveServer, ts_bytes: bytes) -> None
     assert usage.returncode == 2 and b"--id" in usage.stderr
 
 
-@pytest.mark.parametrize("flavour", ["sync", "async"])
+@pytest.mark.parametrize("flavour", ["sync", "async", "async-iterable"])
 def test_live_ingest_resumes_itself_after_a_dropped_link(server: LiveServer, ts_bytes: bytes, flavour: str) -> None:
     """The link drops after the first commit: the client resumes on its own (same upload, from the offset the
-    server committed) and the video ends complete with the frames and bytes of an unbroken stream."""
+    server committed) and the video ends complete with the frames and bytes of an unbroken stream. AsyncClient
+    reads an iterator in a worker thread, and an async iterable (whose pieces it splits into chunks) in the loop."""
     relay = Relay(server.target)
     committed = threading.Event()
     cut_done = threading.Event()
@@ -96,10 +100,19 @@ def test_live_ingest_resumes_itself_after_a_dropped_link(server: LiveServer, ts_
                     events.append(event)
         else:
 
+            async def pieces() -> AsyncIterator[bytes]:  # the same bytes, from an async iterable
+                it = source()
+                while piece := await asyncio.to_thread(next, it, b""):
+                    yield piece
+
             async def run() -> list:
                 async with AsyncClient(relay.target, token=TOKEN) as client:
                     out = []
-                    async for event in client.ingest_events(source(), video_id, live=True, segment_s=1.0):
+                    # an async iterable's 4 KiB pieces are split into chunks of 1000 bytes
+                    upload, size = (pieces(), 1000) if flavour == "async-iterable" else (source(), 256 * 1024)
+                    async for event in client.ingest_events(
+                        upload, video_id, live=True, segment_s=1.0, chunk_size=size
+                    ):
                         note(event)
                         out.append(event)
                     return out
@@ -123,3 +136,50 @@ def test_live_ingest_resumes_itself_after_a_dropped_link(server: LiveServer, ts_
             if (m.best_frame_s < 4) == (text == "a red circle")
         )
         assert seconds == [float(s) for s in range(8)]  # every second once: nothing lost, nothing twice
+
+
+def test_async_frames_resume_themselves_after_a_dropped_link(server: LiveServer) -> None:
+    """AsyncClient's FRAMES stream from an async iterable: the link drops after a commit, the client resumes
+    on its own (same upload) and every frame is stored once."""
+    frames = []
+    for i in range(16):
+        png = io.BytesIO()
+        Image.fromarray(draw(*(("red", "circle") if i < 8 else ("blue", "square")), 128, rng=i)).save(png, "PNG")
+        frames.append(Frame(png.getvalue(), float(i)))
+    relay = Relay(server.target)
+
+    async def run() -> list:
+        committed = asyncio.Event()
+
+        async def source() -> AsyncIterator[Frame]:
+            for i, frame in enumerate(frames):
+                if i == 8:
+                    await asyncio.wait_for(committed.wait(), 60)
+                    relay.cut()
+                yield frame
+
+        async with AsyncClient(relay.target, token=TOKEN) as client:
+            out = []
+            async for event in client.ingest_frames_events(source(), "py-frames-resume", segment_s=2.0):
+                if isinstance(event, IngestCommitted):
+                    committed.set()
+                out.append(event)
+            return out
+
+    try:
+        events = asyncio.run(run())
+    finally:
+        relay.close()
+    accepted = [e for e in events if isinstance(e, IngestAccepted)]
+    assert len(accepted) >= 2 and {a.upload_id for a in accepted} == {accepted[0].upload_id}, accepted
+    assert accepted[1].offset > 0
+    assert isinstance(events[-1], IngestDone) and events[-1].video.state == "complete"
+    with Client(server.target, token=TOKEN) as client:
+        video = client.get_video("py-frames-resume")
+        assert (video.frames, video.state) == (16, "complete")
+        seconds = sorted(
+            m.best_frame_s
+            for text in ("a red circle", "a blue square")
+            for m in client.search(text, top_k=8, video_ids=["py-frames-resume"]).moments
+        )
+        assert seconds == [float(s) for s in range(16)]  # every second once: nothing lost, nothing twice

@@ -115,8 +115,11 @@ def test_moments_stop_ends_a_running_pull(server: LiveServer, camera: RtspServer
     finally:
         proc.kill()
     assert stopped.returncode == 0, stopped.output
-    assert json.loads(stopped.stdout)["state"] == "complete"
-    assert proc.returncode == 0 and json.loads(stdout)["state"] == "complete", stderr
+    assert proc.returncode == 0, stderr
+    stop_summary, ingest_summary = json.loads(stopped.stdout), json.loads(stdout)
+    assert stop_summary["video_id"] == ingest_summary["video_id"] == "cli-stop"
+    assert stop_summary["state"] == ingest_summary["state"] == "complete"
+    assert set(stop_summary) == set(ingest_summary) == {"video_id", "state", "frames", "duration_s"}
 
 
 def test_stop_of_an_unknown_id_is_not_found(server: LiveServer, tmp_path: Path) -> None:

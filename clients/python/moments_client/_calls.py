@@ -1,6 +1,7 @@
 """Every call of the Moments API written once: its parameters and documentation, how its request is built and how
 its answer is read. :class:`moments_client.Client` and :class:`moments_client.AsyncClient` make their methods
-from these (:func:`method_of`), the one blocking, the other awaitable, with the same signatures and behaviour.
+from these (:func:`moments_client._common.method_of`), the one blocking, the other awaitable, with the same
+signatures and behaviour.
 
 A unary call is a :class:`Unary` (method name, request, reader of the answer); an Ingest call is a
 :class:`moments_client._streams.Stream`, or a :class:`moments_client._streams.Blocking` for the forms that wait
@@ -9,7 +10,6 @@ for the end. Nothing here touches the network.
 
 from __future__ import annotations
 
-import inspect
 import os
 from collections.abc import AsyncIterable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -19,9 +19,9 @@ from moments.v1 import moments_pb2 as pb
 from moments_client import _common as c
 from moments_client._streams import Blocking, FramesStream, ProgressCallback, PullStream, Stream, UploadStream
 from moments_client.types import Embeddings, Info, SearchResult, Video, VideoPage, Where
+from moments_client.values import conditions
 
 T = TypeVar("T")
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 @dataclass(frozen=True)
@@ -30,18 +30,6 @@ class Unary(Generic[T]):
     request: Any
     read: Callable[[Any], T]
     timeout: float | None
-
-
-def method_of(spec: Callable[..., Any], method: F, returns: str) -> F:
-    """``method`` (``self``, then ``spec``'s parameters) named and documented as ``spec``, with its signature."""
-    sig = inspect.signature(spec)
-    self_param = inspect.Parameter("self", inspect.Parameter.POSITIONAL_ONLY)
-    method.__name__ = method.__qualname__ = spec.__name__
-    method.__doc__ = spec.__doc__
-    method.__signature__ = sig.replace(  # type: ignore[attr-defined]
-        parameters=[self_param, *sig.parameters.values()], return_annotation=returns
-    )
-    return method
 
 
 # ------------------------------------------------------------------------------------------------ unary calls
@@ -91,25 +79,52 @@ def search(
     ``max_per_video`` bounds each video's moments in the results (0 = no limit); ``relative_score``
     keeps the hits within that distance of the best one.
     """
-    composed = c.Composed(
-        image_weight, parts, any_texts, negative_texts, max_per_video, relative_score, negative_weight, negative_margin
-    )
-    request = c.search_request(
-        text,
-        image,
-        top_k,
-        video_ids,
-        start_s,
-        end_s,
-        where,
-        merge_adjacent,
-        group_by_video,
-        include_thumbnails,
-        min_score,
-        page_token,
-        merge_tolerance,
-        complete_only,
-        composed,
+    if parts and (text is not None or image is not None):
+        raise ValueError("parts= is the general form of text= and image=: give one or the other")
+    if text is not None and image is not None:  # their weighted mix: the general form with two parts
+        w = 0.5 if image_weight is None else image_weight
+        if not 0.0 < w < 1.0:
+            raise ValueError(f"image_weight is the image's share of the query, between 0 and 1 (not {w})")
+        parts = [(text, 1.0 - w), (c.read_image(image), w)]
+        text = image = None
+    elif image_weight is not None:
+        raise ValueError("image_weight= weighs an image against a text: give both text= and image=")
+    if text is None and image is None and not parts and not any_texts:
+        raise ValueError("search needs text=, image=, parts= or any_texts=")
+    if max_per_video < 0:
+        raise ValueError(f"max_per_video is a count of moments per video (0 = no limit), not {max_per_video}")
+    # None leaves an optional field unset: the server's default applies
+    request = pb.SearchRequest(
+        text=text,
+        image=None if image is None else c.read_image(image),
+        parts=[
+            pb.QueryPart(text=what, weight=weight)
+            if isinstance(what, str)
+            else pb.QueryPart(image=c.read_image(what), weight=weight)
+            for what, weight in parts or ()
+        ],
+        any_texts=any_texts,
+        negative_texts=negative_texts,
+        top_k=top_k,
+        filters=pb.SearchFilters(
+            video_ids=[video_ids] if isinstance(video_ids, str) else video_ids or [],
+            start_s=start_s,
+            end_s=end_s,
+            conditions=conditions(where),
+            complete_only=complete_only,
+        ),
+        options=pb.SearchOptions(
+            merge_adjacent=merge_adjacent,
+            group_by_video=group_by_video,
+            include_thumbnails=include_thumbnails,
+            min_score=min_score,
+            merge_tolerance=merge_tolerance,
+            max_per_video=max_per_video,
+            relative_score=relative_score,
+            negative_weight=negative_weight,
+            negative_margin=negative_margin,
+        ),
+        page_token=page_token or "",
     )
     return Unary("Search", request, SearchResult.from_proto, timeout)
 

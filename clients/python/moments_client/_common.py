@@ -1,22 +1,23 @@
-"""What the sync and asyncio clients share: channel settings, request builders, upload sources."""
+"""What the sync and asyncio clients share: channel settings, how their methods are made, request builders,
+upload sources."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import re
 import socket
-from collections.abc import AsyncIterable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any, TypeAlias
+from typing import IO, Any, TypeAlias, TypeVar
 
 import grpc
 
 from moments.v1 import moments_pb2 as pb
 from moments.v1 import moments_pb2_grpc as pb_grpc
 from moments_client.types import Frame
-from moments_client.values import Where, conditions, to_value
+from moments_client.values import to_value
 
 SERVICE = "moments.v1.VideoSearch"
 CHUNK_SIZE = 256 * 1024
@@ -43,7 +44,11 @@ SERVICE_CONFIG: dict[str, Any] = {
     ]
 }
 
-VIDEO_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+#: A video id is 1-128 of these characters (the server's rule); check_video_id tells, the CLI's ingest makes
+#: ids of file names with them.
+VIDEO_ID_CHARS = "A-Za-z0-9._:-"
+VIDEO_ID_MAX = 128
+VIDEO_ID = re.compile(rf"^[{VIDEO_ID_CHARS}]{{1,{VIDEO_ID_MAX}}}$")
 
 #: A FRAMES ingest's item: a Frame, or (image bytes, time in seconds).
 FrameItem: TypeAlias = Frame | tuple[bytes, float]
@@ -132,6 +137,22 @@ def call_metadata(token: str | None, extra: Sequence[tuple[str, str]] = ()) -> t
     return tuple(md)
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def method_of(spec: Callable[..., Any], method: F, returns: str) -> F:
+    """``method`` (``self``, then ``spec``'s parameters) named and documented as ``spec``, with its signature:
+    how Client and AsyncClient make their methods from the calls of :mod:`moments_client._calls`."""
+    sig = inspect.signature(spec)
+    self_param = inspect.Parameter("self", inspect.Parameter.POSITIONAL_ONLY)
+    method.__name__ = method.__qualname__ = spec.__name__
+    method.__doc__ = spec.__doc__
+    method.__signature__ = sig.replace(  # type: ignore[attr-defined]
+        parameters=[self_param, *sig.parameters.values()], return_annotation=returns
+    )
+    return method
+
+
 class ClientBase:
     """What Client and AsyncClient share: the connection their constructor's arguments describe (see
     :class:`moments_client.Client`); each opens its own kind of channel (:meth:`_open_channel`)."""
@@ -170,90 +191,6 @@ def read_image(image: bytes | str | os.PathLike[str]) -> bytes:
     return Path(image).read_bytes()
 
 
-@dataclass(frozen=True)
-class Composed:
-    """The composed-query arguments of ``search`` (see :meth:`moments_client.Client.search`)."""
-
-    image_weight: float | None = None
-    parts: Sequence[tuple[str | bytes | os.PathLike[str], float]] | None = None
-    any_texts: Sequence[str] = ()
-    negative_texts: Sequence[str] = ()
-    max_per_video: int = 0
-    relative_score: float | None = None
-    negative_weight: float | None = None
-    negative_margin: float | None = None
-
-
-def search_request(
-    text: str | None,
-    image: bytes | str | os.PathLike[str] | None,
-    top_k: int,
-    video_ids: Sequence[str] | str | None,
-    start_s: float | None,
-    end_s: float | None,
-    where: Where | None,
-    merge_adjacent: bool,
-    group_by_video: bool,
-    include_thumbnails: bool,
-    min_score: float | None,
-    page_token: str | None,
-    merge_tolerance: float | None = None,
-    complete_only: bool = False,
-    composed: Composed | None = None,
-) -> pb.SearchRequest:
-    composed = composed or Composed()
-    request = pb.SearchRequest(top_k=top_k, page_token=page_token or "")
-    parts = list(composed.parts or [])
-    if parts and (text is not None or image is not None):
-        raise ValueError("parts= is the general form of text= and image=: give one or the other")
-    if text is not None and image is not None:
-        w = 0.5 if composed.image_weight is None else composed.image_weight
-        if not 0.0 < w < 1.0:
-            raise ValueError(f"image_weight is the image's share of the query, between 0 and 1 (not {w})")
-        parts = [(text, 1.0 - w), (read_image(image), w)]
-    elif composed.image_weight is not None:
-        raise ValueError("image_weight= weighs an image against a text: give both text= and image=")
-    elif text is not None:
-        request.text = text
-    elif image is not None:
-        request.image = read_image(image)
-    for what, weight in parts:
-        if isinstance(what, str):
-            request.parts.add(text=what, weight=weight)
-        else:
-            request.parts.add(image=read_image(what), weight=weight)
-    request.any_texts.extend(composed.any_texts)
-    request.negative_texts.extend(composed.negative_texts)
-    if not (request.HasField("text") or request.HasField("image") or request.parts or request.any_texts):
-        raise ValueError("search needs text=, image=, parts= or any_texts=")
-    filters = request.filters
-    if isinstance(video_ids, str):
-        video_ids = [video_ids]
-    filters.video_ids.extend(video_ids or [])
-    if start_s is not None:
-        filters.start_s = start_s
-    if end_s is not None:
-        filters.end_s = end_s
-    filters.conditions.extend(conditions(where))
-    filters.complete_only = complete_only
-    options = request.options
-    options.merge_adjacent = merge_adjacent
-    options.group_by_video = group_by_video
-    options.include_thumbnails = include_thumbnails
-    if min_score is not None:
-        options.min_score = min_score
-    if merge_tolerance is not None:
-        options.merge_tolerance = merge_tolerance
-    options.max_per_video = composed.max_per_video
-    if composed.relative_score is not None:
-        options.relative_score = composed.relative_score
-    if composed.negative_weight is not None:
-        options.negative_weight = composed.negative_weight
-    if composed.negative_margin is not None:
-        options.negative_margin = composed.negative_margin
-    return request
-
-
 def embed_request(
     texts: Sequence[str] | None, images: Sequence[bytes | str | os.PathLike[str]] | None
 ) -> pb.EmbedRequest:
@@ -266,7 +203,7 @@ def embed_request(
 
 def check_video_id(video_id: str) -> None:
     if not VIDEO_ID.match(video_id):
-        raise ValueError(f"video_id {video_id!r} must be 1-128 characters of [A-Za-z0-9._:-]")
+        raise ValueError(f"video_id {video_id!r} must be 1-{VIDEO_ID_MAX} characters of [{VIDEO_ID_CHARS}]")
 
 
 def ingest_header(

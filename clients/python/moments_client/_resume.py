@@ -30,17 +30,21 @@ RETRYABLE = frozenset(
 )
 _SERVER_OFFSET = re.compile(r"resume from offset (\d+)")
 BUFFER_LIMIT = 64 << 20
+# A resumed call waits 0.5 s after a break, doubling up to 8 s while breaks follow each other (the schedule that
+# ingest_events documents); the number of tries is the caller's (resume_retries), the schedule is not.
+BACKOFF_S = 0.5
+BACKOFF_MAX_S = 8.0
 
 
 class Resume:
     """Where an upload stands, and when to try again. Offsets are bytes of a LIVE stream, or frames of a
     FRAMES stream (``frames=True``)."""
 
-    def __init__(self, retries: int, frames: bool = False, backoff_s: float = 0.5, backoff_max_s: float = 8.0) -> None:
+    def __init__(self, retries: int, frames: bool = False) -> None:
         self.frames = frames
-        self.retries, self.backoff_s, self.backoff_max_s = retries, backoff_s, backoff_max_s
+        self.retries = retries
         self.left = retries
-        self.wait_s = backoff_s
+        self.wait_s = BACKOFF_S
         self.upload_id = ""
         self.committed = 0  # the server's last reported commit: where a resumed call starts
 
@@ -52,7 +56,7 @@ class Resume:
             done = message.committed.frames if self.frames else message.committed.bytes
             self.committed = max(self.committed, done)
             buffer.release(self.committed)
-            self.left, self.wait_s = self.retries, self.backoff_s  # progress: the next break starts over
+            self.left, self.wait_s = self.retries, BACKOFF_S  # progress: the next break starts over
 
     def after(self, e: grpc.RpcError, buffer: Buffer | Frames) -> float | None:
         """Seconds to wait before resuming after `e`, or None when the call's failure is final."""
@@ -71,7 +75,7 @@ class Resume:
         if code not in RETRYABLE:
             return None
         self.left -= 1
-        wait, self.wait_s = self.wait_s, min(self.wait_s * 2, self.backoff_max_s)
+        wait, self.wait_s = self.wait_s, min(self.wait_s * 2, BACKOFF_MAX_S)
         return wait
 
     def header(self, first: pb.IngestHeader) -> pb.IngestHeader:
@@ -84,7 +88,7 @@ class Resume:
 
 class Buffer:
     """The source's bytes from the last commit on. Thread-safe (Client's pump is a thread); AsyncClient's
-    pump and calls share one event loop and use the same methods without blocking (see AsyncPump)."""
+    pump and calls share one event loop and use the same methods without blocking (see Pump.apieces)."""
 
     def __init__(self, limit: int = BUFFER_LIMIT) -> None:
         self.cond = threading.Condition()
@@ -167,90 +171,111 @@ class Frames(Buffer):
         return super().put([chunk])  # type: ignore[arg-type]
 
 
-class Calls:
-    """Generations of Ingest calls on one buffer: a superseded call's request iterator stops."""
+#: What a pump reads (made by the first call): an iterator, or with AsyncClient an async iterable.
+PumpSource = Callable[[], AsyncIterable[Any] | Iterator[Any]]
+#: What the buffer holds of each element of the source.
+Items = Callable[[Any], Iterable[Any]]
 
-    def __init__(self) -> None:
-        self.generation = 0
 
-    def chunks(self, buffer: Buffer, start: int, chunk_size: int) -> Iterator[Any]:
-        """Client: the bytes (or frames) from `start` on, as they arrive, in pieces, until the source ends or
-        a newer call starts."""
+class Pump:
+    """The one reader of a resumable upload's source, and the calls' reading of the buffer it fills.
+
+    The first call starts it (a daemon thread for Client, a task in the event loop for AsyncClient): it moves
+    the source into the buffer, `items` turning each element of the source into what the buffer holds. Every
+    call, the first and each resumed one, reads the buffer from its start offset on, `piece` bytes (frames) at
+    a time, and never touches the source."""
+
+    def __init__(self, buffer: Buffer, piece: int) -> None:
+        self.buffer, self.piece = buffer, piece
+        self.generation = 0  # Client: the calls so far; a superseded call's reading stops
+        self.running: threading.Thread | asyncio.Future[None] | None = None
+
+    def pieces(self, start: int, source: PumpSource, items: Items) -> Iterator[Any]:
+        """Client: the buffer from `start` on, as it fills, until the source ends or a newer call starts;
+        the first call starts the pump on `source()`."""
+        if self.running is None:
+            self.running = threading.Thread(
+                target=self._fill, args=(source(), items), name="moments-live-source", daemon=True
+            )
+            self.running.start()
+        self.generation += 1
         mine = self.generation
         pos = start
         while self.generation == mine:
-            piece = buffer.read(pos, chunk_size)
+            piece = self.buffer.read(pos, self.piece)
             if piece is None:
                 return
             if not piece:
-                buffer.wait(0.2)
+                self.buffer.wait(0.2)
                 continue
             pos += len(piece)
             yield piece
 
+    async def apieces(self, start: int, source: PumpSource, items: Items) -> AsyncIterator[Any]:
+        """AsyncClient: the buffer from `start` on, as it fills, until the source ends; the first call starts
+        the pump on `source()` (a plain iterator is read in a worker thread)."""
+        if self.running is None:
+            self.buffer.event = asyncio.Event()
+            self.running = asyncio.ensure_future(self._afill(source(), items))
+        event = self.buffer.event
+        assert event is not None
+        pos = start
+        while True:
+            event.clear()
+            piece = self.buffer.read(pos, self.piece)
+            if piece is None:
+                return
+            if not piece:
+                await event.wait()
+                continue
+            pos += len(piece)
+            yield piece
 
-def pump(source: Iterator[Any], buffer: Buffer) -> threading.Thread:
-    """Client: a daemon thread that moves the source into the buffer."""
+    def stop(self) -> None:
+        """The upload is over: a call still reading stops, the pump stops at its next element."""
+        self.generation += 1
+        self.buffer.finish()
+        if isinstance(self.running, asyncio.Future):
+            self.running.cancel()
 
-    def run() -> None:
+    def _fill(self, source: AsyncIterable[Any] | Iterator[Any], items: Items) -> None:
+        buffer = self.buffer
         try:
-            for chunk in source:
-                if not buffer.put(chunk):
-                    return
+            if isinstance(source, AsyncIterable):
+                raise TypeError(f"an async iterable ({type(source).__name__}) needs AsyncClient")
+            for element in source:
+                for item in items(element):
+                    if not buffer.put(item):
+                        return
             buffer.finish()
         except BaseException as e:  # the source's own failure ends every call with it
             buffer.finish(e)
 
-    thread = threading.Thread(target=run, name="moments-live-source", daemon=True)
-    thread.start()
-    return thread
+    async def _afill(self, source: AsyncIterable[Any] | Iterator[Any], items: Items) -> None:
+        buffer, event = self.buffer, self.buffer.event
+        assert event is not None
 
+        async def put(item: Any) -> bool:  # waits in the loop (not on the lock) while the buffer is full
+            while buffer.full() and not buffer.ended:
+                event.clear()
+                await event.wait()
+            return buffer.put(item)
 
-async def apump(
-    source: AsyncIterable[Any] | Iterator[Any], buffer: Buffer, items: Callable[[Any], Iterable[Any]]
-) -> None:
-    """AsyncClient: move the source into the buffer (a task; a plain iterator is read in a thread); `items`
-    turns each element of the source into what the buffer holds."""
-    event = buffer.event
-    assert event is not None
-
-    async def put(chunk: Any) -> bool:  # waits in the loop (not on the lock) while the buffer is full
-        while buffer.full() and not buffer.ended:
-            event.clear()
-            await event.wait()
-        return buffer.put(chunk)
-
-    try:
-        if isinstance(source, AsyncIterable):
-            async for element in source:
-                for item in items(element):
-                    if not await put(item):
-                        return
-        else:
-            end = object()
-            while (element := await asyncio.to_thread(next, source, end)) is not end:
-                for item in items(element):
-                    if not await put(item):
-                        return
-        buffer.finish()
-    except asyncio.CancelledError:
-        buffer.finish()
-        raise
-    except BaseException as e:
-        buffer.finish(e)
-
-
-async def achunks(buffer: Buffer, start: int, chunk_size: int) -> AsyncIterator[Any]:
-    """AsyncClient: the bytes (or frames) from `start` on, as they arrive, in pieces, until the source ends."""
-    assert buffer.event is not None
-    pos = start
-    while True:
-        buffer.event.clear()
-        piece = buffer.read(pos, chunk_size)
-        if piece is None:
-            return
-        if not piece:
-            await buffer.event.wait()
-            continue
-        pos += len(piece)
-        yield piece
+        try:
+            if isinstance(source, AsyncIterable):
+                async for element in source:
+                    for item in items(element):
+                        if not await put(item):
+                            return
+            else:
+                end = object()
+                while (element := await asyncio.to_thread(next, source, end)) is not end:
+                    for item in items(element):
+                        if not await put(item):
+                            return
+            buffer.finish()
+        except asyncio.CancelledError:
+            buffer.finish()
+            raise
+        except BaseException as e:
+            buffer.finish(e)

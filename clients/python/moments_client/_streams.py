@@ -15,7 +15,7 @@ import grpc
 
 from moments.v1 import moments_pb2 as pb
 from moments_client import _common as c
-from moments_client._resume import Buffer, Calls, Frames, Resume, achunks, apump, pump
+from moments_client._resume import Buffer, Frames, Pump, Resume
 from moments_client._uploads import Upload, open_upload, sha256_of, split
 from moments_client.errors import MomentsError
 from moments_client.types import IngestDone, IngestEvent, ingest_event
@@ -81,19 +81,19 @@ class Stream:
 
     def event(self, message: pb.IngestEvent) -> IngestEvent | None:
         if self.resume is not None:
-            self.resume.seen(message, self.buffer)
+            self.resume.seen(message, self.pump.buffer)
         return ingest_event(message, self.video_id, self.sent, self.size)
 
-    def resumable(self, resume: Resume, buffer: Buffer) -> None:
-        """This stream resumes itself after a broken link (LIVE and FRAMES uploads)."""
-        self.resume, self.buffer, self.calls = resume, buffer, Calls()
-        self.pumping: object | None = None  # the pump thread or task, once started
+    def resumable(self, resume: Resume, buffer: Buffer, piece: int) -> None:
+        """This stream resumes itself after a broken link (LIVE and FRAMES uploads): one pump reads its source
+        into `buffer`, which every call reads `piece` bytes (frames) at a time."""
+        self.resume, self.pump = resume, Pump(buffer, piece)
 
     def retry_after(self, e: grpc.RpcError) -> float | None:
         """Seconds to wait before the call goes on with a resumed one, or None: `e` ends the stream."""
         if self.resume is None or self.failure is not None:
             return None
-        return self.resume.after(e, self.buffer)
+        return self.resume.after(e, self.pump.buffer)
 
     def resumed_header(self) -> pb.IngestHeader:
         assert self.resume is not None and self.first is not None
@@ -103,10 +103,7 @@ class Stream:
         """The call is over: a request iterator still waiting stops, the pump stops at its next chunk (the
         caller's source is left as it is)."""
         if self.resume is not None:
-            self.calls.generation += 1
-            self.buffer.finish()
-            if isinstance(self.pumping, asyncio.Future):
-                self.pumping.cancel()
+            self.pump.stop()
 
     def error(self, e: grpc.RpcError) -> BaseException:
         """What a failed call raises: the source's own error when it failed, else the call's status."""
@@ -134,7 +131,7 @@ class UploadStream(Stream):
         self.upload: Upload | None = None
         self.lock = threading.Lock()
         if live and resume_retries > 0:
-            self.resumable(Resume(resume_retries), Buffer())
+            self.resumable(Resume(resume_retries), Buffer(), chunk_size)
 
     @property
     def sent(self) -> int:
@@ -159,14 +156,22 @@ class UploadStream(Stream):
         with self.lock:
             self.upload.sent = max(self.upload.sent, end)
 
+    def _pumped(self) -> AsyncIterable[bytes] | Iterator[bytes]:
+        """What the pump of a resumable upload reads."""
+        assert self.upload is not None
+        return self.upload.aiterable if self.upload.aiterable is not None else self.upload.chunks(self.chunk_size)
+
+    def _chunks(self, piece: bytes) -> Iterable[bytes]:
+        """What the buffer holds of a piece the pump read: Upload.chunks gives chunks already, an async iterable
+        pieces of any size."""
+        assert self.upload is not None
+        return split(piece, self.chunk_size) if self.upload.aiterable is not None else (piece,)
+
     def body(self) -> Iterator[pb.IngestRequest]:
         assert self.upload is not None
         if self.resume is not None:
-            if self.pumping is None:
-                self.pumping = pump(self.upload.chunks(self.chunk_size), self.buffer)
-            self.calls.generation += 1
             pos = self.resume.committed
-            for chunk in self.calls.chunks(self.buffer, pos, self.chunk_size):
+            for chunk in self.pump.pieces(pos, self._pumped, self._chunks):
                 pos += len(chunk)
                 self._note_sent(pos)
                 yield pb.IngestRequest(chunk=chunk)
@@ -180,14 +185,8 @@ class UploadStream(Stream):
         upload = self.upload
         assert upload is not None
         if self.resume is not None:
-            if self.pumping is None:
-                self.buffer.event = asyncio.Event()
-                source = upload.aiterable if upload.aiterable is not None else upload.chunks(self.chunk_size)
-                size = self.chunk_size
-                pieces = (lambda piece: split(piece, size)) if upload.aiterable is not None else (lambda c: [c])
-                self.pumping = asyncio.ensure_future(apump(source, self.buffer, pieces))
             pos = self.resume.committed
-            async for chunk in achunks(self.buffer, pos, self.chunk_size):
+            async for chunk in self.pump.apieces(pos, self._pumped, self._chunks):
                 pos += len(chunk)
                 self._note_sent(pos)
                 yield pb.IngestRequest(chunk=chunk)
@@ -224,7 +223,7 @@ class FramesStream(Stream):
         self.frames, self.header = frames, header
         self.bytes_sent = 0
         if resume_retries > 0:
-            self.resumable(Resume(resume_retries, frames=True), Frames())
+            self.resumable(Resume(resume_retries, frames=True), Frames(), 16)
 
     @property
     def sent(self) -> int:
@@ -242,12 +241,16 @@ class FramesStream(Stream):
         self.bytes_sent += len(request.frame.image)
         return request
 
+    def _pumped(self) -> AsyncIterable[c.FrameItem] | Iterator[c.FrameItem]:
+        """What the pump of a resumable stream reads."""
+        return self.frames if isinstance(self.frames, AsyncIterable) else iter(self.frames)
+
+    def _requests(self, item: c.FrameItem) -> list[pb.IngestRequest]:
+        return [self._request(item)]
+
     def body(self) -> Iterator[pb.IngestRequest]:
         if self.resume is not None:
-            if self.pumping is None:
-                self.pumping = pump((self._request(i) for i in self.frames), self.buffer)  # type: ignore[union-attr]
-            self.calls.generation += 1
-            for piece in self.calls.chunks(self.buffer, self.resume.committed, 16):
+            for piece in self.pump.pieces(self.resume.committed, self._pumped, self._requests):
                 yield from piece
             return
         for item in self.frames:  # type: ignore[union-attr]  # an async iterable fails here, as a source error
@@ -255,11 +258,7 @@ class FramesStream(Stream):
 
     async def abody(self) -> AsyncIterator[pb.IngestRequest]:
         if self.resume is not None:
-            if self.pumping is None:
-                self.buffer.event = asyncio.Event()
-                frames = self.frames if isinstance(self.frames, AsyncIterable) else iter(self.frames)
-                self.pumping = asyncio.ensure_future(apump(frames, self.buffer, lambda item: [self._request(item)]))
-            async for piece in achunks(self.buffer, self.resume.committed, 16):
+            async for piece in self.pump.apieces(self.resume.committed, self._pumped, self._requests):
                 for request in piece:
                     yield request
             return

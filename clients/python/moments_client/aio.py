@@ -28,21 +28,21 @@ def _unary(spec: Callable[P, calls.Unary[T]]) -> Callable[Concatenate[AsyncClien
     async def method(self: AsyncClient, /, *args: P.args, **kwargs: P.kwargs) -> T:
         return await self._call(spec(*args, **kwargs))
 
-    return calls.method_of(spec, method, spec.__annotations__["return"].removeprefix("Unary[")[:-1])
+    return c.method_of(spec, method, spec.__annotations__["return"].removeprefix("Unary[")[:-1])
 
 
 def _events(spec: Callable[P, Stream]) -> Callable[Concatenate[AsyncClient, P], AsyncGenerator[IngestEvent, None]]:
     def method(self: AsyncClient, /, *args: P.args, **kwargs: P.kwargs) -> AsyncGenerator[IngestEvent, None]:
         return self._stream(spec(*args, **kwargs))
 
-    return calls.method_of(spec, method, "AsyncIterator[IngestEvent]")
+    return c.method_of(spec, method, "AsyncIterator[IngestEvent]")
 
 
 def _blocking(spec: Callable[P, Blocking]) -> Callable[Concatenate[AsyncClient, P], Coroutine[Any, Any, IngestDone]]:
     async def method(self: AsyncClient, /, *args: P.args, **kwargs: P.kwargs) -> IngestDone:
         return await self._drain(spec(*args, **kwargs))
 
-    return calls.method_of(spec, method, "IngestDone")
+    return c.method_of(spec, method, "IngestDone")
 
 
 class AsyncClient(c.ClientBase):

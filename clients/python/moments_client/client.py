@@ -36,21 +36,21 @@ def _unary(spec: Callable[P, calls.Unary[T]]) -> Callable[Concatenate[Client, P]
     def method(self: Client, /, *args: P.args, **kwargs: P.kwargs) -> T:
         return self._call(spec(*args, **kwargs))
 
-    return calls.method_of(spec, method, spec.__annotations__["return"].removeprefix("Unary[")[:-1])
+    return c.method_of(spec, method, spec.__annotations__["return"].removeprefix("Unary[")[:-1])
 
 
 def _events(spec: Callable[P, Stream]) -> Callable[Concatenate[Client, P], Generator[IngestEvent, None, None]]:
     def method(self: Client, /, *args: P.args, **kwargs: P.kwargs) -> Generator[IngestEvent, None, None]:
         return self._stream(spec(*args, **kwargs))
 
-    return calls.method_of(spec, method, "Iterator[IngestEvent]")
+    return c.method_of(spec, method, "Iterator[IngestEvent]")
 
 
 def _blocking(spec: Callable[P, Blocking]) -> Callable[Concatenate[Client, P], IngestDone]:
     def method(self: Client, /, *args: P.args, **kwargs: P.kwargs) -> IngestDone:
         return self._drain(spec(*args, **kwargs))
 
-    return calls.method_of(spec, method, "IngestDone")
+    return c.method_of(spec, method, "IngestDone")
 
 
 class Client(c.ClientBase):

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from moments_client._common import VIDEO_ID_CHARS, VIDEO_ID_MAX
+
 VIDEO_EXTENSIONS = frozenset(
     [
         ".mp4",
@@ -43,8 +45,8 @@ class Job:
 
 
 def _sanitize(text: str) -> str:
-    cleaned = re.sub(r"[^A-Za-z0-9._:-]+", "_", text).strip("_") or "video"
-    return cleaned[-128:]
+    cleaned = re.sub(rf"[^{VIDEO_ID_CHARS}]+", "_", text).strip("_") or "video"
+    return cleaned[-VIDEO_ID_MAX:]
 
 
 def collect(paths: Sequence[str], id_from: str) -> list[Job]:

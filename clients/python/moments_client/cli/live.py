@@ -27,7 +27,7 @@ from moments_client.cli.common import (
     parse_meta,
 )
 from moments_client.errors import MomentsError
-from moments_client.types import IngestCommitted, IngestDone, IngestPull
+from moments_client.types import IngestCommitted, IngestDone, IngestPull, Video
 
 SCHEMES = ("rtsp://", "rtsps://", "http://", "https://", "udp://")
 
@@ -58,11 +58,15 @@ def stream_failed(e: MomentsError) -> int:
     return EXIT_UNREACHABLE if e.code == grpc.StatusCode.UNAVAILABLE else EXIT_FAILED
 
 
+def print_video(video: Video, frames: int, as_json: bool) -> None:
+    """The video an ingest or `moments stop` ended: one line, or one JSON object."""
+    summary = {"video_id": video.video_id, "state": video.state, "frames": frames, "duration_s": video.duration_s}
+    print(json.dumps(summary) if as_json else f"{video.video_id}: {video.state}, {frames} frames")
+
+
 def print_done(args: argparse.Namespace, done: IngestDone | None) -> int:
     if done is not None:
-        summary = {"video_id": args.id, "state": done.video.state, "frames": done.frames}
-        summary["duration_s"] = done.video.duration_s
-        print(json.dumps(summary) if args.json else f"{args.id}: {done.video.state}, {done.frames} frames")
+        print_video(done.video, done.frames, args.json)
     return EXIT_OK
 
 
@@ -177,8 +181,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
     if video is None:
         print(f"{args.video_id}: stopped, nothing was committed")
     else:
-        summary = {"video_id": video.video_id, "state": video.state, "frames": video.frames}
-        print(json.dumps(summary) if args.json else f"{video.video_id}: {video.state}, {video.frames} frames")
+        print_video(video, video.frames, args.json)
     return EXIT_OK
 
 

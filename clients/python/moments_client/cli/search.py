@@ -12,14 +12,7 @@ from moments_client.cli.common import EXIT_OK, Subcommands, UsageError, client_o
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    if args.text is None and args.image is None and not args.any:
-        raise UsageError("give a text to search for, --image FILE or --any TEXT")
-    if args.image_weight is not None and (args.text is None or args.image is None):
-        raise UsageError("--image-weight weighs --image against the text: give both")
-    if args.max_per_video < 0:
-        raise UsageError("--max-per-video is a count of moments (0 = no limit)")
-    if args.image_weight is not None and not 0 < args.image_weight < 1:
-        raise UsageError("--image-weight is the image's share of the query: between 0 and 1")
+    # the query's arguments are checked by client.search: its ValueError is shown as a usage error (exit 2)
     image = None
     if args.image is not None:
         try:

@@ -30,6 +30,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from moments_client._common import check_video_id
+
 __all__ = ["EvalSet", "EvalSetError", "Filters", "Query", "Range", "VideoEntry", "load_set"]
 
 Scalar = str | float | bool
@@ -57,9 +59,15 @@ class Range(_Strict):
 
 
 class VideoEntry(_Strict):
-    id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")
+    id: str
     path: str | None = None
     metadata: dict[str, Scalar] = Field(default_factory=dict)
+
+    @field_validator("id")
+    @classmethod
+    def _video_id(cls, video_id: str) -> str:
+        check_video_id(video_id)  # --ingest stores the video under this id
+        return video_id
 
 
 class Filters(_Strict):
