@@ -225,10 +225,12 @@ def frames_of(stub: pb_grpc.VideoSearchStub, video_id: str) -> list[tuple[float,
 
 
 def get_video(stub: pb_grpc.VideoSearchStub, video_id: str) -> pb.Video | None:
+    """The video, or None if there is none (NOT_FOUND); any other error is raised as it came."""
     try:
         return stub.GetVideo(pb.GetVideoRequest(video_id=video_id), timeout=30)
     except grpc.RpcError as e:
-        assert e.code() == grpc.StatusCode.NOT_FOUND, e
+        if e.code() != grpc.StatusCode.NOT_FOUND:
+            raise
         return None
 
 
@@ -318,7 +320,7 @@ class KillRun:
     streams: list[Stream] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     kills: int = 0
-    resumes: int = 0
+    resumes: int = 0  # resumes the server accepted
     redirected: int = 0  # resumes refused with the server's offset (it had committed more than reported)
     lives: list[str] = field(default_factory=list)  # per server life: the stream, its commits then, done
 
@@ -371,8 +373,20 @@ def check_after_restart(
     p += [f"{label}: spool file left {f.name}" for f in workdir.glob("moments-upload-*")]
 
 
-def stream_once(stub: pb_grpc.VideoSearchStub, s: Stream, data: bytes, run: KillRun, pause_s: float) -> None:
-    """Start or resume `s`'s stream and follow it until it ends (done, or the kill: UNAVAILABLE)."""
+def stream_once(
+    stub: pb_grpc.VideoSearchStub, s: Stream, data: bytes, run: KillRun, pause_s: float, killable: bool
+) -> None:
+    """Start or resume `s`'s stream and follow it until it ends: done, or (`killable`) the kill, which may land
+    at any of its calls and ends that call UNAVAILABLE. Any other status is a finding (run.problems); any other
+    exception is raised (on a thread: see Follower)."""
+    try:
+        _follow(stub, s, data, run, pause_s)
+    except grpc.RpcError as e:
+        if not (killable and e.code() == grpc.StatusCode.UNAVAILABLE):
+            run.problems.append(f"{s.video_id}: {e.code().name}: {e.details()}")
+
+
+def _follow(stub: pb_grpc.VideoSearchStub, s: Stream, data: bytes, run: KillRun, pause_s: float) -> None:
     video = get_video(stub, s.video_id)
     if video is None or not s.upload_id:
         h, offset = header(s.video_id, replace=video is not None), 0
@@ -385,28 +399,42 @@ def stream_once(stub: pb_grpc.VideoSearchStub, s: Stream, data: bytes, run: Kill
                 list(stub.Ingest(requests(h, data[offset:]), timeout=60))
                 run.problems.append(f"{s.video_id}: resume from {offset} accepted, the server has {video.size_bytes}")
             except grpc.RpcError as e:
+                if e.code() == grpc.StatusCode.UNAVAILABLE:
+                    raise  # the kill landed here; stream_once tells
                 want = f"resume from offset {video.size_bytes}"
                 if e.code() != grpc.StatusCode.FAILED_PRECONDITION or want not in (e.details() or ""):
                     run.problems.append(f"{s.video_id}: resume from {offset}: {e.code()} {e.details()}")
             run.redirected += 1
             offset = video.size_bytes
             h.resume_offset = offset
-        run.resumes += 1
-    try:
-        for ev in stub.Ingest(requests(h, data[offset:], pause_s=pause_s), timeout=60):
-            kind = ev.WhichOneof("event")
-            if kind == "accepted":
-                s.upload_id = ev.accepted.upload_id
-                if ev.accepted.offset != offset:
-                    run.problems.append(f"{s.video_id}: accepted at {ev.accepted.offset}, resumed at {offset}")
-            elif kind == "committed":
-                s.committed = ev.committed
-                s.commits += 1
-            elif kind == "done":
-                s.done = ev.done
-    except grpc.RpcError as e:
-        if e.code() != grpc.StatusCode.UNAVAILABLE:  # the kill; anything else is a finding
-            run.problems.append(f"{s.video_id}: {e.code().name}: {e.details()}")
+    for ev in stub.Ingest(requests(h, data[offset:], pause_s=pause_s), timeout=60):
+        kind = ev.WhichOneof("event")
+        if kind == "accepted":
+            s.upload_id = ev.accepted.upload_id
+            run.resumes += bool(h.resume_upload_id)
+            if ev.accepted.offset != offset:
+                run.problems.append(f"{s.video_id}: accepted at {ev.accepted.offset}, resumed at {offset}")
+        elif kind == "committed":
+            s.committed = ev.committed
+            s.commits += 1
+        elif kind == "done":
+            s.done = ev.done
+
+
+class Follower(threading.Thread):
+    """stream_once (killable) on a thread of its own; `error` keeps what it raised, for the test to raise again
+    (a thread's exception would otherwise be lost)."""
+
+    def __init__(self, stub: pb_grpc.VideoSearchStub, s: Stream, data: bytes, run: KillRun, pause_s: float) -> None:
+        super().__init__(daemon=True)
+        self.call = (stub, s, data, run, pause_s)
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            stream_once(*self.call, killable=True)
+        except BaseException as e:  # handed to the test, which raises it
+            self.error = e
 
 
 def test_kill_9_at_random_points_of_live_streams(
@@ -434,7 +462,7 @@ def test_kill_9_at_random_points_of_live_streams(
                 if rnd == ROUNDS:  # the last life: every stream resumes to its end, unkilled
                     for s in run.streams:
                         if s.done is None:
-                            stream_once(stub, s, stream_bytes, run, 0.0)
+                            stream_once(stub, s, stream_bytes, run, 0.0, killable=False)
                         if s.done is None or frames_of(stub, s.video_id) != reference:
                             run.problems.append(f"{s.video_id}: not completed as the unbroken stream: {s.done}")
                     break
@@ -442,15 +470,15 @@ def test_kill_9_at_random_points_of_live_streams(
                     run.streams.append(Stream(f"cam-{len(run.streams)}"))
                 current = run.streams[-1]
                 before = current.commits
-                follower = threading.Thread(
-                    target=stream_once, args=(stub, current, stream_bytes, run, pause_s), daemon=True
-                )
+                follower = Follower(stub, current, stream_bytes, run, pause_s)
                 follower.start()
                 time.sleep(rng.uniform(0.0, stream_s * 1.2))
                 server.stop(sig_kill=True)
                 run.kills += 1
                 follower.join(30)
                 assert not follower.is_alive(), "the stream did not end with the server"
+                if follower.error is not None:
+                    raise follower.error
                 run.lives.append(f"{current.video_id} +{current.commits - before}{' done' if current.done else ''}")
         finally:
             store.close()
