@@ -19,7 +19,8 @@ from moments.v1 import moments_pb2 as pb
 from moments.v1 import moments_pb2_grpc as pb_grpc
 from moments_client import Client, Frame, IngestAccepted, IngestCommitted, MomentsError
 from tests.live import LiveServer, Relay
-from tests.server.test_live import SHAPES, Feed, moments_of, search
+from tests.server.streams import STREAM_SHAPES as SHAPES
+from tests.server.streams import Feed, frames_of, search
 
 MAX_IMAGE_BYTES = 200_000
 MAX_IMAGE_PIXELS = 1_000_000
@@ -117,7 +118,7 @@ def test_frames_are_searchable_and_give_the_moments_of_the_same_video(
         # the same frames at the same times: the same moments. Scores differ a little: the video path scales
         # from YUV 4:2:0, the frames path from the RGB picture (measured: at most 0.076 of cosine similarity,
         # while a frame of another shape scores over 1 lower)
-        ours, theirs = moments_of(stub, "edge-frames"), moments_of(stub, "ts-video")
+        ours, theirs = frames_of(stub, "edge-frames"), frames_of(stub, "ts-video")
         assert [t for t, _ in ours] == pytest.approx([t for t, _ in theirs], abs=1e-3)
         diff = np.abs(np.subtract([s for _, s in ours], [s for _, s in theirs]))
         assert diff.max() < 0.15, sorted(diff)[-5:]
@@ -165,7 +166,7 @@ def test_a_dropped_frames_stream_resumes_without_a_frame_missing_or_twice(
         accepted = events[0]
         assert isinstance(accepted, IngestAccepted) and (accepted.offset, accepted.media_s) == (4, pytest.approx(4.0))
         assert done.video.state == "complete" and done.frames == 16
-        assert moments_of(stub, "frames-resumed") == moments_of(stub, "frames-whole")
+        assert frames_of(stub, "frames-resumed") == frames_of(stub, "frames-whole")
 
 
 def test_bad_frames_get_precise_statuses_and_keep_what_was_committed(server: LiveServer, frames: list[Frame]) -> None:
@@ -278,4 +279,4 @@ def test_a_frames_stream_resumes_itself_after_a_dropped_link(server: LiveServer,
         if "frames-whole" not in {v.video_id for v in client.list_videos()}:
             client.ingest_frames(frames, "frames-whole", segment_s=2.0)
         stub = pb_grpc.VideoSearchStub(ch)
-        assert moments_of(stub, "frames-auto") == moments_of(stub, "frames-whole")
+        assert frames_of(stub, "frames-auto") == frames_of(stub, "frames-whole")

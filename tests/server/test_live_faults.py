@@ -29,8 +29,9 @@ from moments_client.sample_video import write_shapes_video
 from moments_server.inference.manifest import load_manifest
 from tests.live import LiveServer, free_port
 from tests.server.conftest import ingest_requests
+from tests.server.streams import STREAM_SHAPES as SHAPES
+from tests.server.streams import Feed, frames_of
 
-SHAPES = [("red", "circle"), ("blue", "square"), ("green", "triangle"), ("yellow", "cross")]
 SECONDS_EACH = 3.0
 SAMPLE_FPS = 2.0  # one frame per 0.5 s window
 SEGMENT_S = 1.0  # two frames a segment
@@ -187,14 +188,16 @@ def stream_bytes(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     return path.read_bytes()
 
 
+LIVE = {"segment_s": SEGMENT_S, "sampling": pb.SamplingOptions(fps=SAMPLE_FPS)}  # these streams' header options
+
+
 def header(video_id: str, **kw: Any) -> pb.IngestHeader:
-    return pb.IngestHeader(
-        video_id=video_id,
-        mode=pb.INGEST_MODE_LIVE,
-        segment_s=SEGMENT_S,
-        sampling=pb.SamplingOptions(fps=SAMPLE_FPS),
-        **kw,
-    )
+    return pb.IngestHeader(video_id=video_id, mode=pb.INGEST_MODE_LIVE, **LIVE, **kw)
+
+
+def held(video_id: str, data: bytes) -> Feed:
+    """A camera that sends the first half of the stream, then holds until its `release`, then the rest."""
+    return Feed(video_id, data, hold_at=len(data) // 2, chunk=2048, **LIVE)
 
 
 def requests(h: pb.IngestHeader, data: bytes, chunk: int = 2048, pause_s: float = 0.0) -> Iterator[pb.IngestRequest]:
@@ -212,17 +215,6 @@ def windows(stub: pb_grpc.VideoSearchStub, video_id: str, complete_only: bool = 
     hits = stub.Search(pb.SearchRequest(text="a red circle", top_k=100, filters=f), timeout=30).moments
     assert all(m.video_id == video_id for m in hits)
     return sorted(m.start_s for m in hits)
-
-
-def frames_of(stub: pb_grpc.VideoSearchStub, video_id: str) -> list[tuple[float, float]]:
-    """(frame second, score) of every stored frame for each shape's query: the same frames (times and
-    pixels, so embeddings) give equal lists."""
-    out = []
-    for color, shape in SHAPES:
-        f = pb.SearchFilters(video_ids=[video_id])
-        for m in stub.Search(pb.SearchRequest(text=f"a {color} {shape}", top_k=100, filters=f), timeout=30).moments:
-            out.append((m.best_frame_s, round(m.score, 5)))
-    return sorted(out)
 
 
 def get_video(stub: pb_grpc.VideoSearchStub, video_id: str) -> pb.Video | None:
@@ -583,16 +575,6 @@ def test_eight_streams_and_an_upload_with_searches_running(served: Served, strea
     assert served.store.orphans() == dict.fromkeys(served.store.orphans(), 0)
 
 
-def held(video_id: str, data: bytes, release: threading.Event, **kw: Any) -> Iterator[pb.IngestRequest]:
-    """A camera that sends the first half of the stream, then holds until `release`, then the rest."""
-    yield pb.IngestRequest(header=header(video_id, **kw))
-    half = len(data) // 2
-    for i in range(0, len(data), 2048):
-        if i >= half:
-            release.wait(60)
-        yield pb.IngestRequest(chunk=data[i : i + 2048])
-
-
 def follow_until_commit(call: Any) -> tuple[str, pb.IngestCommitted]:
     upload_id = ""
     for ev in call:
@@ -606,8 +588,8 @@ def follow_until_commit(call: Any) -> tuple[str, pb.IngestCommitted]:
 def test_replacing_a_live_video(served: Served, stream_bytes: bytes, tmp_path: Path) -> None:
     stub, store = served.stub, served.store
     # while its stream runs, neither another stream nor an upload may replace it
-    release = threading.Event()
-    call = stub.Ingest(held("cam-r", stream_bytes, release), timeout=120)
+    feed = held("cam-r", stream_bytes)
+    call = stub.Ingest(iter(feed), timeout=120)
     first_upload, _ = follow_until_commit(call)
     clip = tmp_path / "other.mp4"
     write_shapes_video(clip, SHAPES[2:], seconds_each=1.0, fps=10, size=(96, 96))
@@ -619,7 +601,7 @@ def test_replacing_a_live_video(served: Served, stream_bytes: bytes, tmp_path: P
             list(stub.Ingest(attempt, timeout=60))
         assert e.value.code() == grpc.StatusCode.ALREADY_EXISTS and "being ingested" in (e.value.details() or "")
     call.cancel()  # the camera's link drops: the video stays, interrupted
-    release.set()
+    feed.release.set()
     video = wait_interrupted(stub, "cam-r")
     old = store.of_video("cam-r")
     assert old["descriptors"] == video.frames > 0
@@ -645,22 +627,22 @@ def test_deleting_a_live_video_leaves_nothing_of_it(served: Served, stream_bytes
     """Deleted mid-stream (its stream ends ABORTED: test_live.py) or after its stream broke: no clip,
     descriptor or segment blob of it stays, even of commits in flight at the delete; its id is free again."""
     stub, store = served.stub, served.store
-    release = threading.Event()
-    call = stub.Ingest(held("cam-d", stream_bytes, release), timeout=120)
+    feed = held("cam-d", stream_bytes)
+    call = stub.Ingest(iter(feed), timeout=120)
     follow_until_commit(call)
     stub.DeleteVideo(pb.DeleteVideoRequest(video_id="cam-d"), timeout=30)
-    release.set()
+    feed.release.set()
     with pytest.raises(grpc.RpcError) as e:
         list(call)
     assert e.value.code() == grpc.StatusCode.ABORTED
     nothing = {"videos": 0, "clips_by_id": 0, "descriptors_by_id": 0, "blobs_by_id": 0}
     assert {k: store.of_video("cam-d")[k] for k in nothing} == nothing
     # an interrupted live video
-    release = threading.Event()
-    call = stub.Ingest(held("cam-d", stream_bytes, release), timeout=120)
+    feed = held("cam-d", stream_bytes)
+    call = stub.Ingest(iter(feed), timeout=120)
     follow_until_commit(call)
     call.cancel()
-    release.set()
+    feed.release.set()
     wait_interrupted(stub, "cam-d")
     stub.DeleteVideo(pb.DeleteVideoRequest(video_id="cam-d"), timeout=30)
     assert {k: store.of_video("cam-d")[k] for k in nothing} == nothing
