@@ -11,6 +11,7 @@ from pathlib import Path
 from moments.v1 import moments_pb2 as pb
 from moments.v1 import moments_pb2_grpc as pb_grpc
 from moments_client.sample_video import Segment, write_shapes_video
+from tests.server.conftest import ingest_requests as upload_requests
 
 
 @dataclass(frozen=True)
@@ -67,11 +68,8 @@ def iou(a: tuple[float, float], b: tuple[float, float]) -> float:
 
 
 def ingest_requests(path: Path, video_id: str, windows: int) -> Iterator[pb.IngestRequest]:
-    header = pb.IngestHeader(video_id=video_id, filename=path.name, sampling=pb.SamplingOptions(windows=windows))
-    yield pb.IngestRequest(header=header)
-    data = path.read_bytes()
-    for i in range(0, len(data), 64 * 1024):
-        yield pb.IngestRequest(chunk=data[i : i + 64 * 1024])
+    """An upload of the video with the given sampling windows (SHOTS or FIXED)."""
+    return upload_requests(path, video_id, sampling=pb.SamplingOptions(windows=windows))
 
 
 def top_moment(

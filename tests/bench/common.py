@@ -22,7 +22,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.conftest import REPO
+
 CACHE = REPO / ".cache"
 RESULTS = REPO / "tests" / "bench" / "results"
 _T0 = time.perf_counter()

@@ -20,13 +20,11 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-from tests.bench.common import Figure, skipped
+from tests.bench.common import REPO, Figure, skipped
 from tests.bench.load import LoadResult, query_texts
 
-REPO = Path(__file__).resolve().parents[2]
 # gRPC shares one connection between channels to the same target unless told not to
 CHANNEL_OPTIONS = [("grpc.use_local_subchannel_pool", 1)]
 

@@ -3,7 +3,8 @@
 - 14.iou: mean temporal IoU of the top merged moment (merge_adjacent) of each shot's caption against the
   shot's true range, on generated videos whose cuts do not fall on whole seconds (tests/shot_corpus.py: h264,
   vp9 and mpeg4, 10 and 25 fps), ingested both ways into one server (shapes-demo model, real gRPC). Goal:
-  >= 0.85 and better than fixed windows (the baseline, same run). The IoU of moment_span = SHOT is recorded.
+  >= 0.85. The IoU of moment_span = SHOT is recorded.
+- 14.iou.vs-fixed: the same IoU against fixed windows' (the baseline, same run). Goal: ratio > 1.
 - 14.detect-cpu: what shot detection adds to an UPLOAD's CPU, as a fraction of the ingest's CPU. The cost is
   the decode's CPU with the detector (its scaling, its scores, and the frames the skip plan decodes for it)
   minus the decode's CPU with fixed windows, same videos, alternating rounds, median; the ingest's CPU is
@@ -130,33 +131,50 @@ def measure_cpu(paths: list[Path], rounds: int, workdir: Path, model_dir: Path |
     }
 
 
+def iou_figures(m: dict[str, Any]) -> list[Figure]:
+    """14.iou (the shots' IoU, >= 0.85) and 14.iou.vs-fixed (above fixed windows' IoU, the same value as a
+    ratio to that baseline): a goal holds one comparison, so each half of the goal is a figure with its verdict."""
+    params = {"videos": len(m["per_shot"]["shots"]), "merge_adjacent": True, "sample_fps": SAMPLE_FPS}
+    baseline = {
+        "baseline": "fixed 1-second windows, same videos and queries, same run",
+        "baseline_value": m["mean"]["fixed"],
+    }
+    title = "mean temporal IoU of merged moments vs true shot ranges, shot-aware windows"
+    iou = Figure(
+        "14.iou",
+        title,
+        m["mean"]["shots"],
+        "IoU",
+        **baseline,
+        goal=Goal(">= 0.85", ">=", 0.85),
+        params=params,
+        details=m,
+        reason=f"moment_span SHOT: {m['mean']['shot-span']}",
+    )
+    better = m["mean"]["shots"] > m["mean"]["fixed"]
+    gain = Figure(
+        "14.iou.vs-fixed",
+        f"{title}, against fixed windows",
+        m["mean"]["shots"],
+        "IoU",
+        **baseline,
+        goal=Goal("> fixed windows (ratio > 1)", ">", 1.0, "ratio"),
+        params=params,
+        reason=f"{'better' if better else 'NOT better'} than fixed windows",
+    )
+    return [iou, gain]
+
+
 def run(ctx: Any) -> list[Figure]:
     from tests.bench.decode_cpu import h264_config
     from tests.bench.ingest_throughput import config_videos
     from tests.bench.run import VIDEO_FPS
 
     log("  14.iou: shot corpus (tests/shot_corpus.py), shots vs fixed windows, shapes-demo")
-    m = measure_iou(ctx.work / "shots-iou")
-    iou = Figure(
-        "14.iou",
-        "mean temporal IoU of merged moments vs true shot ranges, shot-aware windows",
-        m["mean"]["shots"],
-        "IoU",
-        baseline="fixed 1-second windows, same videos and queries, same run",
-        baseline_value=m["mean"]["fixed"],
-        goal=Goal(">= 0.85 (and > fixed windows)", ">=", 0.85),
-        params={"videos": len(m["per_shot"]["shots"]), "merge_adjacent": True, "sample_fps": SAMPLE_FPS},
-        details=m,
-    )
-    iou.reason = (
-        f"moment_span SHOT: {m['mean']['shot-span']}; "
-        + ("better" if m["mean"]["shots"] > m["mean"]["fixed"] else "NOT better")
-        + " than fixed windows"
-    )
+    figures = iou_figures(measure_iou(ctx.work / "shots-iou"))
     cfg = h264_config(ctx.sizes)
     paths = config_videos(cfg, VIDEO_FPS)
     rounds = 2 if ctx.quick else 3
-    figures = [iou]
     for name, model, what in (
         ("14.detect-cpu", ctx.model(), "the bench model (ViT-B-32, random weights)"),
         ("14.detect-cpu.shapes", None, "shapes-demo (almost free towers: an upper bound)"),

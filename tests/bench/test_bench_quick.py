@@ -21,6 +21,7 @@ from tests.bench.common import (
     write_results,
 )
 from tests.bench.load import classify, stage_shares
+from tests.bench.shots import iou_figures
 
 
 def test_percentile_matches_linear_interpolation() -> None:
@@ -56,6 +57,19 @@ def test_goals_on_value_and_ratio() -> None:
     assert skipped.met is None
     with pytest.raises(ValueError):
         Goal("bad", "==", 1.0).check(1.0, None)
+
+
+@pytest.mark.parametrize(
+    ("shots", "fixed", "verdicts"),
+    [(0.9, 0.7, [True, True]), (0.9, 0.9, [True, False]), (0.95, 0.97, [True, False]), (0.8, 0.7, [False, True])],
+)
+def test_shot_iou_goal_checks_both_halves(shots: float, fixed: float, verdicts: list[bool]) -> None:
+    """Figure 14's IoU goal, >= 0.85 and above fixed windows: each half gives its own verdict."""
+    m = {"mean": {"shots": shots, "fixed": fixed, "shot-span": 1.0}, "per_shot": {"shots": {"a": [shots]}}}
+    figures = [f.evaluate() for f in iou_figures(m)]
+    assert [f.id for f in figures] == ["14.iou", "14.iou.vs-fixed"]
+    assert [f.met for f in figures] == verdicts
+    assert figures[1].reason == ("better" if shots > fixed else "NOT better") + " than fixed windows"
 
 
 def test_prometheus_histogram_buckets_are_de_cumulated() -> None:

@@ -13,8 +13,7 @@ import pytest
 
 from tests.bench.multiload import server_help, workers_flags
 from tests.bench.server_check import split_clients
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.conftest import REPO
 
 
 def test_clients_split_over_processes() -> None:

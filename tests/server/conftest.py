@@ -14,6 +14,7 @@ from moments.v1 import moments_pb2 as pb
 from moments.v1 import moments_pb2_grpc as pb_grpc
 from moments_client.sample_video import Segment, write_shapes_video
 from tests.live import LiveServer, StoreListener
+from tests.server.streams import STREAM_SHAPES
 
 MAX_UPLOAD = 3_000_000
 
@@ -114,10 +115,6 @@ def store_for(kind: str, workdir: Path) -> tuple[str, StoreListener | None]:
         return f"embedded:{workdir / 'data'}", None
     listener = StoreListener(workdir / "adb", workdir)
     return listener.url, listener
-
-
-# What the LIVE and FRAMES tests stream: a shape every 4 s.
-STREAM_SHAPES = [("red", "circle"), ("blue", "square"), ("green", "triangle"), ("yellow", "cross")]
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,7 @@ from moments_server.config import Settings, parse_settings
 from moments_server.core import open_store
 from moments_server.store.embedded import Engine, ThreadedWireServer, vectors
 from moments_server.workers import Launcher
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.conftest import REPO
 
 
 @pytest.fixture(autouse=True)

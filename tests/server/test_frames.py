@@ -19,7 +19,8 @@ from moments.v1 import moments_pb2 as pb
 from moments.v1 import moments_pb2_grpc as pb_grpc
 from moments_client import Client, Frame, IngestAccepted, IngestCommitted, MomentsError
 from tests.live import LiveServer, Relay
-from tests.server.test_live import SHAPES, Feed, moments_of, search
+from tests.server.streams import STREAM_SHAPES as SHAPES
+from tests.server.streams import Feed, frames_of, search
 
 MAX_IMAGE_BYTES = 200_000
 MAX_IMAGE_PIXELS = 1_000_000
@@ -117,18 +118,27 @@ def test_frames_are_searchable_and_give_the_moments_of_the_same_video(
         # the same frames at the same times: the same moments. Scores differ a little: the video path scales
         # from YUV 4:2:0, the frames path from the RGB picture (measured: at most 0.076 of cosine similarity,
         # while a frame of another shape scores over 1 lower)
-        ours, theirs = moments_of(stub, "edge-frames"), moments_of(stub, "ts-video")
+        ours, theirs = frames_of(stub, "edge-frames"), frames_of(stub, "ts-video")
         assert [t for t, _ in ours] == pytest.approx([t for t, _ in theirs], abs=1e-3)
         diff = np.abs(np.subtract([s for _, s in ours], [s for _, s in theirs]))
         assert diff.max() < 0.15, sorted(diff)[-5:]
 
 
+@pytest.fixture(scope="module")
+def frames_whole(server: LiveServer, frames: list[Frame]) -> str:
+    """The id of a video of the frames sent in one unbroken stream (2 s segments): what a stream of them that
+    broke and resumed must equal."""
+    with Client(server.target) as client:
+        done = client.ingest_frames(frames, "frames-whole", segment_s=2.0)
+    assert (done.video.state, done.frames) == ("complete", 16)
+    return "frames-whole"
+
+
 def test_a_dropped_frames_stream_resumes_without_a_frame_missing_or_twice(
-    server: LiveServer, frames: list[Frame]
+    server: LiveServer, frames: list[Frame], frames_whole: str
 ) -> None:
     with grpc.insecure_channel(server.target) as ch, Client(server.target) as client:
         stub = pb_grpc.VideoSearchStub(ch)
-        client.ingest_frames(frames, "frames-whole", segment_s=2.0)
         held = HeldFrames(frames, hold_at=5)  # frames 0-3 have their end: two segments of 2 s, no more
         upload_id, committed = "", 0
         for event in client.ingest_frames_events(held, "frames-resumed", segment_s=2.0):
@@ -165,7 +175,7 @@ def test_a_dropped_frames_stream_resumes_without_a_frame_missing_or_twice(
         accepted = events[0]
         assert isinstance(accepted, IngestAccepted) and (accepted.offset, accepted.media_s) == (4, pytest.approx(4.0))
         assert done.video.state == "complete" and done.frames == 16
-        assert moments_of(stub, "frames-resumed") == moments_of(stub, "frames-whole")
+        assert frames_of(stub, "frames-resumed") == frames_of(stub, frames_whole)
 
 
 def test_bad_frames_get_precise_statuses_and_keep_what_was_committed(server: LiveServer, frames: list[Frame]) -> None:
@@ -247,7 +257,9 @@ def test_an_idle_interrupted_stream_expires(shapes_model_dir: Path, frames: list
         server.stop()
 
 
-def test_a_frames_stream_resumes_itself_after_a_dropped_link(server: LiveServer, frames: list[Frame]) -> None:
+def test_a_frames_stream_resumes_itself_after_a_dropped_link(
+    server: LiveServer, frames: list[Frame], frames_whole: str
+) -> None:
     """The client keeps the frames sent since the last commit and resumes on its own when the link drops."""
     relay = Relay(server.target)
     committed = threading.Event()
@@ -275,7 +287,5 @@ def test_a_frames_stream_resumes_itself_after_a_dropped_link(server: LiveServer,
     with grpc.insecure_channel(server.target) as ch, Client(server.target) as client:
         video = client.get_video("frames-auto")
         assert (video.state, video.frames) == ("complete", 16)
-        if "frames-whole" not in {v.video_id for v in client.list_videos()}:
-            client.ingest_frames(frames, "frames-whole", segment_s=2.0)
         stub = pb_grpc.VideoSearchStub(ch)
-        assert moments_of(stub, "frames-auto") == moments_of(stub, "frames-whole")
+        assert frames_of(stub, "frames-auto") == frames_of(stub, frames_whole)

@@ -13,9 +13,8 @@ import pytest
 from moments.v1 import moments_pb2 as pb
 from moments.v1 import moments_pb2_grpc as pb_grpc
 from tests.live import LiveServer
-from tests.server.conftest import STREAM_SHAPES
-
-SHAPES = STREAM_SHAPES
+from tests.server.streams import STREAM_SHAPES as SHAPES
+from tests.server.streams import Feed, frames_of, search
 
 
 @pytest.fixture(scope="module")
@@ -24,30 +23,6 @@ def server(shapes_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     s = LiveServer(shapes_model_dir, f"embedded:{workdir / 'data'}", workdir)
     yield s
     s.stop()
-
-
-class Feed:
-    """Requests of a live stream: the header, then the bytes in small chunks, holding after `hold_at` bytes
-    until released (a camera that keeps its connection open)."""
-
-    def __init__(self, video_id: str, data: bytes, hold_at: int, **header: object) -> None:
-        self.header = pb.IngestHeader(video_id=video_id, mode=pb.INGEST_MODE_LIVE, **header)  # type: ignore[arg-type]
-        self.data, self.hold_at = data, hold_at
-        self.release = threading.Event()
-
-    def __iter__(self) -> Iterator[pb.IngestRequest]:
-        yield pb.IngestRequest(header=self.header)
-        for i in range(0, len(self.data), 8192):
-            if i >= self.hold_at:
-                self.release.wait(60)
-            yield pb.IngestRequest(chunk=self.data[i : i + 8192])
-
-
-def search(
-    stub: pb_grpc.VideoSearchStub, text: str, video_id: str, top_k: int = 5, **filters: object
-) -> list[pb.Moment]:
-    f = pb.SearchFilters(video_ids=[video_id], **filters)  # type: ignore[arg-type]
-    return list(stub.Search(pb.SearchRequest(text=text, top_k=top_k, filters=f), timeout=30).moments)
 
 
 def test_a_live_stream_is_searchable_while_it_runs_then_complete(server: LiveServer, stream_bytes: bytes) -> None:
@@ -135,16 +110,6 @@ def test_deleting_a_live_video_ends_its_stream(server: LiveServer, stream_bytes:
             stub.GetVideo(pb.GetVideoRequest(video_id="cam-deleted"), timeout=30)
 
 
-def moments_of(stub: pb_grpc.VideoSearchStub, video_id: str) -> list[tuple[float, float]]:
-    """(frame second, score) of every stored frame of the video, for a few queries: equal lists mean the
-    same frames (same times, same pixels, so the same embeddings)."""
-    out = []
-    for color, shape in SHAPES:
-        for m in search(stub, f"a {color} {shape}", video_id, top_k=50):
-            out.append((m.best_frame_s, round(m.score, 5)))
-    return sorted(out)
-
-
 def send_until_commit(
     stub: pb_grpc.VideoSearchStub, feed: Feed, media_s: float, on_reached: Callable[[], None] | None = None
 ) -> tuple[str, int]:
@@ -197,7 +162,7 @@ def test_a_dropped_stream_resumes_where_the_server_stands(server: LiveServer, st
         assert done.video.state == "complete" and done.frames == 16
         assert done.video.size_bytes == len(stream_bytes)  # every byte stored once
         # the same frames as the unbroken stream: none missing, none twice
-        assert moments_of(stub, "cam-resumed") == moments_of(stub, "cam-whole")
+        assert frames_of(stub, "cam-resumed") == frames_of(stub, "cam-whole")
 
 
 def test_a_stream_resumes_after_the_server_is_killed(
@@ -223,6 +188,6 @@ def test_a_stream_resumes_after_the_server_is_killed(
             assert video.state == "interrupted"  # its stream died with the first server
             done = resume(stub, "killed", stream_bytes, upload_id, video.size_bytes)
             assert done.video.state == "complete" and done.frames == 16
-            assert moments_of(stub, "killed") == moments_of(stub, "whole")
+            assert frames_of(stub, "killed") == frames_of(stub, "whole")
     finally:
         second.stop()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import sqlite3
 import threading
 import time
@@ -28,8 +29,9 @@ from moments_client.sample_video import write_shapes_video
 from moments_server.inference.manifest import load_manifest
 from tests.live import LiveServer, free_port
 from tests.server.conftest import ingest_requests
+from tests.server.streams import STREAM_SHAPES as SHAPES
+from tests.server.streams import Feed, frames_of
 
-SHAPES = [("red", "circle"), ("blue", "square"), ("green", "triangle"), ("yellow", "cross")]
 SECONDS_EACH = 3.0
 SAMPLE_FPS = 2.0  # one frame per 0.5 s window
 SEGMENT_S = 1.0  # two frames a segment
@@ -179,21 +181,24 @@ def blob_files_unreferenced(data_dir: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def stream_bytes(tmp_path_factory: pytest.TempPathFactory) -> bytes:
-    """12 s of small MPEG-TS: red circle 0-3 s, blue square 3-6 s, green triangle 6-9 s, yellow cross 9-12 s."""
+def small_stream(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """These tests' stream, shorter and smaller than conftest's stream_bytes: 12 s of 96x96 MPEG-TS,
+    red circle 0-3 s, blue square 3-6 s, green triangle 6-9 s, yellow cross 9-12 s."""
     path = tmp_path_factory.mktemp("ts") / "cam.ts"
     write_shapes_video(path, SHAPES, seconds_each=SECONDS_EACH, fps=10, size=(96, 96), codec="h264")
     return path.read_bytes()
 
 
+LIVE = {"segment_s": SEGMENT_S, "sampling": pb.SamplingOptions(fps=SAMPLE_FPS)}  # these streams' header options
+
+
 def header(video_id: str, **kw: Any) -> pb.IngestHeader:
-    return pb.IngestHeader(
-        video_id=video_id,
-        mode=pb.INGEST_MODE_LIVE,
-        segment_s=SEGMENT_S,
-        sampling=pb.SamplingOptions(fps=SAMPLE_FPS),
-        **kw,
-    )
+    return pb.IngestHeader(video_id=video_id, mode=pb.INGEST_MODE_LIVE, **LIVE, **kw)
+
+
+def held(video_id: str, data: bytes) -> Feed:
+    """A camera that sends the first half of the stream, then holds until its `release`, then the rest."""
+    return Feed(video_id, data, hold_at=len(data) // 2, chunk=2048, **LIVE)
 
 
 def requests(h: pb.IngestHeader, data: bytes, chunk: int = 2048, pause_s: float = 0.0) -> Iterator[pb.IngestRequest]:
@@ -213,22 +218,13 @@ def windows(stub: pb_grpc.VideoSearchStub, video_id: str, complete_only: bool = 
     return sorted(m.start_s for m in hits)
 
 
-def frames_of(stub: pb_grpc.VideoSearchStub, video_id: str) -> list[tuple[float, float]]:
-    """(frame second, score) of every stored frame for each shape's query: the same frames (times and
-    pixels, so embeddings) give equal lists."""
-    out = []
-    for color, shape in SHAPES:
-        f = pb.SearchFilters(video_ids=[video_id])
-        for m in stub.Search(pb.SearchRequest(text=f"a {color} {shape}", top_k=100, filters=f), timeout=30).moments:
-            out.append((m.best_frame_s, round(m.score, 5)))
-    return sorted(out)
-
-
 def get_video(stub: pb_grpc.VideoSearchStub, video_id: str) -> pb.Video | None:
+    """The video, or None if there is none (NOT_FOUND); any other error is raised as it came."""
     try:
         return stub.GetVideo(pb.GetVideoRequest(video_id=video_id), timeout=30)
     except grpc.RpcError as e:
-        assert e.code() == grpc.StatusCode.NOT_FOUND, e
+        if e.code() != grpc.StatusCode.NOT_FOUND:
+            raise
         return None
 
 
@@ -250,14 +246,14 @@ def descriptor_set(shapes_model_dir: Path) -> str:
 
 @pytest.mark.parametrize("restart", ["server", "launcher"])
 def test_a_video_left_live_by_a_crash_is_interrupted_at_start_and_resumable(
-    shapes_model_dir: Path, descriptor_set: str, stream_bytes: bytes, tmp_path: Path, restart: str
+    shapes_model_dir: Path, descriptor_set: str, small_stream: bytes, tmp_path: Path, restart: str
 ) -> None:
     first, _ = start_server(shapes_model_dir, tmp_path)
     committed = None
     try:
         with grpc.insecure_channel(first.target) as ch:
             stub = pb_grpc.VideoSearchStub(ch)
-            call = stub.Ingest(requests(header("crashed"), stream_bytes, pause_s=0.2), timeout=60)
+            call = stub.Ingest(requests(header("crashed"), small_stream, pause_s=0.2), timeout=60)
             for ev in call:
                 if ev.WhichOneof("event") == "accepted":
                     upload_id = ev.accepted.upload_id
@@ -287,7 +283,7 @@ def test_a_video_left_live_by_a_crash_is_interrupted_at_start_and_resumable(
                 stub.Ingest(
                     requests(
                         header("crashed", resume_upload_id=upload_id, resume_offset=video.size_bytes),
-                        stream_bytes[video.size_bytes :],
+                        small_stream[video.size_bytes :],
                     ),
                     timeout=60,
                 )
@@ -317,8 +313,8 @@ class Stream:
 class KillRun:
     streams: list[Stream] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
-    kills: int = 0
-    resumes: int = 0
+    exits: list[int] = field(default_factory=list)  # per kill: the server's exit status
+    resumes: int = 0  # resumes the server accepted
     redirected: int = 0  # resumes refused with the server's offset (it had committed more than reported)
     lives: list[str] = field(default_factory=list)  # per server life: the stream, its commits then, done
 
@@ -371,8 +367,20 @@ def check_after_restart(
     p += [f"{label}: spool file left {f.name}" for f in workdir.glob("moments-upload-*")]
 
 
-def stream_once(stub: pb_grpc.VideoSearchStub, s: Stream, data: bytes, run: KillRun, pause_s: float) -> None:
-    """Start or resume `s`'s stream and follow it until it ends (done, or the kill: UNAVAILABLE)."""
+def stream_once(
+    stub: pb_grpc.VideoSearchStub, s: Stream, data: bytes, run: KillRun, pause_s: float, killable: bool
+) -> None:
+    """Start or resume `s`'s stream and follow it until it ends: done, or (`killable`) the kill, which may land
+    at any of its calls and ends that call UNAVAILABLE. Any other status is a finding (run.problems); any other
+    exception is raised (on a thread: see Follower)."""
+    try:
+        _follow(stub, s, data, run, pause_s)
+    except grpc.RpcError as e:
+        if not (killable and e.code() == grpc.StatusCode.UNAVAILABLE):
+            run.problems.append(f"{s.video_id}: {e.code().name}: {e.details()}")
+
+
+def _follow(stub: pb_grpc.VideoSearchStub, s: Stream, data: bytes, run: KillRun, pause_s: float) -> None:
     video = get_video(stub, s.video_id)
     if video is None or not s.upload_id:
         h, offset = header(s.video_id, replace=video is not None), 0
@@ -385,39 +393,53 @@ def stream_once(stub: pb_grpc.VideoSearchStub, s: Stream, data: bytes, run: Kill
                 list(stub.Ingest(requests(h, data[offset:]), timeout=60))
                 run.problems.append(f"{s.video_id}: resume from {offset} accepted, the server has {video.size_bytes}")
             except grpc.RpcError as e:
+                if e.code() == grpc.StatusCode.UNAVAILABLE:
+                    raise  # the kill landed here; stream_once tells
                 want = f"resume from offset {video.size_bytes}"
                 if e.code() != grpc.StatusCode.FAILED_PRECONDITION or want not in (e.details() or ""):
                     run.problems.append(f"{s.video_id}: resume from {offset}: {e.code()} {e.details()}")
             run.redirected += 1
             offset = video.size_bytes
             h.resume_offset = offset
-        run.resumes += 1
-    try:
-        for ev in stub.Ingest(requests(h, data[offset:], pause_s=pause_s), timeout=60):
-            kind = ev.WhichOneof("event")
-            if kind == "accepted":
-                s.upload_id = ev.accepted.upload_id
-                if ev.accepted.offset != offset:
-                    run.problems.append(f"{s.video_id}: accepted at {ev.accepted.offset}, resumed at {offset}")
-            elif kind == "committed":
-                s.committed = ev.committed
-                s.commits += 1
-            elif kind == "done":
-                s.done = ev.done
-    except grpc.RpcError as e:
-        if e.code() != grpc.StatusCode.UNAVAILABLE:  # the kill; anything else is a finding
-            run.problems.append(f"{s.video_id}: {e.code().name}: {e.details()}")
+    for ev in stub.Ingest(requests(h, data[offset:], pause_s=pause_s), timeout=60):
+        kind = ev.WhichOneof("event")
+        if kind == "accepted":
+            s.upload_id = ev.accepted.upload_id
+            run.resumes += bool(h.resume_upload_id)
+            if ev.accepted.offset != offset:
+                run.problems.append(f"{s.video_id}: accepted at {ev.accepted.offset}, resumed at {offset}")
+        elif kind == "committed":
+            s.committed = ev.committed
+            s.commits += 1
+        elif kind == "done":
+            s.done = ev.done
+
+
+class Follower(threading.Thread):
+    """stream_once (killable) on a thread of its own; `error` keeps what it raised, for the test to raise again
+    (a thread's exception would otherwise be lost)."""
+
+    def __init__(self, stub: pb_grpc.VideoSearchStub, s: Stream, data: bytes, run: KillRun, pause_s: float) -> None:
+        super().__init__(daemon=True)
+        self.call = (stub, s, data, run, pause_s)
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            stream_once(*self.call, killable=True)
+        except BaseException as e:  # handed to the test, which raises it
+            self.error = e
 
 
 def test_kill_9_at_random_points_of_live_streams(
-    shapes_model_dir: Path, descriptor_set: str, stream_bytes: bytes, tmp_path: Path
+    shapes_model_dir: Path, descriptor_set: str, small_stream: bytes, tmp_path: Path
 ) -> None:
     """ROUNDS server lives on one data dir, each killed after a seeded random delay into a paced live stream
     (before its first commit, mid-decode, mid-commit, or after its end). After each restart the guarantees
     hold; the streams resume where the server stands; at the end each completes as the unbroken stream."""
     rng = random.Random(SEED)
     pause_s = 0.04
-    stream_s = pause_s * len(stream_bytes) / 2048  # about how long the camera takes to send the whole stream
+    stream_s = pause_s * len(small_stream) / 2048  # about how long the camera takes to send the whole stream
     run = KillRun()
     reference: list[tuple[float, float]] = []
     for rnd in range(ROUNDS + 1):
@@ -426,15 +448,15 @@ def test_kill_9_at_random_points_of_live_streams(
         try:
             with grpc.insecure_channel(server.target) as ch:
                 stub = pb_grpc.VideoSearchStub(ch)
-                check_after_restart(stub, store, tmp_path, stream_bytes, run, f"after kill {rnd}")
+                check_after_restart(stub, store, tmp_path, small_stream, run, f"after kill {rnd}")
                 if rnd == 0:  # the unbroken stream, to compare with
-                    list(stub.Ingest(requests(header("unbroken"), stream_bytes), timeout=60))
+                    list(stub.Ingest(requests(header("unbroken"), small_stream), timeout=60))
                     reference = frames_of(stub, "unbroken")
                     assert len(reference) == FRAMES * len(SHAPES)
                 if rnd == ROUNDS:  # the last life: every stream resumes to its end, unkilled
                     for s in run.streams:
                         if s.done is None:
-                            stream_once(stub, s, stream_bytes, run, 0.0)
+                            stream_once(stub, s, small_stream, run, 0.0, killable=False)
                         if s.done is None or frames_of(stub, s.video_id) != reference:
                             run.problems.append(f"{s.video_id}: not completed as the unbroken stream: {s.done}")
                     break
@@ -442,23 +464,24 @@ def test_kill_9_at_random_points_of_live_streams(
                     run.streams.append(Stream(f"cam-{len(run.streams)}"))
                 current = run.streams[-1]
                 before = current.commits
-                follower = threading.Thread(
-                    target=stream_once, args=(stub, current, stream_bytes, run, pause_s), daemon=True
-                )
+                follower = Follower(stub, current, small_stream, run, pause_s)
                 follower.start()
                 time.sleep(rng.uniform(0.0, stream_s * 1.2))
                 server.stop(sig_kill=True)
-                run.kills += 1
+                run.exits.append(server.proc.returncode)
                 follower.join(30)
                 assert not follower.is_alive(), "the stream did not end with the server"
+                if follower.error is not None:
+                    raise follower.error
                 run.lives.append(f"{current.video_id} +{current.commits - before}{' done' if current.done else ''}")
         finally:
             store.close()
             server.stop(sig_kill=True)
     summary = [(s.video_id, s.commits, s.done is not None) for s in run.streams]
-    print(f"live kills: {run.kills}, resumes {run.resumes} ({run.redirected} redirected), lives {run.lives}")
+    print(f"live kills: {len(run.exits)}, resumes {run.resumes} ({run.redirected} redirected), lives {run.lives}")
     assert run.problems == []
-    assert run.kills == ROUNDS
+    # each kill hit a running server: none had exited on its own before it (its status would not be SIGKILL's)
+    assert run.exits == [-signal.SIGKILL] * ROUNDS, run.exits
     # worth something only if kills landed between commits of a stream that then resumed, and a stream completed
     assert run.resumes >= 2 and any(s.done for s in run.streams), summary
 
@@ -485,7 +508,7 @@ def served(shapes_model_dir: Path, descriptor_set: str, tmp_path_factory: pytest
         server.stop()
 
 
-def test_eight_streams_and_an_upload_with_searches_running(served: Served, stream_bytes: bytes, tmp_path: Path) -> None:
+def test_eight_streams_and_an_upload_with_searches_running(served: Served, small_stream: bytes, tmp_path: Path) -> None:
     """8 LIVE streams and a file upload at once while a client searches: from the moment a commit is reported
     its frames are found (every window once, in order); every stream and the upload end complete."""
     stub, streams = served.stub, [f"many-{i}" for i in range(8)]
@@ -497,7 +520,7 @@ def test_eight_streams_and_an_upload_with_searches_running(served: Served, strea
 
     def stream(video_id: str) -> None:
         try:
-            for ev in stub.Ingest(requests(header(video_id), stream_bytes, pause_s=0.02), timeout=120):
+            for ev in stub.Ingest(requests(header(video_id), small_stream, pause_s=0.02), timeout=120):
                 if ev.WhichOneof("event") == "committed":
                     reported[video_id] = ev.committed.frames
                 elif ev.WhichOneof("event") == "done":
@@ -553,16 +576,6 @@ def test_eight_streams_and_an_upload_with_searches_running(served: Served, strea
     assert served.store.orphans() == dict.fromkeys(served.store.orphans(), 0)
 
 
-def held(video_id: str, data: bytes, release: threading.Event, **kw: Any) -> Iterator[pb.IngestRequest]:
-    """A camera that sends the first half of the stream, then holds until `release`, then the rest."""
-    yield pb.IngestRequest(header=header(video_id, **kw))
-    half = len(data) // 2
-    for i in range(0, len(data), 2048):
-        if i >= half:
-            release.wait(60)
-        yield pb.IngestRequest(chunk=data[i : i + 2048])
-
-
 def follow_until_commit(call: Any) -> tuple[str, pb.IngestCommitted]:
     upload_id = ""
     for ev in call:
@@ -573,64 +586,64 @@ def follow_until_commit(call: Any) -> tuple[str, pb.IngestCommitted]:
     raise AssertionError("the stream ended before a commit")
 
 
-def test_replacing_a_live_video(served: Served, stream_bytes: bytes, tmp_path: Path) -> None:
+def test_replacing_a_live_video(served: Served, small_stream: bytes, tmp_path: Path) -> None:
     stub, store = served.stub, served.store
     # while its stream runs, neither another stream nor an upload may replace it
-    release = threading.Event()
-    call = stub.Ingest(held("cam-r", stream_bytes, release), timeout=120)
+    feed = held("cam-r", small_stream)
+    call = stub.Ingest(iter(feed), timeout=120)
     first_upload, _ = follow_until_commit(call)
     clip = tmp_path / "other.mp4"
     write_shapes_video(clip, SHAPES[2:], seconds_each=1.0, fps=10, size=(96, 96))
     for attempt in (
-        requests(header("cam-r", replace=True), stream_bytes),
+        requests(header("cam-r", replace=True), small_stream),
         ingest_requests(clip, "cam-r", replace=True),
     ):
         with pytest.raises(grpc.RpcError) as e:
             list(stub.Ingest(attempt, timeout=60))
         assert e.value.code() == grpc.StatusCode.ALREADY_EXISTS and "being ingested" in (e.value.details() or "")
     call.cancel()  # the camera's link drops: the video stays, interrupted
-    release.set()
+    feed.release.set()
     video = wait_interrupted(stub, "cam-r")
     old = store.of_video("cam-r")
     assert old["descriptors"] == video.frames > 0
     # a new stream replaces the interrupted one whole: its old segments go, its upload cannot be resumed
     events = list(
-        stub.Ingest(requests(header("cam-r", replace=True), stream_bytes[: len(stream_bytes) // 3]), timeout=60)
+        stub.Ingest(requests(header("cam-r", replace=True), small_stream[: len(small_stream) // 3]), timeout=60)
     )
     assert events[0].accepted.replacing and events[0].accepted.upload_id != first_upload
     done = events[-1].done
-    assert done.video.state == "complete" and done.video.size_bytes == len(stream_bytes) // 3
+    assert done.video.state == "complete" and done.video.size_bytes == len(small_stream) // 3
     parts = store.of_video("cam-r")
     assert parts["descriptors"] == parts["clips"] == done.frames and parts["states"] == ["complete"], parts
     assert parts["blob"] + sum(e - s for s, e in parts["segments"]) == done.video.size_bytes, parts
     assert windows(stub, "cam-r") == [k / SAMPLE_FPS for k in range(done.frames)]
     with pytest.raises(grpc.RpcError) as e:
         resume_h = header("cam-r", resume_upload_id=first_upload, resume_offset=video.size_bytes)
-        list(stub.Ingest(requests(resume_h, stream_bytes[video.size_bytes :]), timeout=60))
+        list(stub.Ingest(requests(resume_h, small_stream[video.size_bytes :]), timeout=60))
     assert e.value.code() == grpc.StatusCode.NOT_FOUND and "no live upload" in (e.value.details() or "")
     assert store.orphans() == dict.fromkeys(store.orphans(), 0)
 
 
-def test_deleting_a_live_video_leaves_nothing_of_it(served: Served, stream_bytes: bytes) -> None:
+def test_deleting_a_live_video_leaves_nothing_of_it(served: Served, small_stream: bytes) -> None:
     """Deleted mid-stream (its stream ends ABORTED: test_live.py) or after its stream broke: no clip,
     descriptor or segment blob of it stays, even of commits in flight at the delete; its id is free again."""
     stub, store = served.stub, served.store
-    release = threading.Event()
-    call = stub.Ingest(held("cam-d", stream_bytes, release), timeout=120)
+    feed = held("cam-d", small_stream)
+    call = stub.Ingest(iter(feed), timeout=120)
     follow_until_commit(call)
     stub.DeleteVideo(pb.DeleteVideoRequest(video_id="cam-d"), timeout=30)
-    release.set()
+    feed.release.set()
     with pytest.raises(grpc.RpcError) as e:
         list(call)
     assert e.value.code() == grpc.StatusCode.ABORTED
     nothing = {"videos": 0, "clips_by_id": 0, "descriptors_by_id": 0, "blobs_by_id": 0}
     assert {k: store.of_video("cam-d")[k] for k in nothing} == nothing
     # an interrupted live video
-    release = threading.Event()
-    call = stub.Ingest(held("cam-d", stream_bytes, release), timeout=120)
+    feed = held("cam-d", small_stream)
+    call = stub.Ingest(iter(feed), timeout=120)
     follow_until_commit(call)
     call.cancel()
-    release.set()
+    feed.release.set()
     wait_interrupted(stub, "cam-d")
     stub.DeleteVideo(pb.DeleteVideoRequest(video_id="cam-d"), timeout=30)
     assert {k: store.of_video("cam-d")[k] for k in nothing} == nothing
@@ -680,17 +693,17 @@ def test_undecodable_bytes_mid_stream(served: Served, tmp_path: Path) -> None:
     assert store.orphans() == dict.fromkeys(store.orphans(), 0)
 
 
-def test_resume_refusals_are_precise(served: Served, stream_bytes: bytes) -> None:
+def test_resume_refusals_are_precise(served: Served, small_stream: bytes) -> None:
     """Beyond test_live.py's (offset + 1, unknown upload): an offset behind the server's, another video's
     upload, a complete video's upload; the video is untouched by each refusal and then resumes."""
     stub = served.stub
-    call = stub.Ingest(requests(header("cam-x"), stream_bytes, pause_s=0.05), timeout=60)
+    call = stub.Ingest(requests(header("cam-x"), small_stream, pause_s=0.05), timeout=60)
     upload_id, _ = follow_until_commit(call)
     call.cancel()
     video = wait_interrupted(stub, "cam-x")
-    list(stub.Ingest(requests(header("cam-y"), stream_bytes), timeout=60))
+    list(stub.Ingest(requests(header("cam-y"), small_stream), timeout=60))
     complete_upload = ""
-    for ev in stub.Ingest(requests(header("cam-z"), stream_bytes), timeout=60):
+    for ev in stub.Ingest(requests(header("cam-z"), small_stream), timeout=60):
         if ev.WhichOneof("event") == "accepted":
             complete_upload = ev.accepted.upload_id
     stored = video.size_bytes
@@ -698,15 +711,15 @@ def test_resume_refusals_are_precise(served: Served, stream_bytes: bytes) -> Non
         ("cam-x", upload_id, stored - 1, grpc.StatusCode.FAILED_PRECONDITION, f"resume from offset {stored} (not"),
         ("cam-x", upload_id, 0, grpc.StatusCode.FAILED_PRECONDITION, f"resume from offset {stored} (not"),
         ("cam-y", upload_id, stored, grpc.StatusCode.NOT_FOUND, "no live upload"),
-        ("cam-z", complete_upload, len(stream_bytes), grpc.StatusCode.FAILED_PRECONDITION, "is complete"),
+        ("cam-z", complete_upload, len(small_stream), grpc.StatusCode.FAILED_PRECONDITION, "is complete"),
     ):
         h = header(video_id, resume_upload_id=uid, resume_offset=offset)
         with pytest.raises(grpc.RpcError) as e:
-            list(stub.Ingest(requests(h, stream_bytes[offset:]), timeout=60))
+            list(stub.Ingest(requests(h, small_stream[offset:]), timeout=60))
         assert e.value.code() == code and words in (e.value.details() or ""), (video_id, e.value.details())
     after = get_video(stub, "cam-x")
     assert after is not None and (after.frames, after.size_bytes, after.state) == (video.frames, stored, "interrupted")
     h = header("cam-x", resume_upload_id=upload_id, resume_offset=stored)
-    done = list(stub.Ingest(requests(h, stream_bytes[stored:]), timeout=60))[-1].done
+    done = list(stub.Ingest(requests(h, small_stream[stored:]), timeout=60))[-1].done
     assert done.video.state == "complete" and done.frames == FRAMES
     assert windows(stub, "cam-x") == [k / SAMPLE_FPS for k in range(FRAMES)]

@@ -14,6 +14,7 @@ import pytest
 
 from moments_server import ort_package
 from moments_server.ort_package import Gpu, choose
+from tests.conftest import REPO
 
 SCRIPT = Path(ort_package.__file__)
 
@@ -101,9 +102,8 @@ def test_extras_match_the_script() -> None:
     """pyproject's gpu extra is the package the script names; the cpu extra is the pinned onnxruntime."""
     import tomllib
 
-    root = Path(__file__).resolve().parents[2]
-    extras = tomllib.loads((root / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     assert extras["gpu"] == [ort_package.GPU_PACKAGE]
     assert extras["cpu"] == ["onnxruntime==1.32.0"]
-    deps = tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
     assert not [d for d in deps if d.startswith("onnxruntime")], "the runtime comes from one extra, never both"

@@ -13,9 +13,9 @@ import pytest
 os.environ.setdefault("ADB_LOG_FILE", "")  # the SDK: no log file (and its import stays quiet)
 
 from moments_server.store.embedded import Engine, ThreadedWireServer
+from tests.conftest import REPO
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-CASES_DIR = REPO_ROOT.parent / "shared" / "aperturedb" / "cases"
+CASES_DIR = REPO.parent / "shared" / "aperturedb" / "cases"
 USER, PASSWORD = "admin", "admin-test-pw"
 
 

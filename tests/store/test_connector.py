@@ -11,6 +11,7 @@ import pytest
 
 from moments_server.store import Connector, open_connector
 from moments_server.store.embedded import Engine
+from tests.conftest import REPO
 
 from .conftest import PASSWORD, USER
 
@@ -109,7 +110,7 @@ def test_sdk_connector_starts_fast_and_offline(engine: Engine, wire: Any) -> Non
         capture_output=True,
         text=True,
         timeout=60,
-        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).parents[2] / "server")},
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO / "server")},
     )
     assert out.returncode == 0, out.stderr
     assert float(out.stdout) < 5

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from moments_server.store.embedded import Engine
+from tests.conftest import REPO
 
 from .durability_writer import DESCRIPTORS, ENTITIES, blob_for, vec_for
 
@@ -23,8 +24,7 @@ ROUNDS = 10
 
 
 def run_round(data_dir: Path, first: int, rng: random.Random) -> list[int]:
-    root = Path(__file__).parents[2]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root / "server"), str(root)]))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "server"), str(REPO)]))
     p = subprocess.Popen(
         [sys.executable, str(WRITER), str(data_dir), str(first)], stdout=subprocess.PIPE, text=True, env=env
     )

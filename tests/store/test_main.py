@@ -9,11 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.conftest import REPO
+
 from .conftest import sdk_connector
 
 
 def test_standalone_listener(tmp_path: Path) -> None:
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[2] / "server"))
+    env = dict(os.environ, PYTHONPATH=str(REPO / "server"))
     made = subprocess.run(
         [sys.executable, "-m", "moments_server.store.embedded", "--data-dir", str(tmp_path), "--new-token", "admin"],
         capture_output=True,
