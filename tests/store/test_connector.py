@@ -91,19 +91,19 @@ def test_bad_urls(url: str) -> None:
         open_connector(url)
 
 
-def test_sdk_connector_starts_fast_and_offline(engine: Engine, wire: Any) -> None:
-    """open_connector("aperturedb://...") skips the SDK package's PyPI version check."""
+def test_sdk_connector_skips_the_version_check(engine: Engine, wire: Any) -> None:
+    """open_connector("aperturedb://...") skips the SDK package's PyPI version check (it imports requests and
+    calls PyPI, which an offline host waits on), yet queries the store."""
     import subprocess
     import sys
 
     srv = wire(engine)
     code = (
-        "import sys, time; t = time.monotonic()\n"
+        "import sys\n"
         "from moments_server.store import open_connector\n"
         f"c = open_connector('aperturedb://{USER}:{PASSWORD}@127.0.0.1:{srv.port}?ssl=0')\n"
         "r, _ = c.query([{'GetStatus': {}}]); assert r[0]['GetStatus']['status'] == 0\n"
         "assert 'requests' not in sys.modules, 'the version check ran'\n"
-        "print(time.monotonic() - t)\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", code],
@@ -113,4 +113,3 @@ def test_sdk_connector_starts_fast_and_offline(engine: Engine, wire: Any) -> Non
         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO / "server")},
     )
     assert out.returncode == 0, out.stderr
-    assert float(out.stdout) < 5
