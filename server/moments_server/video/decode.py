@@ -204,11 +204,13 @@ def _picks(
     about 6 ms at 360p, which was 15 % of sampling a 6 s clip when plan and decode each opened the file)."""
     last_slot, last_s = -1, -1.0
     if strategy == "skip":
-        plan = plan_packets(container, fps, keyframes, detect_fps if shots is not None else 0.0)
+        # with shot detection every decoded frame feeds the detector: leave the reference chains whole
+        plan = plan_packets(container, fps, keyframes, detect_fps if shots is not None else 0.0, shots is None)
         if plan is None:
             stats.fallback = "the stream cannot be planned (a packet has no timestamp, or there is none)"
         else:
             stats.strategy, stats.packets = "skip", len(plan.pts)
+            stats.refs, stats.refs_note, stats.unreached = plan.refs, plan.refs_note, plan.unreached
             fresh: av.container.InputContainer | None = None
             try:
                 try:
