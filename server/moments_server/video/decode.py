@@ -12,7 +12,13 @@ fallback):
 1. A demux-only pass (about 1 % of the decode's CPU) reads every packet's timestamp and keyframe flag, so
    the packet of each window's first frame is known before anything is decoded.
 2. Packets before a kept one in their GOP go to the decoder with `skip_frame=NONREF`: the codec itself
-   drops the frames no other frame references (most B-frames), and decodes the reference chain.
+   drops the frames no other frame references (most B-frames), and decodes the reference chain. On
+   H.264 (without shot detection), the plan also reads the slice headers (video/h264_refs.py) and, in
+   GOPs from an IDR picture to the next, sends only the reference pictures the kept frames can reach
+   through the entries their slices' reference lists hold, plus any whose absence would change those
+   lists as FFmpeg builds them (its frame_num gap frames take the place of the pictures not sent): on
+   the bench's x264 recipe most B-pyramid references are left out (`DecodeStats.refs` says whether
+   this ran, `unreached` how many pictures it left out).
 3. Packets after the last kept one of a GOP, up to a keyframe that nothing after it reaches past (no
    leading pictures: no later packet of its GOP shows before it), go with `skip_frame=NONKEY`, and GOPs
    that hold no kept frame are not sent at all. This is what seeking would save, without seeking.

@@ -1,6 +1,7 @@
 """The skip strategy's plan (video/decode.py): a demux-only pass reads every packet's timestamp and keyframe
 flag and chooses, per packet, what the decoder does with it (decode it, decode only references, keyframes
-only, or not send it), and the planned decode checks that the decoder did what the plan expects."""
+only, or not send it), and the planned decode checks that the decoder did what the plan expects. On
+H.264 it also reads the slice headers, to leave out the reference pictures no kept frame reaches."""
 
 from __future__ import annotations
 
