@@ -134,7 +134,7 @@ class Slice:
     mods: tuple[tuple[tuple[int, int], ...], tuple[tuple[int, int], ...]]  # (idc, abs_diff_pic_num_minus1)
 
 
-@dataclass
+@dataclass(slots=True)
 class Picture:
     """One packet's picture: what reference marking and list construction need."""
 
@@ -261,6 +261,7 @@ class StreamParser:
     def __init__(self, extradata: bytes | None) -> None:
         self.spss: dict[int, Sps] = {}
         self.ppss: dict[int, Pps] = {}
+        self._slices: dict[Slice, Slice] = {}
         self.length_size = 0
         if extradata and extradata[0] == 1:  # avcC (ISO 14496-15 5.3.3.1)
             if len(extradata) < 7:
@@ -307,6 +308,7 @@ class StreamParser:
                         s = parse_slice(_rbsp(nal), kind, ref_idc, self.spss, self.ppss)
                 except EOFError as e:
                     raise Unsupported("a truncated slice header") from e
+                s.slices[0] = self._slices.setdefault(s.slices[0], s.slices[0])  # (most are alike: share them)
                 if s.first == (pic is not None):
                     raise Unsupported("a packet that does not hold one whole picture")
                 if pic is None:
@@ -351,7 +353,7 @@ def _recovery_point(rbsp: bytes) -> bool:
     return False
 
 
-@dataclass
+@dataclass(slots=True)
 class _Ref:
     pic: int  # the picture's index, -1 for a gap frame
     frame_num: int

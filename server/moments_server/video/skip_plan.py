@@ -229,21 +229,31 @@ def _needed(pics: list[Picture], a: int, e: int, kept: list[int], action: bytear
     # Pictures sent only to hold their place in the DPB (their POC in a B-slice's list order, their
     # marking): their own references do not matter, as no needed picture shows their pixels.
     placed: set[int] = set()
-    for _ in range(32):
+
+    def left_out(j: int) -> bool:
+        return pics[j].ref and j not in needed and j not in placed
+
+    for _ in range(8):
         order = sorted(needed | placed)
         seen = simulate(pics, order, gaps=True)
-        bad = next((i for i in sorted(needed) if seen[i] != full[i]), None)
-        if bad is None:
+        bad = [i for i in order if i in needed and seen[i] != full[i]]
+        if not bad:
             return needed | placed
-        left_out = [j for j in range(a, bad) if pics[j].ref and j not in needed and j not in placed]
-        # first the pictures whose gap frames took their place in its lists (FFmpeg gives a gap frame
-        # the POC of the reference before it + 2), then those with adaptive marking, then the rest
-        gaps = {GAP - r for refs in seen[bad].refs for r in refs if r <= GAP}
-        more = [max((j for j in left_out if pics[j].frame_num == fn), default=-1) for fn in gaps]
-        more = [j for j in more if j >= 0] or [j for j in left_out if pics[j].mmco is not None] or left_out
+        # the pictures whose gap frames took a place in the lists of a picture that differs (FFmpeg
+        # gives a gap frame the POC of the reference before it + 2, which can move it before a needed
+        # one in a B list): the latest picture left out with that frame_num
+        more: set[int] = set()
+        for i in bad:
+            for fn in {GAP - r for refs in seen[i].refs for r in refs if r <= GAP}:
+                j = next((j for j in range(i - 1, a - 1, -1) if pics[j].frame_num == fn and left_out(j)), -1)
+                if j >= 0:
+                    more.add(j)
+        if not more:  # else those left out before the first that differs: with adaptive marking, or all
+            earlier = [j for j in range(a, bad[0]) if left_out(j)]
+            more = {j for j in earlier if pics[j].mmco is not None} or set(earlier)
         if not more:
             break
-        placed.update(more)
+        placed |= more
     raise Unsupported("the pictures kept do not see the references of the full decode")
 
 
