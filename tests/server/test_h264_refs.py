@@ -17,15 +17,8 @@ import av
 import pytest
 
 from moments_server.video.decode import DecodeStats
-from moments_server.video.h264_refs import (
-    B_SLICE,
-    I_SLICE,
-    P_SLICE,
-    Picture,
-    StreamParser,
-    Unsupported,
-    simulate,
-)
+from moments_server.video.h264_refs import simulate
+from moments_server.video.h264_syntax import B_SLICE, I_SLICE, P_SLICE, Picture, StreamParser, Unsupported
 from moments_server.video.skip_plan import plan_packets, planned_frames
 from tests.server.test_sampling_strategies import cfr, compare, write_video
 

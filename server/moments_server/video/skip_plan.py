@@ -14,7 +14,8 @@ from typing import Literal
 
 import av
 
-from moments_server.video.h264_refs import GAP, Picture, StreamParser, Unsupported, simulate
+from moments_server.video.h264_refs import GAP, simulate
+from moments_server.video.h264_syntax import Picture, StreamParser, Unsupported
 
 
 @dataclass
@@ -274,7 +275,7 @@ def planned_frames(
                 raise Surprise("the second read of the file met other packets than the plan")
             act = plan.action[i]
             i += 1
-            if act >= _DROP:
+            if act in (_DROP, _UNREACHED):
                 continue
             if _SKIP_FRAME[act] != current:
                 current = _SKIP_FRAME[act]
