@@ -1,6 +1,7 @@
 """The skip strategy's plan (video/decode.py): a demux-only pass reads every packet's timestamp and keyframe
 flag and chooses, per packet, what the decoder does with it (decode it, decode only references, keyframes
-only, or not send it), and the planned decode checks that the decoder did what the plan expects."""
+only, or not send it), and the planned decode checks that the decoder did what the plan expects. On
+H.264 it also reads the slice headers, to leave out the reference pictures no kept frame reaches."""
 
 from __future__ import annotations
 
@@ -13,6 +14,9 @@ from typing import Literal
 
 import av
 
+from moments_server.video.h264_refs import GAP, simulate
+from moments_server.video.h264_syntax import Picture, StreamParser, Unsupported
+
 
 @dataclass
 class DecodeStats:
@@ -24,6 +28,9 @@ class DecodeStats:
     sent: int = 0  # packets handed to the decoder
     decoded: int = 0  # frames the decoder returned
     kept: int = 0
+    refs: str = ""  # "refs": the reference analysis chose the packets; "nonref": it did not (refs_note: why)
+    refs_note: str = ""
+    unreached: int = 0  # reference pictures before a kept frame that no kept frame reaches (not sent)
     detect_s: float = 0.0  # CPU seconds of shot detection (this thread's: scaling for it, the detector)
     cuts: int = 0  # shots found after the first
 
@@ -49,8 +56,9 @@ class Clock:
         return math.floor(t * self.fps + 1e-6)
 
 
-# What the skip strategy does with each packet: the codec's skip_frame while it decodes it, or not sent.
-_KEEP, _REFS, _TAIL, _DROP = 0, 1, 2, 3
+# What the skip strategy does with each packet: the codec's skip_frame while it decodes it, or not sent
+# (_DROP: a whole GOP's tail or GOP; _UNREACHED: a picture no kept frame reaches, mid-GOP).
+_KEEP, _REFS, _TAIL, _DROP, _UNREACHED = 0, 1, 2, 3, 4
 _SkipFrame = Literal["DEFAULT", "NONREF", "NONKEY"]
 _SKIP_FRAME: dict[int, _SkipFrame] = {_KEEP: "DEFAULT", _REFS: "NONREF", _TAIL: "NONKEY"}
 
@@ -70,17 +78,33 @@ class Plan:
     action: bytearray  # _KEEP / _REFS / _TAIL / _DROP per packet
     wanted: list[tuple[int, int]]  # (slot, pts of the frame to keep), by slot
     must_be_key: list[int]  # pts of the keyframes sent after skipped packets
+    refs: str = ""  # DecodeStats.refs / refs_note / unreached
+    refs_note: str = ""
+    unreached: int = 0
 
 
 def plan_packets(
-    container: av.container.InputContainer, fps: float, keyframes: bool, detect_fps: float = 0.0
+    container: av.container.InputContainer,
+    fps: float,
+    keyframes: bool,
+    detect_fps: float = 0.0,
+    refs: bool = True,
 ) -> Plan | None:
     """Read every packet's pts and key flag (demux only) and choose what to decode; None when it cannot
     be planned (a packet without pts, or none at all). Leaves the container at its end. `detect_fps` > 0:
-    the first frame of each 1/detect_fps window is decoded too (not kept)."""
+    the first frame of each 1/detect_fps window is decoded too (not kept). `refs`: on H.264, read the
+    slice headers too and leave out the reference pictures no kept frame reaches (video/h264_refs.py)."""
     pts, keys = array("q"), bytearray()
     stream = container.streams.video[0]
     clock = Clock.of(stream, fps)
+    parser: StreamParser | None = None
+    pics: list[Picture] = []
+    note = "not H.264" if refs else "not asked for"
+    if refs and not keyframes and stream.codec_context.name == "h264":
+        try:
+            parser, note = StreamParser(stream.codec_context.extradata), ""
+        except Unsupported as e:
+            note = str(e)
     for p in container.demux(stream):
         if p.size == 0:
             continue
@@ -88,6 +112,11 @@ def plan_packets(
             return None
         pts.append(p.pts)
         keys.append(p.is_keyframe)
+        if parser is not None:
+            try:
+                pics.append(parser.packet(memoryview(p)))
+            except Unsupported as e:
+                parser, note = None, str(e)
     n = len(pts)
     if n == 0:
         return None
@@ -136,7 +165,97 @@ def plan_packets(
             lowest_after = pts[i] if lowest_after is None else min(lowest_after, pts[i])
     skipped = (_TAIL, _DROP)
     must_be_key = sorted(pts[i] for i in range(1, n) if action[i] not in skipped and action[i - 1] in skipped)
-    return Plan(pts, action, sorted((s, pts[i]) for s, i in first.items()), must_be_key)
+    plan = Plan(pts, action, sorted((s, pts[i]) for s, i in first.items()), must_be_key, "nonref", note)
+    if parser is not None:
+        plan.refs_note = _leave_out_unreached(pics, gop, action)
+        plan.refs = "nonref" if plan.refs_note else "refs"
+        plan.unreached = action.count(_UNREACHED)
+    return plan
+
+
+def _leave_out_unreached(pics: list[Picture], gop: array, action: bytearray) -> str:
+    """Mark _UNREACHED the _REFS packets whose pictures no kept picture reaches (through the pictures its
+    slices may reference, transitively), in each GOP that starts with an IDR picture and ends before
+    one: nothing outside it references into it. The pictures decoded must then see, under FFmpeg's
+    handling of the frame_num gaps left, the same references and POC as in the full decode
+    (h264_refs.simulate); where they do not, more pictures are decoded, and where that does not settle,
+    the GOP keeps its plan. Returns why no GOP could be analysed ("" when at least one was)."""
+    n, notes, done = len(pics), set(), 0
+    start = 0
+    while start < n:
+        end = start
+        while end < n and gop[end] == gop[start]:
+            end += 1
+        a, b = start, end
+        start = end
+        kept = [i for i in range(a, b) if action[i] == _KEEP]
+        if not kept:
+            continue
+        if not pics[a].idr or (b < n and not pics[b].idr):
+            notes.add("a GOP that does not start with an IDR picture")
+            continue
+        last = max(i for i in range(a, b) if action[i] in (_KEEP, _REFS)) + 1
+        try:
+            needed = _needed(pics, a, last, kept, action)
+        except Unsupported as e:
+            notes.add(str(e))
+            continue
+        done += 1
+        for i in range(a, last):
+            if action[i] == _REFS and i not in needed and not pics[i].keep_sending:
+                action[i] = _UNREACHED
+    return "" if done else "; ".join(sorted(notes)) or "nothing to analyse"
+
+
+def _needed(pics: list[Picture], a: int, e: int, kept: list[int], action: bytearray) -> set[int]:
+    """The pictures of [a, e) (a GOP from its IDR) to decode: see _leave_out_unreached."""
+    full = simulate(pics, range(a, e), gaps=False)
+    reach = {i: {r for refs in d.refs for r in refs} for i, d in full.items()}
+    if any(min(r, default=0) < 0 for r in reach.values()):
+        raise Unsupported("a picture references a picture the stream does not hold")
+    last_kept = max(kept)
+    seeds = {a, *kept}
+    seeds.update(i for i in range(a, e) if pics[i].ref and (pics[i].keep_sending or i > last_kept))
+    needed: set[int] = set()
+
+    def close(more: set[int]) -> None:
+        todo = list(more - needed)
+        while todo:
+            i = todo.pop()
+            if i not in needed:
+                needed.add(i)
+                todo.extend(reach[i] - needed)
+
+    close(seeds)
+    # Pictures sent only to hold their place in the DPB (their POC in a B-slice's list order, their
+    # marking): their own references do not matter, as no needed picture shows their pixels.
+    placed: set[int] = set()
+
+    def left_out(j: int) -> bool:
+        return pics[j].ref and j not in needed and j not in placed
+
+    for _ in range(8):
+        order = sorted(needed | placed)
+        seen = simulate(pics, order, gaps=True)
+        bad = [i for i in order if i in needed and seen[i] != full[i]]
+        if not bad:
+            return needed | placed
+        # the pictures whose gap frames took a place in the lists of a picture that differs (FFmpeg
+        # gives a gap frame the POC of the reference before it + 2, which can move it before a needed
+        # one in a B list): the latest picture left out with that frame_num
+        more: set[int] = set()
+        for i in bad:
+            for fn in {GAP - r for refs in seen[i].refs for r in refs if r <= GAP}:
+                j = next((j for j in range(i - 1, a - 1, -1) if pics[j].frame_num == fn and left_out(j)), -1)
+                if j >= 0:
+                    more.add(j)
+        if not more:  # else those left out before the first that differs: with adaptive marking, or all
+            earlier = [j for j in range(a, bad[0]) if left_out(j)]
+            more = {j for j in earlier if pics[j].mmco is not None} or set(earlier)
+        if not more:
+            break
+        placed |= more
+    raise Unsupported("the pictures kept do not see the references of the full decode")
 
 
 def planned_frames(
@@ -156,7 +275,7 @@ def planned_frames(
                 raise Surprise("the second read of the file met other packets than the plan")
             act = plan.action[i]
             i += 1
-            if act == _DROP:
+            if act in (_DROP, _UNREACHED):
                 continue
             if _SKIP_FRAME[act] != current:
                 current = _SKIP_FRAME[act]
