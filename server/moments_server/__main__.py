@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 # The aperturedb SDK's import writes a log file unless told not to; the server starts quietly.
 os.environ.setdefault("ADB_LOG_FILE", "")
@@ -13,6 +15,17 @@ from moments_server import logs
 from moments_server.config import parse_settings
 from moments_server.errors import ListenError
 from moments_server.inference.manifest import ModelDirError
+
+T = TypeVar("T")
+
+
+def run_loop(main: Coroutine[Any, Any, T], event_loop: str) -> T:
+    """asyncio.run on the event loop the settings name (config.event_loop)."""
+    if event_loop == "uvloop":
+        import uvloop
+
+        return uvloop.run(main)
+    return asyncio.run(main)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         if settings.workers != 1 and settings.worker_index < 0:
             serve_workers(settings, argv)
         else:
-            asyncio.run(serve(settings))
+            run_loop(serve(settings), settings.event_loop)
     except (ModelDirError, ListenError) as e:
         print(f"moments-server: {e}", file=sys.stderr)
         return 2

@@ -98,7 +98,7 @@ async def start(settings: Settings) -> Running:
     await health.set("", health_pb2.HealthCheckResponse.SERVING)
     await health.set(SERVICE, health_pb2.HealthCheckResponse.SERVING)
     log.info(
-        "serving %s (%s, %s, %s graphs) on %s port %d, store %s, metrics port %s",
+        "serving %s (%s, %s, %s graphs) on %s port %d, store %s, metrics port %s, %s event loop",
         core.manifest.name,
         core.embedder.provider,
         core.embedder.precision,
@@ -107,6 +107,7 @@ async def start(settings: Settings) -> Running:
         port,
         settings.store,
         metrics_port,
+        type(asyncio.get_running_loop()).__module__.split(".")[0],
     )
     watch = None
     if core.connector.remote:  # a store in another process can go away; health follows it

@@ -186,3 +186,18 @@ def test_wire_listener_and_sdk_pool_settings_reach_them(tmp_path: Path) -> None:
                 sdk.close()
     finally:
         connector.close()
+
+
+def test_event_loop_setting_picks_the_loop() -> None:
+    """uvloop by default (config.event_loop); --event-loop asyncio gives asyncio's own loop."""
+    from moments_server.__main__ import run_loop
+
+    async def loop_module() -> str:
+        return type(asyncio.get_running_loop()).__module__
+
+    assert parse_settings([]).event_loop == "uvloop"
+    assert run_loop(loop_module(), parse_settings([]).event_loop).startswith("uvloop")
+    chosen = parse_settings(["--event-loop", "asyncio"]).event_loop
+    assert run_loop(loop_module(), chosen).startswith("asyncio")
+    with pytest.raises(ValueError, match="'uvloop' or 'asyncio'"):
+        parse_settings(["--event-loop", "trio"])
