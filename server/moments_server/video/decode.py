@@ -13,7 +13,7 @@ fallback):
    the packet of each window's first frame is known before anything is decoded.
 2. Packets before a kept one in their GOP go to the decoder with `skip_frame=NONREF`: the codec itself
    drops the frames no other frame references (most B-frames), and decodes the reference chain. On
-   H.264 (without shot detection), the plan also reads the slice headers (video/h264_refs.py) and, in
+   H.264, the plan also reads the slice headers (video/h264_refs.py) and, in
    GOPs from an IDR picture to the next, sends only the reference pictures the kept frames can reach
    through the entries their slices' reference lists hold, plus any whose absence would change those
    lists as FFmpeg builds them (its frame_num gap frames take the place of the pictures not sent): on
@@ -219,8 +219,7 @@ def _picks(
     about 6 ms at 360p, which was 15 % of sampling a 6 s clip when plan and decode each opened the file)."""
     last_slot, last_s = -1, -1.0
     if strategy == "skip":
-        # with shot detection every decoded frame feeds the detector: leave the reference chains whole
-        plan = plan_packets(container, fps, keyframes, detect_fps if shots is not None else 0.0, shots is None)
+        plan = plan_packets(container, fps, keyframes, detect_fps if shots is not None else 0.0)
         if plan is None:
             stats.fallback = "the stream cannot be planned (a packet has no timestamp, or there is none)"
         else:
