@@ -20,6 +20,13 @@ from moments_server.service.videos import VideoService
 from moments_server.transport import replies, requests
 from moments_server.transport.status import deadline_of, rpc
 
+# grpc.aio ends a request stream alike when the client half-closes it and when the call is cancelled (its
+# _receive_message merges a failed read into end-of-stream); the cancellation reaches the handler a moment
+# later. An ingest waits that long at the end of its requests before taking them for complete, so that a
+# broken link is not committed as a finished stream (a held last frame placed, an upload committed).
+# Measured: without it, 1 in 8 runs of test_frames' dropped-stream test had the held frame committed.
+END_OF_STREAM_SETTLE_S = 0.05
+
 
 class VideoSearchServicer(pb_grpc.VideoSearchServicer):
     def __init__(self, ingest: IngestService, search: SearchService, videos: VideoService, settings: Settings) -> None:
@@ -56,6 +63,9 @@ class VideoSearchServicer(pb_grpc.VideoSearchServicer):
                     )
                 if kind is not None:
                     yield message
+            await asyncio.sleep(END_OF_STREAM_SETTLE_S)  # a cancellation raises CancelledError here
+            if context.cancelled():
+                raise asyncio.CancelledError()
 
         async def chunks() -> AsyncIterator[bytes]:
             async for message in payloads():
