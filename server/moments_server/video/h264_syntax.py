@@ -52,7 +52,6 @@ class Sps:
     log2_max_poc_lsb: int
     max_num_ref_frames: int
     chroma_array_type: int
-    gaps_allowed: bool
 
 
 @dataclass(frozen=True)
@@ -91,11 +90,10 @@ def parse_sps(rbsp: bytes) -> tuple[int, Sps]:
     if poc_type == 1:
         raise Unsupported("picture order count type 1")
     max_refs = b.ue()
-    gaps = bool(b.u(1))
-    b.ue(), b.ue()  # picture size in macroblocks
+    b.u(1), b.ue(), b.ue()  # gaps_in_frame_num_value_allowed_flag, picture size in macroblocks
     if not b.u(1):
         raise Unsupported("interlaced coding (frame_mbs_only_flag = 0)")
-    return sps_id, Sps(log2_max_frame_num, poc_type, log2_max_poc_lsb, max_refs, chroma_format, gaps)
+    return sps_id, Sps(log2_max_frame_num, poc_type, log2_max_poc_lsb, max_refs, chroma_format)
 
 
 def parse_pps(rbsp: bytes) -> tuple[int, Pps]:

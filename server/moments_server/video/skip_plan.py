@@ -196,7 +196,7 @@ def _leave_out_unreached(pics: list[Picture], gop: array, action: bytearray) -> 
             continue
         last = max(i for i in range(a, b) if action[i] in (_KEEP, _REFS)) + 1
         try:
-            needed = _needed(pics, a, last, kept, action)
+            needed = _needed(pics, a, last, kept)
         except Unsupported as e:
             notes.add(str(e))
             continue
@@ -207,7 +207,7 @@ def _leave_out_unreached(pics: list[Picture], gop: array, action: bytearray) -> 
     return "" if done else "; ".join(sorted(notes)) or "nothing to analyse"
 
 
-def _needed(pics: list[Picture], a: int, e: int, kept: list[int], action: bytearray) -> set[int]:
+def _needed(pics: list[Picture], a: int, e: int, kept: list[int]) -> set[int]:
     """The pictures of [a, e) (a GOP from its IDR) to decode: see _leave_out_unreached."""
     full = simulate(pics, range(a, e), gaps=False)
     reach = {i: {r for refs in d.refs for r in refs} for i, d in full.items()}
