@@ -185,17 +185,18 @@ class Pump:
     call, the first and each resumed one, reads the buffer from its start offset on, `piece` bytes (frames) at
     a time, and never touches the source."""
 
-    def __init__(self, buffer: Buffer, piece: int) -> None:
+    def __init__(self, buffer: Buffer, piece: int, source: PumpSource, items: Items) -> None:
         self.buffer, self.piece = buffer, piece
+        self.source, self.items = source, items  # called when the first call starts the pump
         self.generation = 0  # Client: the calls so far; a superseded call's reading stops
         self.running: threading.Thread | asyncio.Future[None] | None = None
 
-    def pieces(self, start: int, source: PumpSource, items: Items) -> Iterator[Any]:
+    def pieces(self, start: int) -> Iterator[Any]:
         """Client: the buffer from `start` on, as it fills, until the source ends or a newer call starts;
         the first call starts the pump on `source()`."""
         if self.running is None:
             self.running = threading.Thread(
-                target=self._fill, args=(source(), items), name="moments-live-source", daemon=True
+                target=self._fill, args=(self.source(), self.items), name="moments-live-source", daemon=True
             )
             self.running.start()
         self.generation += 1
@@ -211,12 +212,12 @@ class Pump:
             pos += len(piece)
             yield piece
 
-    async def apieces(self, start: int, source: PumpSource, items: Items) -> AsyncIterator[Any]:
+    async def apieces(self, start: int) -> AsyncIterator[Any]:
         """AsyncClient: the buffer from `start` on, as it fills, until the source ends; the first call starts
         the pump on `source()` (a plain iterator is read in a worker thread)."""
         if self.running is None:
             self.buffer.event = asyncio.Event()
-            self.running = asyncio.ensure_future(self._afill(source(), items))
+            self.running = asyncio.ensure_future(self._afill(self.source(), self.items))
         event = self.buffer.event
         assert event is not None
         pos = start

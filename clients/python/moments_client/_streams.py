@@ -15,7 +15,7 @@ import grpc
 
 from moments.v1 import moments_pb2 as pb
 from moments_client import _common as c
-from moments_client._resume import Buffer, Frames, Pump, Resume
+from moments_client._resume import Buffer, Frames, Items, Pump, PumpSource, Resume
 from moments_client._uploads import Upload, open_upload, sha256_of, split
 from moments_client.errors import MomentsError
 from moments_client.types import IngestDone, IngestEvent, ingest_event
@@ -84,10 +84,11 @@ class Stream:
             self.resume.seen(message, self.pump.buffer)
         return ingest_event(message, self.video_id, self.sent, self.size)
 
-    def resumable(self, resume: Resume, buffer: Buffer, piece: int) -> None:
-        """This stream resumes itself after a broken link (LIVE and FRAMES uploads): one pump reads its source
-        into `buffer`, which every call reads `piece` bytes (frames) at a time."""
-        self.resume, self.pump = resume, Pump(buffer, piece)
+    def resumable(self, resume: Resume, buffer: Buffer, piece: int, source: PumpSource, items: Items) -> None:
+        """This stream resumes itself after a broken link (LIVE and FRAMES uploads): one pump reads `source()`
+        into `buffer` (each element as `items` gives it), which every call reads `piece` bytes (frames) at a
+        time."""
+        self.resume, self.pump = resume, Pump(buffer, piece, source, items)
 
     def retry_after(self, e: grpc.RpcError) -> float | None:
         """Seconds to wait before the call goes on with a resumed one, or None: `e` ends the stream."""
@@ -131,7 +132,7 @@ class UploadStream(Stream):
         self.upload: Upload | None = None
         self.lock = threading.Lock()
         if live and resume_retries > 0:
-            self.resumable(Resume(resume_retries), Buffer(), chunk_size)
+            self.resumable(Resume(resume_retries), Buffer(), chunk_size, self._pumped, self._chunks)
 
     @property
     def sent(self) -> int:
@@ -171,7 +172,7 @@ class UploadStream(Stream):
         assert self.upload is not None
         if self.resume is not None:
             pos = self.resume.committed
-            for chunk in self.pump.pieces(pos, self._pumped, self._chunks):
+            for chunk in self.pump.pieces(pos):
                 pos += len(chunk)
                 self._note_sent(pos)
                 yield pb.IngestRequest(chunk=chunk)
@@ -186,7 +187,7 @@ class UploadStream(Stream):
         assert upload is not None
         if self.resume is not None:
             pos = self.resume.committed
-            async for chunk in self.pump.apieces(pos, self._pumped, self._chunks):
+            async for chunk in self.pump.apieces(pos):
                 pos += len(chunk)
                 self._note_sent(pos)
                 yield pb.IngestRequest(chunk=chunk)
@@ -223,7 +224,7 @@ class FramesStream(Stream):
         self.frames, self.header = frames, header
         self.bytes_sent = 0
         if resume_retries > 0:
-            self.resumable(Resume(resume_retries, frames=True), Frames(), 16)
+            self.resumable(Resume(resume_retries, frames=True), Frames(), 16, self._pumped, self._requests)
 
     @property
     def sent(self) -> int:
@@ -250,7 +251,7 @@ class FramesStream(Stream):
 
     def body(self) -> Iterator[pb.IngestRequest]:
         if self.resume is not None:
-            for piece in self.pump.pieces(self.resume.committed, self._pumped, self._requests):
+            for piece in self.pump.pieces(self.resume.committed):
                 yield from piece
             return
         for item in self.frames:  # type: ignore[union-attr]  # an async iterable fails here, as a source error
@@ -258,7 +259,7 @@ class FramesStream(Stream):
 
     async def abody(self) -> AsyncIterator[pb.IngestRequest]:
         if self.resume is not None:
-            async for piece in self.pump.apieces(self.resume.committed, self._pumped, self._requests):
+            async for piece in self.pump.apieces(self.resume.committed):
                 for request in piece:
                     yield request
             return
