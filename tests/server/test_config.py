@@ -27,6 +27,7 @@ def _no_moments_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     for name in list(os.environ):
         if name.startswith("MOMENTS_"):
             monkeypatch.delenv(name)
+    monkeypatch.setattr(vectors, "OMP_THREADS", vectors.OMP_THREADS)  # the Engines made here set it
     yield
 
 
