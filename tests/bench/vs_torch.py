@@ -156,6 +156,10 @@ def measure(
     if image.provider == "CUDAExecutionProvider":
         image.use_buckets(image_batches, (size, size, 3), m.embed_dim)
         text.use_buckets(text_batches, (m.context_length,), m.embed_dim, lengths=(int(ids_all.shape[1]),))
+        for tower, sizes in ((image, image_batches), (text, text_batches)):
+            for b in sizes:  # as the server warms: captures the CUDA graph, or falls back to none (logged)
+                tower.warm(b)
+        out["onnx"]["cuda_graphs"] = {"image": image.cuda_graphs, "text": text.cuda_graphs}
     rows: list[dict[str, Any]] = []
     for tower, onnx_tower, torch_fn, batches in (
         ("image", image, tt.embed_images, image_batches),
