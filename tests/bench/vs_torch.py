@@ -177,14 +177,14 @@ def measure(
                 o = _rate(partial(onnx_tower.embed, x), b, seconds / 2)
                 t = _rate(partial(torch_fn, x), b, seconds / 2)
                 rounds.append((o, t))
-            onnx_rate = max(r[0] for r in rounds)
-            torch_rate = max(r[1] for r in rounds)
+            onnx_rate = round(max(r[0] for r in rounds), 1)
+            torch_rate = round(max(r[1] for r in rounds), 1)
             rows.append(
                 {
                     "tower": tower,
                     "batch": b,
-                    "onnx_per_s": round(onnx_rate, 1),
-                    "torch_per_s": round(torch_rate, 1),
+                    "onnx_per_s": onnx_rate,
+                    "torch_per_s": torch_rate,
                     "ratio": round(onnx_rate / torch_rate, 3),
                 }
             )

@@ -31,7 +31,7 @@ def test_towers_vs_torch_rehearsal(tiny_dir: Path, tiny_config: Path, tmp_path: 
     assert [(r["tower"], r["batch"]) for r in res["towers"]] == [("image", 4), ("image", 8), ("text", 8)]
     for r in res["towers"]:
         assert r["onnx_per_s"] > 0 and r["torch_per_s"] > 0
-        assert abs(r["ratio"] - r["onnx_per_s"] / r["torch_per_s"]) <= 1e-3 * r["ratio"] + 1e-3
+        assert r["ratio"] == round(r["onnx_per_s"] / r["torch_per_s"], 3)
     # the server cuts short queries' ids (the tiny config's text tower is open_clip's causal one)
     assert res["text_length"] < 77
     levels = res["embedder"]["levels"]
