@@ -173,6 +173,12 @@ class Settings(BaseSettings):
     ingest_defer_s: float | None = Field(
         None, description="seconds ingest waits for pending searches (0 = never); default: the provider's"
     )
+    # Image queries through an image-tower session of their own at normal priority (inference/policy.py): on
+    # the CPU they neither queue behind nor run at the priority of ingest batches, for a second copy of the
+    # image tower's weights in memory. None = the provider's default: yes on the CPU, no on CUDA.
+    image_search_session: bool | None = Field(
+        None, description="a second image-tower session for image queries; default: the provider's"
+    )
 
     # Limits
     max_top_k: int = 100

@@ -95,8 +95,17 @@ async def open_core(settings: Settings) -> Core:
     )
     if text.provider != policy.provider:  # onnxruntime fell back from the provider asked for
         policy = policy_of(text.provider, settings)
+    # image queries' own session, at normal priority (built here, in a thread that is not lowered)
+    image_search = await loop.run_in_executor(None, image.twin) if policy.image_search_session else None
     embedder = Embedder(
-        manifest, text, image, policy, settings.max_delay_ms / 1e3, settings.max_queue, settings.text_cache_size
+        manifest,
+        text,
+        image,
+        policy,
+        settings.max_delay_ms / 1e3,
+        settings.max_queue,
+        settings.text_cache_size,
+        image_search,
     )
     catalog = Catalog(
         connector, manifest.descriptor_set, manifest.embed_dim, manifest.identity(), settings.descriptor_engine

@@ -11,7 +11,7 @@ import sys
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -126,9 +126,12 @@ async def search_load(
     channels: int = 4,
     top_k: int = 10,
     stop: asyncio.Event | None = None,
+    images: Sequence[bytes] = (),
 ) -> LoadResult:
-    """`clients` concurrent callers, each issuing Search back to back, for `duration_s` or `count` calls total."""
+    """`clients` concurrent callers, each issuing Search back to back, for `duration_s` or `count` calls total:
+    text queries, or image queries cycling through `images` when given (the server caches no image vector)."""
     texts = texts or query_texts()
+    pictures = itertools.cycle(images) if images else None
     # a connection of its own per channel (gRPC shares one between same-target channels by default), so
     # that servers sharing the port (SO_REUSEPORT) each get their part of the load
     opts = [("grpc.use_local_subchannel_pool", 1)]
@@ -145,7 +148,9 @@ async def search_load(
             remaining[0] -= 1
             t = time.perf_counter()
             try:
-                reply = await stub.Search(pb.SearchRequest(text=next(texts), top_k=top_k), timeout=120)
+                query = pb.SearchRequest(image=next(pictures)) if pictures else pb.SearchRequest(text=next(texts))
+                query.top_k = top_k
+                reply = await stub.Search(query, timeout=120)
             except grpc.aio.AioRpcError as e:
                 res.errors[e.code().name] += 1
                 continue

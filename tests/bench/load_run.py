@@ -46,7 +46,7 @@ FLAT_MIB = 32.0
 FLAT_FRACTION = 0.05
 
 
-def _png(color: str, shape: str, seed: int) -> bytes:
+def shape_png(color: str, shape: str, seed: int) -> bytes:
     from PIL import Image
 
     out = io.BytesIO()
@@ -263,7 +263,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             p = work / f"v{i}.mp4"
             write_shapes_video(p, [(color, shape), ("red", "circle")], seconds_each=2.0, fps=10, seed=i)
             videos.append(p)
-        images = [_png(c, s, i) for i, (c, s) in enumerate(itertools.islice(itertools.product(COLORS, SHAPES), 8))]
+        images = [shape_png(c, s, i) for i, (c, s) in enumerate(itertools.islice(itertools.product(COLORS, SHAPES), 8))]
         flags = ["--log-level", "WARNING"] + (["--workers", str(args.workers)] if args.workers else [])
         log(f"starting the server ({' '.join(flags)})")
         server = LiveServer(model_dir, f"embedded:{work / 'data'}", work, *flags)

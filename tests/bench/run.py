@@ -7,7 +7,7 @@ beside it. Figures are modules of this package, each with `run(ctx) -> list[Figu
     search_latency     1  text search latency vs bare ONNX text encode + bare vector search
     search_throughput  2  QPS at 1/8/32/128 clients vs the text tower's best batch throughput
     ingest_throughput  3  ingest video-s/s vs the decode/embed pipeline bound, and vs a naive pipeline
-    backfill           4  search p99 under a saturating ingest vs idle p99
+    backfill           4  search p99 (text; 4.image: image queries) under a saturating ingest vs idle p99
     scale              5  10k/100k/1M stored frames: p50, RSS, recall@10, filtered exactness
     store_hop          6  FindDescriptor→FindClip vs bare FAISS; the store figures of issue 3
     gpu                7  CUDA provider + fp16 (skipped with the reason where there is no CUDA)

@@ -24,6 +24,9 @@ def test_each_provider_has_its_policy() -> None:
     assert cuda == CUDA_POLICY and cuda.cuda and not cpu.cuda
     assert (cuda.pad_to_buckets, cuda.text_max_batch, cuda.image_max_batch) == (True, 512, 256)
     assert (cuda.ingest_defer_s, cuda.ingest_batch_while_searching) == (0.0, 64)
+    # image queries: a session of their own on the CPU (nice sets priorities there), the ingest one on CUDA
+    assert cpu.image_search_session and not cuda.image_search_session
+    assert not policy_of("CPUExecutionProvider", Settings(image_search_session=False)).image_search_session
     # any other provider is served as the CPU is
     other = serving_policy("OpenVINOExecutionProvider")
     assert other.provider == "OpenVINOExecutionProvider" and not other.pad_to_buckets and other.image_max_batch == 32

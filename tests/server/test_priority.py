@@ -4,8 +4,10 @@ intra-op threads onnxruntime creates with its session run at the raised nice val
 from __future__ import annotations
 
 import asyncio
+import io
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -69,3 +71,67 @@ def test_image_tower_threads_run_lower_than_the_text_towers(shapes_model_dir: Pa
     asyncio.run(main())
     assert seen == [base + 5]
     del text, image
+
+
+def test_a_twin_session_runs_at_the_given_priority_and_embeds_alike(shapes_model_dir: Path) -> None:
+    """Tower.twin: image queries' own session (policy.image_search_session) is built at normal priority, beside
+    an image tower built lower, and gives the same embeddings."""
+    base = thread_nice()
+    _, image = load_towers(load_manifest(shapes_model_dir), "cpu", threads=2, image_nice=5)
+    before = set(task_nices())
+    twin = image.twin()
+    new = sorted(nice for tid, nice in task_nices().items() if tid not in before)
+    assert new == [base]  # its one intra-op thread (threads=2), at the creating thread's priority
+    assert twin.session is not image.session
+    frames = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    np.testing.assert_allclose(twin.embed(frames), image.embed(frames), atol=1e-6)
+
+
+def test_image_queries_run_at_the_searches_priority_beside_ingest(shapes_model_dir: Path, tmp_path: Path) -> None:
+    """The server's core under the CPU policy: an image query goes through its own batcher and session, whose
+    threads run at normal priority, while ingest frames run lower (in the ingest session: they would queue an
+    image query behind an ingest batch and run it at ingest's priority)."""
+    from PIL import Image
+
+    from moments_server.config import Settings
+    from moments_server.core import open_core
+    from moments_server.service.requests import SearchQuery
+    from moments_shapes import draw
+
+    png = io.BytesIO()
+    Image.fromarray(draw("red", "circle", (96, 96), 0)).save(png, format="PNG")
+    settings = Settings(
+        model_dir=shapes_model_dir,
+        store=f"embedded:{tmp_path / 'data'}",
+        spool_dir=tmp_path / "spool",
+        autotune_batches=False,
+        metrics_listen="127.0.0.1:0",
+        device="cpu",
+        ingest_nice=5,
+    )
+    base = thread_nice()
+    ran: list[tuple[str, int]] = []  # (batcher, nice of the thread that ran its batch), in the order they ran
+
+    def spying(name: str, run: Callable[[list[np.ndarray]], Sequence[np.ndarray]]) -> Callable[..., list[np.ndarray]]:
+        def spy(items: list[np.ndarray]) -> list[np.ndarray]:
+            ran.append((name, thread_nice()))
+            return list(run(items))
+
+        return spy
+
+    async def main() -> None:
+        core = await open_core(settings)
+        try:
+            await core.prepare()
+            e = core.embedder
+            assert e.policy.image_search_session and e.image_search_batcher is not e.image_batcher
+            for batcher in (e.image_batcher, e.image_search_batcher):
+                batcher._run = spying(batcher.name, batcher._run)
+            frame = np.zeros((e.image_size, e.image_size, 3), np.uint8)
+            await e.embed_frames([frame, frame], Lane.INGEST)
+            await core.search.search(SearchQuery(image=png.getvalue(), top_k=3), None)
+        finally:
+            await core.close()
+
+    asyncio.run(main())
+    assert ran == [("image", base + 5), ("image_search", base)]

@@ -77,9 +77,12 @@ class Embedder:
         max_delay_s: float,
         max_queue: int,
         cache_size: int,
+        image_search: Tower | None = None,
     ) -> None:
+        """image_search: a second session of the image tower (Tower.twin) for image queries, served by a batcher
+        of its own at normal priority (policy.image_search_session); None: they go through the ingest one."""
         self.manifest = manifest
-        self.text_tower, self.image_tower = text, image
+        self.text_tower, self.image_tower, self.image_search_tower = text, image, image_search
         self.tokenizer = TextTokenizer(manifest.tokenizer_path, manifest.context_length)
         self.image_size = manifest.image_size
         self.framing = manifest.framing
@@ -96,8 +99,16 @@ class Embedder:
         self.image_batcher: MicroBatcher[np.ndarray, np.ndarray] = MicroBatcher(
             "image", self._run_image, policy.image_max_batch, max_delay_s, max_queue, policy.ingest_nice
         )
+        # image queries: their own batcher and session when given (no ingest batch to queue behind, and threads
+        # at the searches' priority), else the ingest one's search lane
+        self.image_search_batcher = self.image_batcher
+        if image_search is not None:
+            self.image_search_batcher = MicroBatcher(
+                "image_search", self._run_image_search, policy.image_max_batch, max_delay_s, max_queue
+            )
+        searchers = [self.text_batcher] + ([self.image_search_batcher] if image_search is not None else [])
         self.image_batcher.defer_ingest_to(
-            self.text_batcher,
+            *searchers,
             max_defer_s=policy.ingest_defer_s,
             batch_while_searching=policy.ingest_batch_while_searching,
             recent_search_s=policy.recent_search_s,
@@ -114,6 +125,10 @@ class Embedder:
 
     def _run_image(self, frames: list[np.ndarray]) -> list[np.ndarray]:
         return list(self.image_tower.embed(frames))
+
+    def _run_image_search(self, frames: list[np.ndarray]) -> list[np.ndarray]:
+        assert self.image_search_tower is not None
+        return list(self.image_search_tower.embed(frames))
 
     def warm_up(self, autotune: bool = True, reps: int = 3) -> None:
         """Run every bucket size so that no first request pays for allocation or kernel choice.
@@ -150,6 +165,10 @@ class Embedder:
                     chosen,
                 )
                 batcher.max_batch = chosen
+        if self.image_search_batcher is not self.image_batcher:  # the same graph: the ingest one's choice
+            self.image_search_batcher.max_batch = self.image_batcher.max_batch
+            for n in buckets(self.image_search_batcher.max_batch):
+                self._run_image_search([frame] * n)
         log.info(
             "warmed both towers in %.1f s: %s, %s, %s graphs, CUDA graphs %s; buckets text %s, image %s; text ids %s",
             time.perf_counter() - started,
@@ -171,12 +190,16 @@ class Embedder:
         return f"trimmed, padded up to lengths {io.lengths}"
 
     # Event-loop side ------------------------------------------------------------------------------------
+    @property
+    def _batchers(self) -> list[MicroBatcher[Any, np.ndarray]]:
+        return list({id(b): b for b in (self.text_batcher, self.image_batcher, self.image_search_batcher)}.values())
+
     def start(self) -> None:
-        self.text_batcher.start()
-        self.image_batcher.start()
+        for b in self._batchers:
+            b.start()
 
     async def stop(self) -> None:
-        await asyncio.gather(self.text_batcher.stop(), self.image_batcher.stop())
+        await asyncio.gather(*(b.stop() for b in self._batchers))
 
     @staticmethod
     def _collect(results: Sequence[Result[np.ndarray]], dim: int) -> Embedded:
@@ -211,7 +234,7 @@ class Embedder:
     async def embed_images(self, images: Sequence[bytes], deadline: float | None = None) -> Embedded:
         """Encoded JPEG/PNG bytes → vectors (search lane). Raises BadImage for undecodable input."""
         frames = [decode_image(data, self.framing) for data in images]
-        return await self.embed_frames(frames, Lane.SEARCH, deadline)
+        return self._collect(await self.image_search_batcher.submit_many(frames, Lane.SEARCH, deadline), self.dim)
 
     @property
     def image_max_batch(self) -> int:

@@ -9,6 +9,12 @@ Figures behind the defaults (../shared/gpu/README.md for the card, bench figures
   up to the cap). The CPU's waiting rule starved ingest on the card (4,460 -> 316 frames/s with one client
   searching every ~5 ms), so on CUDA ingest never waits; its batches are only bounded while searches are
   pending or recent: 64 frames take ~3 ms at ~20k frames/s, which bounds a query's wait behind one.
+- Image queries (Search by image, Embed of images) run on the image tower too. On the CPU they get a session
+  of their own (image_search_session), built at normal priority and run from a batcher of their own: in the
+  ingest session they queued behind a running ingest batch and then ran in its lowered threads (bench figure
+  4.image, ViT-B-32 on 2 cores: p99 under a backfill 2.8-3.0x idle). The second session's weights are a copy
+  (onnxruntime's Python API shares initializers, but each session prepacks its own: +430 MiB RSS for
+  ViT-B-32's image tower either way). On CUDA queries share the ingest session (nice does not apply there).
 """
 
 from __future__ import annotations
@@ -42,6 +48,9 @@ class ServingPolicy:
     # and the upload decoders. On the CPU a query's text tower gets the cores first while an ingest batch runs;
     # 0 = the same priority.
     ingest_nice: int = 0
+    # Image queries through a second image-tower session at normal priority, beside the ingest one (its own
+    # batcher; ingest gives way to its searches as to the text tower's); False: they share the ingest session.
+    image_search_session: bool = False
 
     @property
     def cuda(self) -> bool:
@@ -57,6 +66,7 @@ CPU_POLICY = ServingPolicy(
     ingest_batch_while_searching=2,
     recent_search_s=2.0,
     ingest_nice=10,
+    image_search_session=True,
 )
 
 CUDA_POLICY = ServingPolicy(
@@ -81,6 +91,7 @@ def serving_policy(
     ingest_batch_while_searching: int | None = None,
     recent_search_s: float | None = None,
     ingest_nice: int | None = None,
+    image_search_session: bool | None = None,
 ) -> ServingPolicy:
     """The provider's policy (any provider but CUDA serves by the CPU's), with each explicit setting over it."""
     base = CUDA_POLICY if provider == CUDA else replace(CPU_POLICY, provider=provider)
@@ -96,6 +107,7 @@ def serving_policy(
         recent_search_s=base.recent_search_s if recent_search_s is None else recent_search_s,
         text_lengths=base.text_lengths,
         ingest_nice=base.ingest_nice if ingest_nice is None else ingest_nice,
+        image_search_session=base.image_search_session if image_search_session is None else image_search_session,
     )
 
 
@@ -109,4 +121,5 @@ def policy_of(provider: str, settings: Settings) -> ServingPolicy:
         ingest_batch_while_searching=settings.ingest_batch_while_searching,
         recent_search_s=settings.recent_search_s,
         ingest_nice=settings.ingest_nice,
+        image_search_session=settings.image_search_session,
     )

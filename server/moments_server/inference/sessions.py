@@ -6,7 +6,7 @@ import ctypes
 import functools
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -62,14 +62,23 @@ class Tower:
     cuda_graphs: bool = False
     # Device-resident I/O per warmed bucket (use_buckets; the CUDA policy pads batches to buckets).
     io: DeviceIO | None = None
-    # A session like this one without CUDA graphs, for the fallback when a first capture fails.
-    plain_session: Callable[[], ort.InferenceSession] | None = None
+    # A session like this one without CUDA graphs, for the fallback when a first capture fails (and, given
+    # nice=..., for twin()).
+    plain_session: Callable[..., ort.InferenceSession] | None = None
     cuda_graphs_setting: str = "auto"
     _run_options: ort.RunOptions | None = None  # run()'s on CUDA, built once
 
     @property
     def device(self) -> str:
         return "cuda" if self.provider == CUDA else "cpu"
+
+    def twin(self, nice: int = 0) -> Tower:
+        """The same graph in a session of its own whose threads run at `nice` (0: the creating thread's), for
+        work that must not share this session's threads or queue (image queries beside ingest: policy.py).
+        Served without buckets: the CPU's way (pad_to_buckets is the CUDA policy's)."""
+        if self.plain_session is None:
+            raise RuntimeError(f"the {self.name} tower cannot build another session of itself")
+        return replace(self, session=self.plain_session(nice=nice), cuda_graphs=False, io=None, _run_options=None)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Any batch size, without the buckets' buffers (autotune's fallback, the benches, the tests)."""
