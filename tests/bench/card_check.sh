@@ -41,7 +41,7 @@ case $phase in
     run 280 server-check python3 -m tests.bench.server_check --out "$out" --device cuda --model-dir "$model" --budget-s 240
     ;;
   core)
-    run 150 vs-torch python3 -m tests.bench.vs_torch --model-dir "$model" --device cuda --out "$out/vs-torch.json"
+    run 200 vs-torch python3 -m tests.bench.vs_torch --model-dir "$model" --device cuda --out "$out/vs-torch.json"
     run 90 cuda-paths python3 -m tests.bench.cuda_paths --model "$model" --device cuda --seconds 3 --out "$out/cuda-paths.json"
     ;;
   *) echo "unknown phase $phase (serve or core)"; exit 2 ;;
