@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import io
-import re
 import threading
 import time
-import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -64,14 +62,6 @@ def ts_bytes(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     return path.read_bytes()
 
 
-def ends(server: LiveServer) -> dict[str, int]:
-    """The server's count of request streams that ended whole, by how (moments_ingest_ends)."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=10) as r:
-        text = r.read().decode()
-    found = dict(re.findall(r'^moments_ingest_ends_total\{by="(\w+)"\} ([0-9.]+)$', text, re.M))
-    return {by: int(float(found.get(by, "0"))) for by in ("marker", "settle")}
-
-
 def frames_header(video_id: str) -> pb.IngestRequest:
     return pb.IngestRequest(header=pb.IngestHeader(video_id=video_id, mode=pb.INGEST_MODE_FRAMES, segment_s=1.0))
 
@@ -92,7 +82,7 @@ def upload(video_id: str, data: bytes) -> list[pb.IngestRequest]:
 def test_a_stream_with_the_end_marker_is_complete_at_once(
     server: LiveServer, frames: list[Frame], video: bytes
 ) -> None:
-    before = ends(server)
+    before = server.ingest_ends()
     with grpc.insecure_channel(server.target) as ch, Client(server.target) as client:
         stub = pb_grpc.VideoSearchStub(ch)
         events = list(stub.Ingest(iter([frames_header("end-frames"), *map(frame, frames), END]), timeout=CALL_S))
@@ -101,7 +91,7 @@ def test_a_stream_with_the_end_marker_is_complete_at_once(
         events = list(stub.Ingest(iter([*upload("end-upload", video), END]), timeout=CALL_S))
         assert events[-1].WhichOneof("event") == "done" and events[-1].done.video.state == "complete"
         assert client.get_video("end-upload").frames == 2
-    assert ends(server) == {"marker": before["marker"] + 2, "settle": before["settle"]}
+    assert server.ingest_ends() == {"marker": before["marker"] + 2, "settle": before["settle"]}
 
 
 def test_a_message_after_the_end_marker_is_invalid_and_nothing_of_it_is_committed(
@@ -176,7 +166,7 @@ def test_the_python_client_ends_its_streams_with_the_marker(
 ) -> None:
     """UPLOAD, LIVE and FRAMES, resumable (through the pump) or not, sync and async: each completes only by the
     marker here (without it a call would run into its deadline), and the server counts each."""
-    before = ends(server)
+    before = server.ingest_ends()
     with Client(server.target) as client:
         done = client.ingest(video, "py-upload", timeout=CALL_S)
         assert done.video.state == "complete"
@@ -209,4 +199,4 @@ def test_the_python_client_ends_its_streams_with_the_marker(
                 assert (done.video.state, done.frames) == ("complete", 4)
 
     asyncio.run(aio())
-    assert ends(server) == {"marker": before["marker"] + 10, "settle": before["settle"]}
+    assert server.ingest_ends() == {"marker": before["marker"] + 10, "settle": before["settle"]}
