@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import struct
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -99,6 +101,14 @@ class LiveServer(Process):
                     pass
                 time.sleep(0.2)
         raise TimeoutError(f"server not SERVING after {timeout} s:\n{self.output()}")
+
+    def ingest_ends(self) -> dict[str, int]:
+        """The server's count of Ingest request streams that ended whole, by how (moments_ingest_ends): "marker"
+        (the sender's IngestEnd) and "settle" (a stream without it, taken for complete after the settle time)."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as r:
+            text = r.read().decode()
+        found = dict(re.findall(r'^moments_ingest_ends_total\{by="(\w+)"\} ([0-9.e+]+)$', text, re.M))
+        return {by: int(float(found.get(by, "0"))) for by in ("marker", "settle")}
 
 
 def start_server(model_dir: Path, workdir: Path, listen: str, *flags: str) -> Process:

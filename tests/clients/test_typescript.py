@@ -60,6 +60,7 @@ def test_typescript_client(server: LiveServer, shapes_model_dir: Path, tmp_path:
                     "MOMENTS_TEST_CLIENT_KEY": str(pki["client_key"]),
                 }
             )
+            ends = server.ingest_ends()
             proc = subprocess.run(
                 ["bash", str(REPO / "clients" / "typescript" / "test.sh"), "test"],
                 env=env,
@@ -76,3 +77,7 @@ def test_typescript_client(server: LiveServer, shapes_model_dir: Path, tmp_path:
     counts = dict(re.findall(r"^# (pass|fail|skipped|cancelled) (\d+)$", proc.stdout, re.M))
     assert counts == {"pass": str(NODE_TESTS), "fail": "0", "skipped": "0", "cancelled": "0"}, output
     assert json.loads(made.stdout)[1]["caption"] == "a red circle"
+    # the streams the client completed on this server ended with IngestEnd: the file, the LIVE stream, the one
+    # resumed after its link dropped and the one resumed after its source failed. (The two broken calls sent
+    # none; a broken call may still count as "settle" when its cancellation reaches the handler late.)
+    assert server.ingest_ends()["marker"] == ends["marker"] + 4

@@ -264,6 +264,12 @@ def frame_request(item: FrameItem) -> pb.IngestRequest:
     return pb.IngestRequest(frame=pb.IngestFrame(image=bytes(image), time_s=float(time_s)))
 
 
+def end_request() -> pb.IngestRequest:
+    """A stream's last request once its source has ended (IngestRequest.end): the server takes the stream for
+    complete by it, not by the end of the requests (which a broken call also gives)."""
+    return pb.IngestRequest(end=pb.IngestEnd())
+
+
 def pull_header(
     url: str,
     video_id: str,

@@ -9,7 +9,8 @@ the kept bytes from there: the server stores each byte once. If the server has c
 could report, it names its offset (FAILED_PRECONDITION) and the client goes on from that one.
 
 The buffer is bounded (the source waits while it is full): the server commits every few seconds of video,
-which frees it.
+which frees it. Only once the source has ended by itself does a call's reading end with SOURCE_END, for which
+the call sends IngestRequest.end: a call that is cut, superseded or stopped never says the stream is complete.
 """
 
 from __future__ import annotations
@@ -34,6 +35,15 @@ BUFFER_LIMIT = 64 << 20
 # ingest_events documents); the number of tries is the caller's (resume_retries), the schedule is not.
 BACKOFF_S = 0.5
 BACKOFF_MAX_S = 8.0
+
+
+class _SourceEnd:
+    def __repr__(self) -> str:
+        return "SOURCE_END"
+
+
+#: What Pump.pieces/apieces yield last when the source has ended by itself (the call then sends its end marker).
+SOURCE_END: Any = _SourceEnd()
 
 
 class Resume:
@@ -95,6 +105,7 @@ class Buffer:
         self.data = bytearray()
         self.start = 0  # stream offset of data[0]
         self.ended = False
+        self.complete = False  # the source ended by itself, without an error (not stopped)
         self.error: BaseException | None = None
         self.limit = limit
         self.event: asyncio.Event | None = None  # AsyncClient: set whenever data, end or room changes
@@ -121,9 +132,10 @@ class Buffer:
             self._changed()
             return True
 
-    def finish(self, error: BaseException | None = None) -> None:
+    def finish(self, error: BaseException | None = None, complete: bool = False) -> None:
         with self.cond:
             self.ended, self.error = True, error
+            self.complete = self.complete or complete
             self._changed()
 
     def release(self, offset: int) -> None:
@@ -183,7 +195,7 @@ class Pump:
     The first call starts it (a daemon thread for Client, a task in the event loop for AsyncClient): it moves
     the source into the buffer, `items` turning each element of the source into what the buffer holds. Every
     call, the first and each resumed one, reads the buffer from its start offset on, `piece` bytes (frames) at
-    a time, and never touches the source."""
+    a time, and never touches the source; its reading ends with SOURCE_END if the source has ended by itself."""
 
     def __init__(self, buffer: Buffer, piece: int, source: PumpSource, items: Items) -> None:
         self.buffer, self.piece = buffer, piece
@@ -205,6 +217,8 @@ class Pump:
         while self.generation == mine:
             piece = self.buffer.read(pos, self.piece)
             if piece is None:
+                if self.buffer.complete:
+                    yield SOURCE_END
                 return
             if not piece:
                 self.buffer.wait(0.2)
@@ -225,6 +239,8 @@ class Pump:
             event.clear()
             piece = self.buffer.read(pos, self.piece)
             if piece is None:
+                if self.buffer.complete:
+                    yield SOURCE_END
                 return
             if not piece:
                 await event.wait()
@@ -248,7 +264,7 @@ class Pump:
                 for item in items(element):
                     if not buffer.put(item):
                         return
-            buffer.finish()
+            buffer.finish(complete=True)
         except BaseException as e:  # the source's own failure ends every call with it
             buffer.finish(e)
 
@@ -274,7 +290,7 @@ class Pump:
                     for item in items(element):
                         if not await put(item):
                             return
-            buffer.finish()
+            buffer.finish(complete=True)
         except asyncio.CancelledError:
             buffer.finish()
             raise

@@ -15,7 +15,7 @@ import grpc
 
 from moments.v1 import moments_pb2 as pb
 from moments_client import _common as c
-from moments_client._resume import Buffer, Frames, Items, Pump, PumpSource, Resume
+from moments_client._resume import SOURCE_END, Buffer, Frames, Items, Pump, PumpSource, Resume
 from moments_client._uploads import Upload, open_upload, sha256_of, split
 from moments_client.errors import MomentsError
 from moments_client.types import IngestDone, IngestEvent, ingest_event
@@ -25,7 +25,7 @@ ProgressCallback = Callable[[IngestEvent], None]
 
 class Stream:
     """One Ingest call. Subclasses build the header (:meth:`open`) and what follows it (:meth:`body`,
-    :meth:`abody`)."""
+    :meth:`abody`), which ends with the end marker (IngestRequest.end) once the source has ended by itself."""
 
     #: what a blocking call says when the server's answers end without a done event
     ended = "the ingest stream ended without a done event"
@@ -173,6 +173,9 @@ class UploadStream(Stream):
         if self.resume is not None:
             pos = self.resume.committed
             for chunk in self.pump.pieces(pos):
+                if chunk is SOURCE_END:
+                    yield c.end_request()
+                    return
                 pos += len(chunk)
                 self._note_sent(pos)
                 yield pb.IngestRequest(chunk=chunk)
@@ -181,6 +184,7 @@ class UploadStream(Stream):
             with self.lock:
                 self.upload.sent += len(chunk)
             yield pb.IngestRequest(chunk=chunk)
+        yield c.end_request()
 
     async def abody(self) -> AsyncIterator[pb.IngestRequest]:
         upload = self.upload
@@ -188,6 +192,9 @@ class UploadStream(Stream):
         if self.resume is not None:
             pos = self.resume.committed
             async for chunk in self.pump.apieces(pos):
+                if chunk is SOURCE_END:
+                    yield c.end_request()
+                    return
                 pos += len(chunk)
                 self._note_sent(pos)
                 yield pb.IngestRequest(chunk=chunk)
@@ -202,6 +209,7 @@ class UploadStream(Stream):
             while chunk := await asyncio.to_thread(next, chunks, b""):
                 upload.sent += len(chunk)
                 yield pb.IngestRequest(chunk=chunk)
+        yield c.end_request()
 
     def close(self) -> None:
         self.stop_resuming()
@@ -252,14 +260,21 @@ class FramesStream(Stream):
     def body(self) -> Iterator[pb.IngestRequest]:
         if self.resume is not None:
             for piece in self.pump.pieces(self.resume.committed):
+                if piece is SOURCE_END:
+                    yield c.end_request()
+                    return
                 yield from piece
             return
         for item in self.frames:  # type: ignore[union-attr]  # an async iterable fails here, as a source error
             yield self._request(item)
+        yield c.end_request()
 
     async def abody(self) -> AsyncIterator[pb.IngestRequest]:
         if self.resume is not None:
             async for piece in self.pump.apieces(self.resume.committed):
+                if piece is SOURCE_END:
+                    yield c.end_request()
+                    return
                 for request in piece:
                     yield request
             return
@@ -269,6 +284,7 @@ class FramesStream(Stream):
         else:
             for item in self.frames:
                 yield self._request(item)
+        yield c.end_request()
 
 
 class PullStream(Stream):

@@ -15,5 +15,5 @@ export {
   isLoopback,
   resolveOptions,
 } from "./connect.js";
-export { CHUNK_SIZE, type HeaderInit, type RequestInit, ingestFile, ingestRequests } from "./ingest.js";
+export { CHUNK_SIZE, END_REQUEST, type HeaderInit, type RequestInit, ingestFile, ingestRequests } from "./ingest.js";
 export { type LiveIngestOptions, type LiveIngestResult, ingestLive } from "./live.js";

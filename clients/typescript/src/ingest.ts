@@ -14,13 +14,20 @@ export const CHUNK_SIZE = 256 * 1024;
 export type HeaderInit = MessageInitShape<typeof IngestHeaderSchema>;
 export type RequestInit = MessageInitShape<typeof IngestRequestSchema>;
 
-/** The Ingest request stream for a file: the header (filename and size filled in), then its bytes. */
+/**
+ * The last request of a stream whose source has ended (IngestRequest.end): the server takes the stream for
+ * complete by it, not by the end of the requests, which a broken call gives too. Never sent on a cut stream.
+ */
+export const END_REQUEST: RequestInit = { payload: { case: "end", value: {} } };
+
+/** The Ingest request stream for a file: the header (filename and size filled in), its bytes, END_REQUEST. */
 export async function* ingestRequests(path: string, header: HeaderInit, chunkSize = CHUNK_SIZE): AsyncGenerator<RequestInit> {
   const size = (await stat(path)).size;
   yield { payload: { case: "header", value: { filename: basename(path), sizeBytes: BigInt(size), ...header } } };
   for await (const chunk of createReadStream(path, { highWaterMark: chunkSize })) {
     yield { payload: { case: "chunk", value: chunk as Buffer } };
   }
+  yield END_REQUEST;
 }
 
 /** Upload a file and wait until the video is searchable; `onEvent` sees accepted/progress/done events. */

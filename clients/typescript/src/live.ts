@@ -11,7 +11,7 @@ import {
   type IngestEvent,
   IngestMode,
 } from "./gen/moments/v1/moments_pb.js";
-import { CHUNK_SIZE, type HeaderInit, type RequestInit } from "./ingest.js";
+import { CHUNK_SIZE, END_REQUEST, type HeaderInit, type RequestInit } from "./ingest.js";
 
 export interface LiveIngestOptions {
   /** The rest of the header: metadata, sampling, replace, thumbnails, filename. */
@@ -147,7 +147,8 @@ export async function ingestLive(
       } else if (sourceFailed) {
         throw sourceFailed.error; // ends the call as broken: the video is "interrupted", not "complete"
       } else if (ended) {
-        return; // a clean end: the server commits the rest and marks the video "complete"
+        yield END_REQUEST; // a clean end: the server commits the rest and marks the video "complete"
+        return;
       } else {
         await pull();
       }

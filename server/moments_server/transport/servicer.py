@@ -12,6 +12,7 @@ from moments.v1 import moments_pb2 as pb
 from moments.v1 import moments_pb2_grpc as pb_grpc
 from moments_server.config import Settings
 from moments_server.errors import InvalidArgument
+from moments_server.metrics import INGEST_ENDS
 from moments_server.service.events import IngestEvent
 from moments_server.service.ingest import IngestService
 from moments_server.service.requests import FrameIn
@@ -19,13 +20,6 @@ from moments_server.service.search import SearchService
 from moments_server.service.videos import VideoService
 from moments_server.transport import replies, requests
 from moments_server.transport.status import deadline_of, rpc
-
-# grpc.aio ends a request stream alike when the client half-closes it and when the call is cancelled (its
-# _receive_message merges a failed read into end-of-stream); the cancellation reaches the handler a moment
-# later. An ingest waits that long at the end of its requests before taking them for complete, so that a
-# broken link is not committed as a finished stream (a held last frame placed, an upload committed).
-# Measured: without it, 1 in 8 runs of test_frames' dropped-stream test had the held frame committed.
-END_OF_STREAM_SETTLE_S = 0.05
 
 
 class VideoSearchServicer(pb_grpc.VideoSearchServicer):
@@ -35,6 +29,7 @@ class VideoSearchServicer(pb_grpc.VideoSearchServicer):
         self._videos = videos
         self._limit = settings.max_response_bytes
         self.retry_after_ms = settings.retry_after_ms  # status.rpc's retry pushback
+        self._settle_s = settings.ingest_end_settle_s
 
     @rpc("Ingest")
     async def Ingest(
@@ -52,8 +47,13 @@ class VideoSearchServicer(pb_grpc.VideoSearchServicer):
         want = "frame" if first.header.mode == pb.INGEST_MODE_FRAMES else "chunk"
 
         async def payloads() -> AsyncIterator[pb.IngestRequest]:
+            """The chunks (frames) until the stream is complete; what the core is given ends only then."""
             async for message in messages:
                 kind = message.WhichOneof("payload")
+                if kind == "end":  # complete by the sender's word: nothing may follow it
+                    await after_end()
+                    INGEST_ENDS.labels("marker").inc()
+                    return
                 if kind == "header":
                     raise InvalidArgument(f"a second IngestHeader arrived; send one header, then only {want}s")
                 if kind is not None and kind != want:
@@ -63,9 +63,26 @@ class VideoSearchServicer(pb_grpc.VideoSearchServicer):
                     )
                 if kind is not None:
                     yield message
-            await asyncio.sleep(END_OF_STREAM_SETTLE_S)  # a cancellation raises CancelledError here
+            # No IngestEnd (a sender that predates it). grpc.aio ends a request stream alike when the sender
+            # closes it and when the call is cancelled (its _receive_message merges a failed read into
+            # end-of-stream), and cancels the handler only a moment later: wait that long before taking the
+            # requests for complete, so that a broken link is not committed as a finished stream (a held last
+            # frame placed, an upload committed). A cancellation raises CancelledError here.
+            await asyncio.sleep(self._settle_s)
             if context.cancelled():
                 raise asyncio.CancelledError()
+            INGEST_ENDS.labels("settle").inc()
+
+        async def after_end() -> None:
+            """The sender closes its side after IngestEnd (or the call ends): any message is a broken stream."""
+            try:
+                extra = await messages.__anext__()
+            except StopAsyncIteration:
+                return
+            raise InvalidArgument(
+                f"a {extra.WhichOneof('payload') or 'message'} arrived after IngestEnd: IngestEnd is the stream's "
+                f"last message (send it once, after the last {want}, then close the stream)"
+            )
 
         async def chunks() -> AsyncIterator[bytes]:
             async for message in payloads():

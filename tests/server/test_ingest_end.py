@@ -1,0 +1,202 @@
+"""The end of an Ingest stream (IngestRequest.end): a stream that sends it is complete at once, a message after it
+is refused, a stream that is cut without it is never taken for complete, and the typed clients send it.
+
+The server here waits ten minutes (--ingest-end-settle-s 600) before it takes a stream that ends without the
+marker for complete, so within these tests a stream completes only by the marker: a client that did not send it
+would run into its call's deadline, and a half-closed stream without it is still open when the test cancels it."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from PIL import Image
+
+from moments.v1 import moments_pb2 as pb
+from moments.v1 import moments_pb2_grpc as pb_grpc
+from moments_client import AsyncClient, Client, Frame, MomentsError
+from moments_client.sample_video import write_shapes_video
+from tests.live import LiveServer
+
+SETTLE_S = 600  # far longer than any call here: a stream without the marker never completes in these tests
+CALL_S = 120  # each call's deadline
+COLORS = ["red", "blue", "green", "yellow", "white", "black"]
+
+
+@pytest.fixture(scope="module")
+def server(shapes_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    workdir = tmp_path_factory.mktemp("ingest-end")
+    s = LiveServer(shapes_model_dir, f"embedded:{workdir / 'data'}", workdir, "--ingest-end-settle-s", str(SETTLE_S))
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def frames() -> list[Frame]:
+    """One plain PNG a second."""
+    out = []
+    for i, color in enumerate(COLORS):
+        png = io.BytesIO()
+        Image.new("RGB", (64, 64), color).save(png, format="PNG")
+        out.append(Frame(png.getvalue(), float(i)))
+    return out
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    path = tmp_path_factory.mktemp("end-video") / "clip.mp4"
+    write_shapes_video(path, [("red", "circle"), ("blue", "square")], seconds_each=1.0, fps=10, size=(128, 128))
+    return path.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def ts_bytes(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    path = tmp_path_factory.mktemp("end-ts") / "cam.ts"
+    write_shapes_video(path, [("red", "circle"), ("blue", "square")], seconds_each=2.0, fps=10, codec="h264")
+    return path.read_bytes()
+
+
+def frames_header(video_id: str) -> pb.IngestRequest:
+    return pb.IngestRequest(header=pb.IngestHeader(video_id=video_id, mode=pb.INGEST_MODE_FRAMES, segment_s=1.0))
+
+
+def frame(f: Frame) -> pb.IngestRequest:
+    return pb.IngestRequest(frame=pb.IngestFrame(image=f.image, time_s=f.time_s))
+
+
+END = pb.IngestRequest(end=pb.IngestEnd())
+
+
+def upload(video_id: str, data: bytes) -> list[pb.IngestRequest]:
+    """An UPLOAD with neither size nor sha256: only the end of the stream says it is whole."""
+    header = pb.IngestRequest(header=pb.IngestHeader(video_id=video_id, filename="clip.mp4"))
+    return [header, *(pb.IngestRequest(chunk=data[i : i + 16384]) for i in range(0, len(data), 16384))]
+
+
+def test_a_stream_with_the_end_marker_is_complete_at_once(
+    server: LiveServer, frames: list[Frame], video: bytes
+) -> None:
+    before = server.ingest_ends()
+    with grpc.insecure_channel(server.target) as ch, Client(server.target) as client:
+        stub = pb_grpc.VideoSearchStub(ch)
+        events = list(stub.Ingest(iter([frames_header("end-frames"), *map(frame, frames), END]), timeout=CALL_S))
+        assert events[-1].WhichOneof("event") == "done"
+        assert (events[-1].done.video.state, events[-1].done.frames) == ("complete", len(frames))  # the last too
+        events = list(stub.Ingest(iter([*upload("end-upload", video), END]), timeout=CALL_S))
+        assert events[-1].WhichOneof("event") == "done" and events[-1].done.video.state == "complete"
+        assert client.get_video("end-upload").frames == 2
+    assert server.ingest_ends() == {"marker": before["marker"] + 2, "settle": before["settle"]}
+
+
+def test_a_message_after_the_end_marker_is_invalid_and_nothing_of_it_is_committed(
+    server: LiveServer, frames: list[Frame], video: bytes
+) -> None:
+    with grpc.insecure_channel(server.target) as ch, Client(server.target) as client:
+        stub = pb_grpc.VideoSearchStub(ch)
+        with pytest.raises(grpc.RpcError) as e:
+            list(stub.Ingest(iter([*upload("after-end-upload", video), END, upload("x", video)[1]]), timeout=CALL_S))
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "a chunk arrived after IngestEnd" in (e.value.details() or ""), e.value.details()
+        with pytest.raises(MomentsError) as missing:
+            client.get_video("after-end-upload")
+        assert missing.value.code == grpc.StatusCode.NOT_FOUND  # an upload is all or nothing
+
+        requests = [frames_header("after-end-frames"), *map(frame, frames[:4]), END, frame(frames[4])]
+        with pytest.raises(grpc.RpcError) as e:
+            list(stub.Ingest(iter(requests), timeout=CALL_S))
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "a frame arrived after IngestEnd" in (e.value.details() or ""), e.value.details()
+        video_record = client.get_video("after-end-frames")
+        # frames 0-2 have their end (committed, they stay); frame 3 was held and the stream broke: not placed
+        assert (video_record.state, video_record.frames) == ("interrupted", 3)
+
+
+def test_a_stream_cut_without_the_end_marker_is_not_complete(server: LiveServer, frames: list[Frame]) -> None:
+    """The sender closes its side without the marker, then cancels: what grpc.aio shows the handler of a broken
+    call. A server that took the end of the requests for the end of the stream would place the held last
+    frame and finish ("complete", `done`) before the cancel; this one waits for the marker or the settle time."""
+    closed = threading.Event()
+
+    def requests() -> Iterator[pb.IngestRequest]:
+        yield frames_header("cut-frames")
+        yield from map(frame, frames[:4])
+        closed.set()  # the generator ends next: the stream is half-closed
+
+    with grpc.insecure_channel(server.target) as ch, Client(server.target) as client:
+        call = pb_grpc.VideoSearchStub(ch).Ingest(requests(), timeout=CALL_S)
+        events: list[pb.IngestEvent] = []
+        done = threading.Event()
+
+        def read() -> None:
+            try:
+                for event in call:
+                    events.append(event)
+                    if event.WhichOneof("event") == "done":
+                        done.set()
+            except grpc.RpcError:
+                pass
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        deadline = time.monotonic() + 60
+        while not any(e.WhichOneof("event") == "committed" and e.committed.frames == 3 for e in events):
+            assert time.monotonic() < deadline, events  # frames 0-2 committed: frame 3 arrived, it is held
+            time.sleep(0.05)
+        assert closed.wait(60)
+        assert not done.wait(3), "the half-closed stream was taken for complete"
+        call.cancel()
+        reader.join(60)
+        video = None
+        for _ in range(100):
+            video = client.get_video("cut-frames")
+            if video.state != "live":
+                break
+            time.sleep(0.1)
+        assert video is not None and (video.state, video.frames) == ("interrupted", 3)
+
+
+def test_the_python_client_ends_its_streams_with_the_marker(
+    server: LiveServer, frames: list[Frame], video: bytes, ts_bytes: bytes
+) -> None:
+    """UPLOAD, LIVE and FRAMES, resumable (through the pump) or not, sync and async: each completes only by the
+    marker here (without it a call would run into its deadline), and the server counts each."""
+    before = server.ingest_ends()
+    with Client(server.target) as client:
+        done = client.ingest(video, "py-upload", timeout=CALL_S)
+        assert done.video.state == "complete"
+        for retries in (0, 5):
+            done = client.ingest(
+                ts_bytes, f"py-live-{retries}", live=True, segment_s=1.0, timeout=CALL_S, resume_retries=retries
+            )
+            assert (done.video.state, done.frames) == ("complete", 4)
+            done = client.ingest_frames(
+                frames, f"py-frames-{retries}", segment_s=1.0, timeout=CALL_S, resume_retries=retries
+            )
+            assert (done.video.state, done.frames) == ("complete", len(frames))
+
+    async def aio() -> None:
+        async def aframes() -> AsyncIterator[Frame]:
+            for f in frames:
+                yield f
+
+        async with AsyncClient(server.target) as client:
+            done = await client.ingest(video, "py-aio-upload", timeout=CALL_S)
+            assert done.video.state == "complete"
+            for retries in (0, 5):
+                done = await client.ingest_frames(
+                    aframes(), f"py-aio-frames-{retries}", segment_s=1.0, timeout=CALL_S, resume_retries=retries
+                )
+                assert (done.video.state, done.frames) == ("complete", len(frames))
+                done = await client.ingest(
+                    ts_bytes, f"py-aio-live-{retries}", live=True, segment_s=1.0, timeout=CALL_S, resume_retries=retries
+                )
+                assert (done.video.state, done.frames) == ("complete", 4)
+
+    asyncio.run(aio())
+    assert server.ingest_ends() == {"marker": before["marker"] + 10, "settle": before["settle"]}
