@@ -83,6 +83,7 @@ def stream_events(target: str, path: Path, video_id: str, realtime: bool, rss_of
         for i in range(done, len(data), 1 << 16):
             yield pb.IngestRequest(chunk=data[i : i + (1 << 16)])
             sent_at.append((min(i + (1 << 16), len(data)), time.perf_counter()))
+        yield pb.IngestRequest(end=pb.IngestEnd())  # the stream is complete (as the clients end it)
 
     stop = threading.Event()
 

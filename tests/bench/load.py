@@ -186,6 +186,7 @@ def ingest_requests(path: Path, vid: str, fps: float = 1.0, chunk: int = 1 << 20
             if not b:
                 break
             yield pb.IngestRequest(chunk=b)
+    yield pb.IngestRequest(end=pb.IngestEnd())  # the upload is complete (as the clients end it)
 
 
 async def ingest_one(stub: pb_grpc.VideoSearchStub, path: Path, vid: str, fps: float = 1.0) -> pb.IngestDone:

@@ -126,6 +126,7 @@ def _ingest_requests(path: Path, vid: str) -> Iterator[pb.IngestRequest]:
     yield pb.IngestRequest(header=header)
     for i in range(0, len(data), 256 * 1024):
         yield pb.IngestRequest(chunk=data[i : i + 256 * 1024])
+    yield pb.IngestRequest(end=pb.IngestEnd())  # the upload is complete (as the clients end it)
 
 
 class Load:
