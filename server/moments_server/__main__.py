@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 os.environ.setdefault("ADB_LOG_FILE", "")
 
 from moments_server import logs
-from moments_server.config import parse_settings
+from moments_server.config import SettingsError, parse_settings
 from moments_server.errors import ListenError
 from moments_server.inference.manifest import ModelDirError
 
@@ -30,7 +30,11 @@ def run_loop(main: Coroutine[Any, Any, T], event_loop: str) -> T:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    settings = parse_settings(argv)
+    try:
+        settings = parse_settings(argv)
+    except SettingsError as e:
+        print(f"moments-server: {e}", file=sys.stderr)
+        return 2
     logs.setup(settings.log_level, settings.log_json)
     from moments_server.app import serve
     from moments_server.workers import serve_workers

@@ -11,9 +11,9 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from moments_server.store import defaults as store_defaults
@@ -255,7 +255,7 @@ class Settings(BaseSettings):
     # and on a cancelled call, and cancels the handler a moment later (transport/servicer.py). Measured:
     # without it, 1 in 8 runs of test_frames' dropped-stream test had a broken stream's held frame committed.
     ingest_end_settle_s: float = Field(
-        0.05, description="seconds a stream without IngestEnd waits before it is complete"
+        0.05, ge=0, description="seconds a stream without IngestEnd waits before it is complete"
     )
     store_threads: int = 8
     grace_s: float = 10.0
@@ -279,13 +279,6 @@ class Settings(BaseSettings):
     def _nice(cls, v: int | None) -> int | None:
         if v is not None and not 0 <= v <= 19:
             raise ValueError("must be between 0 and 19 (a nice increment; unset = the provider's default)")
-        return v
-
-    @field_validator("ingest_end_settle_s")
-    @classmethod
-    def _settle(cls, v: float) -> float:
-        if v < 0:
-            raise ValueError("must be >= 0")
         return v
 
     @field_validator("ingest_defer_s")
@@ -365,10 +358,26 @@ class Settings(BaseSettings):
         return self.intra_op_threads or (os.cpu_count() or 1)
 
 
+class SettingsError(ValueError):
+    """A setting's value is refused: the message names its flag and variable, what is wrong, and the value."""
+
+
+def _refusal(err: Any) -> str:
+    path = [str(p) for p in err["loc"]]
+    flag = "--" + ".".join(p.replace("_", "-") for p in path)
+    env = "MOMENTS_" + "__".join(p.upper() for p in path)
+    what = str(err["msg"]).removeprefix("Value error, ")
+    return f"{flag} ({env}): {what}, not {err['input']!r}"
+
+
 def parse_settings(argv: list[str] | None = None) -> Settings:
     """Settings from the command line (argv, else sys.argv[1:]) over MOMENTS_* environment variables over
     defaults. An unknown flag, or --help, exits (2, 0) as argparse does; when a flag is given twice the last
-    one wins (the launcher appends its workers' flags after the user's)."""
+    one wins (the launcher appends its workers' flags after the user's). A value a setting refuses raises
+    SettingsError naming each such setting (the server prints it and exits 2, without a traceback)."""
     args = sys.argv[1:] if argv is None else argv
-    # BaseSettings.__init__ takes the _cli_* options; mypy sees only the fields (pydantic's dataclass_transform)
-    return Settings(_cli_parse_args=args)  # type: ignore[call-arg]
+    try:
+        # BaseSettings.__init__ takes the _cli_* options; mypy sees only the fields (pydantic's dataclass_transform)
+        return Settings(_cli_parse_args=args)  # type: ignore[call-arg]
+    except ValidationError as e:
+        raise SettingsError("; ".join(_refusal(err) for err in e.errors())) from None

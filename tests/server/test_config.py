@@ -143,6 +143,28 @@ def test_the_command_line_lists_every_setting_and_refuses_unknown_flags() -> Non
     assert "unrecognized arguments: --max-upload-byte" in bad.stderr
 
 
+def test_a_refused_value_is_one_line_naming_the_flag_and_variable_not_a_traceback() -> None:
+    bad = _run_server("--ingest-nice", "30", "--engine.omp-threads", "-2")
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr, bad.stderr
+    assert bad.stderr.strip() == (
+        "moments-server: --engine.omp-threads (MOMENTS_ENGINE__OMP_THREADS): must be >= 0, not '-2'; --ingest-nice "
+        "(MOMENTS_INGEST_NICE): must be between 0 and 19 (a nice increment; unset = the provider's default), not '30'"
+    )
+    env_bad = subprocess.run(
+        [sys.executable, "-m", "moments_server"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(
+            os.environ,
+            MOMENTS_EVENT_LOOP="tokio",
+            PYTHONPATH=os.pathsep.join(str(REPO / p) for p in ("server", "clients/python")),
+        ),
+    )
+    assert env_bad.returncode == 2 and "Traceback" not in env_bad.stderr, env_bad.stderr
+    assert "--event-loop (MOMENTS_EVENT_LOOP): Input should be 'uvloop' or 'asyncio', not 'tokio'" in env_bad.stderr
+
+
 def test_wire_listener_and_sdk_pool_settings_reach_them(tmp_path: Path) -> None:
     settings = parse_settings(
         [
