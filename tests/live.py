@@ -103,12 +103,13 @@ class LiveServer(Process):
         raise TimeoutError(f"server not SERVING after {timeout} s:\n{self.output()}")
 
     def ingest_ends(self) -> dict[str, int]:
-        """The server's count of Ingest request streams that ended whole, by how (moments_ingest_ends): "marker"
-        (the sender's IngestEnd) and "settle" (a stream without it, taken for complete after the settle time)."""
+        """The server's count of Ingest request streams that ended, by how (moments_ingest_ends): "marker" (the
+        sender's IngestEnd), "settle" (a stream without it, taken for complete after the settle time) and "missing"
+        (a stream whose header set sends_end ended without the marker: broken)."""
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as r:
             text = r.read().decode()
         found = dict(re.findall(r'^moments_ingest_ends_total\{by="(\w+)"\} ([0-9.e+]+)$', text, re.M))
-        return {by: int(float(found.get(by, "0"))) for by in ("marker", "settle")}
+        return {by: int(float(found.get(by, "0"))) for by in ("marker", "settle", "missing")}
 
 
 def start_server(model_dir: Path, workdir: Path, listen: str, *flags: str) -> Process:

@@ -84,6 +84,11 @@ class VideoGone(Aborted):
     """A LIVE video was deleted while its stream was being committed."""
 
 
+class StreamBroken(Aborted):
+    """An Ingest request stream whose header promised IngestEnd (IngestHeader.sends_end) ended without it: the
+    call broke, the stream is not complete."""
+
+
 class ModelMismatch(FailedPrecondition):
     """The descriptor set holds vectors of another model than the one serving."""
 

@@ -38,8 +38,9 @@ DROPPED = Counter("moments_batch_dropped", "Items dropped before inference", ["t
 TEXT_CACHE = Counter("moments_text_cache", "Text embedding cache lookups", ["result"], registry=REGISTRY)
 INGEST_BYTES = Counter("moments_ingest_bytes", "Upload bytes received", registry=REGISTRY)
 INGEST_FRAMES = Counter("moments_ingest_frames", "Frames by ingest stage", ["stage"], registry=REGISTRY)
-# "marker": the sender's IngestEnd; "settle": a stream without it (an older sender), complete after the settle time
-INGEST_ENDS = Counter("moments_ingest_ends", "Ingest request streams ended whole, by how", ["by"], registry=REGISTRY)
+# "marker": the sender's IngestEnd; "settle": a stream without it (an older sender), complete after the settle time;
+# "missing": a stream whose header set sends_end ended without IngestEnd: broken (a dropped link, a cancelled call)
+INGEST_ENDS = Counter("moments_ingest_ends", "Ingest request streams ended, by how", ["by"], registry=REGISTRY)
 STORE_TIME = Histogram(
     "moments_store_query_seconds", "Store query time", ["kind"], buckets=_LATENCY_BUCKETS, registry=REGISTRY
 )

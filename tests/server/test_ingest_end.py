@@ -20,7 +20,7 @@ from PIL import Image
 
 from moments.v1 import moments_pb2 as pb
 from moments.v1 import moments_pb2_grpc as pb_grpc
-from moments_client import AsyncClient, Client, Frame, MomentsError
+from moments_client import AsyncClient, Client, Frame, IngestCommitted, MomentsError
 from moments_client.sample_video import write_shapes_video
 from tests.live import LiveServer
 
@@ -62,8 +62,16 @@ def ts_bytes(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     return path.read_bytes()
 
 
-def frames_header(video_id: str) -> pb.IngestRequest:
-    return pb.IngestRequest(header=pb.IngestHeader(video_id=video_id, mode=pb.INGEST_MODE_FRAMES, segment_s=1.0))
+def frames_header(video_id: str, sends_end: bool = False, upload_id: str = "", offset: int = 0) -> pb.IngestRequest:
+    header = pb.IngestHeader(
+        video_id=video_id,
+        mode=pb.INGEST_MODE_FRAMES,
+        segment_s=1.0,
+        sends_end=sends_end,
+        resume_upload_id=upload_id,
+        resume_offset=offset,
+    )
+    return pb.IngestRequest(header=header)
 
 
 def frame(f: Frame) -> pb.IngestRequest:
@@ -73,9 +81,9 @@ def frame(f: Frame) -> pb.IngestRequest:
 END = pb.IngestRequest(end=pb.IngestEnd())
 
 
-def upload(video_id: str, data: bytes) -> list[pb.IngestRequest]:
+def upload(video_id: str, data: bytes, sends_end: bool = False) -> list[pb.IngestRequest]:
     """An UPLOAD with neither size nor sha256: only the end of the stream says it is whole."""
-    header = pb.IngestRequest(header=pb.IngestHeader(video_id=video_id, filename="clip.mp4"))
+    header = pb.IngestRequest(header=pb.IngestHeader(video_id=video_id, filename="clip.mp4", sends_end=sends_end))
     return [header, *(pb.IngestRequest(chunk=data[i : i + 16384]) for i in range(0, len(data), 16384))]
 
 
@@ -91,7 +99,7 @@ def test_a_stream_with_the_end_marker_is_complete_at_once(
         events = list(stub.Ingest(iter([*upload("end-upload", video), END]), timeout=CALL_S))
         assert events[-1].WhichOneof("event") == "done" and events[-1].done.video.state == "complete"
         assert client.get_video("end-upload").frames == 2
-    assert server.ingest_ends() == {"marker": before["marker"] + 2, "settle": before["settle"]}
+    assert server.ingest_ends() == {**before, "marker": before["marker"] + 2}
 
 
 def test_a_message_after_the_end_marker_is_invalid_and_nothing_of_it_is_committed(
@@ -199,4 +207,104 @@ def test_the_python_client_ends_its_streams_with_the_marker(
                 assert (done.video.state, done.frames) == ("complete", 4)
 
     asyncio.run(aio())
-    assert server.ingest_ends() == {"marker": before["marker"] + 10, "settle": before["settle"]}
+    assert server.ingest_ends() == {**before, "marker": before["marker"] + 10}
+
+
+BROKEN_S = 30  # a call that the server must end at once (without the fix it would wait for the 600 s settle)
+
+
+def run_to_end(
+    stub: pb_grpc.VideoSearchStub, requests: list[pb.IngestRequest], committed_frames: int = 0
+) -> tuple[list[pb.IngestEvent], grpc.RpcError]:
+    """The call's events until it fails: the requests, then (once `committed_frames` are committed) a clean
+    half-close (the generator ends), no cancel."""
+    events: list[pb.IngestEvent] = []
+    committed = threading.Event()
+
+    def sent() -> Iterator[pb.IngestRequest]:
+        yield from requests
+        if committed_frames:
+            assert committed.wait(60), "no commit"
+
+    with pytest.raises(grpc.RpcError) as e:
+        for event in stub.Ingest(sent(), timeout=BROKEN_S):
+            events.append(event)
+            if event.WhichOneof("event") == "committed" and event.committed.frames >= committed_frames:
+                committed.set()
+    return events, e.value
+
+
+def test_a_stream_that_says_it_sends_the_marker_and_ends_without_it_is_broken(
+    server: LiveServer, frames: list[Frame], video: bytes
+) -> None:
+    """IngestHeader.sends_end, then a clean half-close without IngestEnd: ABORTED at once (no settle), the FRAMES
+    video interrupted without its held last frame and resumable, the upload not committed."""
+    before = server.ingest_ends()
+    with grpc.insecure_channel(server.target) as ch, Client(server.target) as client:
+        stub = pb_grpc.VideoSearchStub(ch)
+        requests = [frames_header("flag-frames", sends_end=True), *map(frame, frames[:4])]
+        events, error = run_to_end(stub, requests, committed_frames=3)
+        assert error.code() == grpc.StatusCode.ABORTED, (error.code(), error.details())
+        assert "ended without IngestEnd" in (error.details() or "") and "resume" in (error.details() or "")
+        video_record = client.get_video("flag-frames")
+        assert (video_record.state, video_record.frames) == ("interrupted", 3)  # frame 3 was held: not placed
+        upload_id = events[0].accepted.upload_id
+        assert upload_id
+        # resumable where its commits stand: frames 3-5, then the marker, complete
+        resumed = [frames_header("flag-frames", True, upload_id, 3), *map(frame, frames[3:]), END]
+        done = list(stub.Ingest(iter(resumed), timeout=CALL_S))[-1]
+        assert (done.done.video.state, done.done.frames) == ("complete", len(frames))
+
+        _, error = run_to_end(stub, upload("flag-upload", video, sends_end=True))
+        assert error.code() == grpc.StatusCode.ABORTED, (error.code(), error.details())
+        assert "nothing of the upload was committed" in (error.details() or "")
+        with pytest.raises(MomentsError) as missing:
+            client.get_video("flag-upload")
+        assert missing.value.code == grpc.StatusCode.NOT_FOUND
+    assert server.ingest_ends() == {**before, "marker": before["marker"] + 1, "missing": before["missing"] + 2}
+
+
+def test_a_stream_without_the_flag_still_completes_after_the_settle(
+    shapes_model_dir: Path, tmp_path: Path, frames: list[Frame], video: bytes
+) -> None:
+    """Senders that predate IngestEnd: the same half-closed streams without sends_end are complete after the
+    server's (default) settle time, the held last frame placed, the upload committed."""
+    s = LiveServer(shapes_model_dir, f"embedded:{tmp_path / 'data'}", tmp_path)
+    try:
+        with grpc.insecure_channel(s.target) as ch, Client(s.target) as client:
+            stub = pb_grpc.VideoSearchStub(ch)
+            done = list(stub.Ingest(iter([frames_header("old-frames"), *map(frame, frames[:4])]), timeout=CALL_S))
+            assert (done[-1].done.video.state, done[-1].done.frames) == ("complete", 4)
+            done = list(stub.Ingest(iter(upload("old-upload", video)), timeout=CALL_S))
+            assert done[-1].done.video.state == "complete" and client.get_video("old-upload").frames == 2
+        assert s.ingest_ends() == {"marker": 0, "settle": 2, "missing": 0}
+    finally:
+        s.stop()
+
+
+def test_the_python_client_says_it_sends_the_marker(server: LiveServer, frames: list[Frame]) -> None:
+    """A Python client's FRAMES stream broken mid-way (the caller leaves: the call is cancelled) is seen by the
+    server as a stream that promised IngestEnd and ended without it ("missing"), not one that waits for the
+    settle time; the video is interrupted with what was committed."""
+    before = server.ingest_ends()
+    release = threading.Event()
+
+    def held() -> Iterator[Frame]:
+        yield from frames[:4]
+        release.wait(60)  # the source stalls: frames 0-2 have their end, frame 3 is held
+
+    with Client(server.target) as client:
+        try:
+            for event in client.ingest_frames_events(held(), "py-flag", segment_s=1.0, timeout=CALL_S):
+                if isinstance(event, IngestCommitted) and event.frames >= 3:
+                    break  # the caller leaves: the call is cancelled
+        finally:
+            release.set()
+        video_record = None
+        for _ in range(100):
+            video_record = client.get_video("py-flag")
+            if video_record.state != "live":
+                break
+            time.sleep(0.1)
+        assert video_record is not None and (video_record.state, video_record.frames) == ("interrupted", 3)
+    assert server.ingest_ends() == {**before, "missing": before["missing"] + 1}

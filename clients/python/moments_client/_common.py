@@ -231,6 +231,9 @@ def ingest_header(
         size_bytes=size or 0,
         mode=pb.INGEST_MODE_LIVE if live else pb.INGEST_MODE_UNSPECIFIED,
         segment_s=segment_s,
+        # every stream of this client ends with end_request() once its source has ended: one that ends without
+        # it is broken, and the server never takes it for complete
+        sends_end=True,
     )
     for key, value in (metadata or {}).items():
         header.metadata[key].CopyFrom(to_value(value))
@@ -287,4 +290,5 @@ def pull_header(
         video_id, "", metadata, fps, 0, replace, thumbnails, None, None, keyframes=keyframes, segment_s=segment_s
     )
     header.source_url = url
+    header.sends_end = False  # nothing follows a pull's header
     return header

@@ -17,13 +17,19 @@ export type RequestInit = MessageInitShape<typeof IngestRequestSchema>;
 /**
  * The last request of a stream whose source has ended (IngestRequest.end): the server takes the stream for
  * complete by it, not by the end of the requests, which a broken call gives too. Never sent on a cut stream.
+ * A stream that sends it says so in its header (sendsEnd): then one that ends without it is broken, never complete.
  */
 export const END_REQUEST: RequestInit = { payload: { case: "end", value: {} } };
 
-/** The Ingest request stream for a file: the header (filename and size filled in), its bytes, END_REQUEST. */
+/**
+ * The Ingest request stream for a file: the header (filename and size filled in, sendsEnd set), its bytes,
+ * END_REQUEST.
+ */
 export async function* ingestRequests(path: string, header: HeaderInit, chunkSize = CHUNK_SIZE): AsyncGenerator<RequestInit> {
   const size = (await stat(path)).size;
-  yield { payload: { case: "header", value: { filename: basename(path), sizeBytes: BigInt(size), ...header } } };
+  yield {
+    payload: { case: "header", value: { filename: basename(path), sizeBytes: BigInt(size), ...header, sendsEnd: true } },
+  };
   for await (const chunk of createReadStream(path, { highWaterMark: chunkSize })) {
     yield { payload: { case: "chunk", value: chunk as Buffer } };
   }

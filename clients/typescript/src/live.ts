@@ -170,6 +170,7 @@ export async function ingestLive(
       videoId,
       mode: IngestMode.LIVE,
       segmentS: options.segmentS ?? 0,
+      sendsEnd: true, // a connection that ends without END_REQUEST is broken: "interrupted", never "complete"
     };
     if (resumeAt) {
       header.resumeUploadId = resumeAt.uploadId;

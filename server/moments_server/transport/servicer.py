@@ -11,7 +11,7 @@ import grpc
 from moments.v1 import moments_pb2 as pb
 from moments.v1 import moments_pb2_grpc as pb_grpc
 from moments_server.config import Settings
-from moments_server.errors import InvalidArgument
+from moments_server.errors import InvalidArgument, StreamBroken
 from moments_server.metrics import INGEST_ENDS
 from moments_server.service.events import IngestEvent
 from moments_server.service.ingest import IngestService
@@ -45,6 +45,7 @@ class VideoSearchServicer(pb_grpc.VideoSearchServicer):
 
         header = requests.ingest_spec(first.header)
         want = "frame" if first.header.mode == pb.INGEST_MODE_FRAMES else "chunk"
+        upload = first.header.mode == pb.INGEST_MODE_UNSPECIFIED
 
         async def payloads() -> AsyncIterator[pb.IngestRequest]:
             """The chunks (frames) until the stream is complete; what the core is given ends only then."""
@@ -63,6 +64,21 @@ class VideoSearchServicer(pb_grpc.VideoSearchServicer):
                     )
                 if kind is not None:
                     yield message
+            # the sender ends with IngestEnd: without it the call broke. Not yet LIVE: raised here, a LIVE stream
+            # whose caller reset the call (a TypeScript client's failing source) stayed "live" for > 10 s, its
+            # core waiting somewhere between this error and the grpc cancellation that comes later
+            if first.header.sends_end and first.header.mode != pb.INGEST_MODE_LIVE:
+                INGEST_ENDS.labels("missing").inc()
+                # an error of the stream, as a malformed message is: FRAMES interrupted and resumable, an upload
+                # not committed; the caller, if it still listens, hears ABORTED
+                raise StreamBroken(
+                    "the request stream ended without IngestEnd though the header set sends_end: the stream broke, "
+                    + (
+                        "nothing of the upload was committed; send it again"
+                        if upload
+                        else "what was committed stays and the video is interrupted; resume it (resume_upload_id)"
+                    )
+                )
             # No IngestEnd (a sender that predates it). grpc.aio ends a request stream alike when the sender
             # closes it and when the call is cancelled (its _receive_message merges a failed read into
             # end-of-stream), and cancels the handler only a moment later: wait that long before taking the
