@@ -264,6 +264,36 @@ def test_a_stream_that_says_it_sends_the_marker_and_ends_without_it_is_broken(
     assert server.ingest_ends() == {**before, "marker": before["marker"] + 1, "missing": before["missing"] + 2}
 
 
+def test_a_live_stream_that_says_it_sends_the_marker_and_ends_without_it_is_broken(
+    server: LiveServer, ts_bytes: bytes
+) -> None:
+    """The same for LIVE (the edge camera's mode): after a commit, a clean half-close without IngestEnd ends the
+    call ABORTED at once and leaves the video interrupted with its committed segments, resumable to complete."""
+    before = server.ingest_ends()
+    header = pb.IngestHeader(video_id="flag-live", mode=pb.INGEST_MODE_LIVE, segment_s=1.0, sends_end=True)
+    chunks = [pb.IngestRequest(chunk=ts_bytes[i : i + 8192]) for i in range(0, len(ts_bytes), 8192)]
+    with grpc.insecure_channel(server.target) as ch, Client(server.target) as client:
+        stub = pb_grpc.VideoSearchStub(ch)
+        events, error = run_to_end(stub, [pb.IngestRequest(header=header), *chunks], committed_frames=1)
+        assert error.code() == grpc.StatusCode.ABORTED, (error.code(), error.details())
+        assert "ended without IngestEnd" in (error.details() or "") and "interrupted" in (error.details() or "")
+        record = client.get_video("flag-live")
+        assert record.state == "interrupted" and record.frames >= 1
+        stored = [e.committed for e in events if e.WhichOneof("event") == "committed"][-1]
+        resume = pb.IngestHeader(
+            video_id="flag-live",
+            mode=pb.INGEST_MODE_LIVE,
+            segment_s=1.0,
+            sends_end=True,
+            resume_upload_id=events[0].accepted.upload_id,
+            resume_offset=stored.bytes,
+        )
+        rest = [pb.IngestRequest(chunk=ts_bytes[i : i + 8192]) for i in range(stored.bytes, len(ts_bytes), 8192)]
+        done = list(stub.Ingest(iter([pb.IngestRequest(header=resume), *rest, END]), timeout=CALL_S))[-1]
+        assert (done.done.video.state, done.done.frames) == ("complete", 4)
+    assert server.ingest_ends() == {**before, "marker": before["marker"] + 1, "missing": before["missing"] + 1}
+
+
 def test_a_stream_without_the_flag_still_completes_after_the_settle(
     shapes_model_dir: Path, tmp_path: Path, frames: list[Frame], video: bytes
 ) -> None:

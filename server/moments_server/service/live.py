@@ -13,7 +13,7 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 
@@ -44,6 +44,18 @@ from moments_server.video.thumbnails import thumbnail
 
 log = logging.getLogger(__name__)
 Metadata = dict[str, PropertyValue]
+
+
+async def _whatever_comes(cleanup: Coroutine[Any, Any, None]) -> None:
+    """Run a stream's last cleanup (its state written) to its end even when the call's cancellation lands in
+    it: a broken stream's own error starts the cleanup, and the cancellation grpc.aio delivers after it (the
+    caller reset the call) would otherwise stop it half-way and leave the video "live"."""
+    job = asyncio.ensure_future(cleanup)
+    try:
+        await asyncio.shield(job)
+    except asyncio.CancelledError:
+        await asyncio.wait({job})  # the cleanup ends, then the cancellation goes on
+        raise
 
 
 class LiveIngest:
@@ -226,10 +238,12 @@ class LiveIngest:
         finally:
             source.abort()
             receiver.cancel()
-            await stream.aclose()
-            await decoder.aclose()
-            own_threads.shutdown(wait=False)
-            await committer.interrupted()
+            try:
+                await stream.aclose()
+                await decoder.aclose()
+            finally:
+                own_threads.shutdown(wait=False)
+                await _whatever_comes(committer.interrupted())
         await self._done(committer, emit, t0)
 
     # -- FRAMES: the sender's pictures ----------------------------------------------------------------------
@@ -292,6 +306,8 @@ class LiveIngest:
                 await committer.place(FrameRecord(held[0], held[0], held[0] + gap), held[1], held[2])
             await committer.finish()
         finally:
-            await stream.aclose()
-            await committer.interrupted()
+            try:
+                await stream.aclose()
+            finally:
+                await _whatever_comes(committer.interrupted())
         await self._done(committer, emit, t0)

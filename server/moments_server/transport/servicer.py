@@ -64,13 +64,10 @@ class VideoSearchServicer(pb_grpc.VideoSearchServicer):
                     )
                 if kind is not None:
                     yield message
-            # the sender ends with IngestEnd: without it the call broke. Not yet LIVE: raised here, a LIVE stream
-            # whose caller reset the call (a TypeScript client's failing source) stayed "live" for > 10 s, its
-            # core waiting somewhere between this error and the grpc cancellation that comes later
-            if first.header.sends_end and first.header.mode != pb.INGEST_MODE_LIVE:
+            if first.header.sends_end:  # the sender ends with IngestEnd: without it the call broke
                 INGEST_ENDS.labels("missing").inc()
-                # an error of the stream, as a malformed message is: FRAMES interrupted and resumable, an upload
-                # not committed; the caller, if it still listens, hears ABORTED
+                # an error of the stream, as a malformed message is: LIVE/FRAMES interrupted and resumable, an
+                # upload not committed; the caller, if it still listens, hears ABORTED
                 raise StreamBroken(
                     "the request stream ended without IngestEnd though the header set sends_end: the stream broke, "
                     + (
