@@ -37,12 +37,13 @@ async def _until(chunks: AsyncIterator[T], stopped: asyncio.Event) -> AsyncItera
     """The caller's chunks (or frames) until StopIngest: then the stream ends as if the caller had closed it."""
     it = chunks.__aiter__()
     stop_wait: asyncio.Future[object] = asyncio.ensure_future(stopped.wait())
+    pending: list[asyncio.Future[object]] = []  # the read in flight
     try:
         while True:
             nxt: asyncio.Future[object] = asyncio.ensure_future(it.__anext__())
+            pending[:] = [nxt]
             await asyncio.wait({nxt, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
             if not nxt.done():
-                nxt.cancel()
                 return
             try:
                 chunk = nxt.result()
@@ -51,6 +52,11 @@ async def _until(chunks: AsyncIterator[T], stopped: asyncio.Event) -> AsyncItera
             yield cast(T, chunk)
     finally:
         stop_wait.cancel()
+        for read in pending:
+            if not read.done():
+                read.cancel()
+            elif not read.cancelled():
+                read.exception()  # retrieved: a broken stream's error is the caller's to hear, not asyncio's log
 
 
 class IngestService:
