@@ -20,7 +20,7 @@ from PIL import Image
 
 from moments.v1 import moments_pb2 as pb
 from moments.v1 import moments_pb2_grpc as pb_grpc
-from moments_client import AsyncClient, Client, Frame, IngestCommitted, MomentsError
+from moments_client import AsyncClient, Client, Frame, IngestCommitted, MomentsError, Video
 from moments_client.sample_video import write_shapes_video
 from tests.live import LiveServer
 
@@ -79,6 +79,17 @@ def frame(f: Frame) -> pb.IngestRequest:
 
 
 END = pb.IngestRequest(end=pb.IngestEnd())
+
+
+def after_the_stream(client: Client, video_id: str) -> Video:
+    """The video once the server has ended its stream (its state no longer "live"; at most 10 s)."""
+    video = client.get_video(video_id)
+    for _ in range(100):
+        if video.state != "live":
+            break
+        time.sleep(0.1)
+        video = client.get_video(video_id)
+    return video
 
 
 def upload(video_id: str, data: bytes, sends_end: bool = False) -> list[pb.IngestRequest]:
@@ -160,13 +171,8 @@ def test_a_stream_cut_without_the_end_marker_is_not_complete(server: LiveServer,
         assert not done.wait(3), "the half-closed stream was taken for complete"
         call.cancel()
         reader.join(60)
-        video = None
-        for _ in range(100):
-            video = client.get_video("cut-frames")
-            if video.state != "live":
-                break
-            time.sleep(0.1)
-        assert video is not None and (video.state, video.frames) == ("interrupted", 3)
+        video = after_the_stream(client, "cut-frames")
+        assert (video.state, video.frames) == ("interrupted", 3)
 
 
 def test_the_python_client_ends_its_streams_with_the_marker(
@@ -330,11 +336,6 @@ def test_the_python_client_says_it_sends_the_marker(server: LiveServer, frames: 
                     break  # the caller leaves: the call is cancelled
         finally:
             release.set()
-        video_record = None
-        for _ in range(100):
-            video_record = client.get_video("py-flag")
-            if video_record.state != "live":
-                break
-            time.sleep(0.1)
-        assert video_record is not None and (video_record.state, video_record.frames) == ("interrupted", 3)
+        video_record = after_the_stream(client, "py-flag")
+        assert (video_record.state, video_record.frames) == ("interrupted", 3)
     assert server.ingest_ends() == {**before, "missing": before["missing"] + 1}
