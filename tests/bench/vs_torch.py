@@ -86,17 +86,19 @@ class TorchTowers:
         raw = manifest.raw
         self.image = ImageTower(clip, raw["mean"], raw["std"], self.dtype).to(self.device).eval()
         self.text = TextTower(clip, trim=manifest.text_trim).to(self.device).eval()
-        self._pinned: dict[int, Any] = {}
+        self._pinned: dict[int, tuple[np.ndarray, Any]] = {}
 
     def _run(self, module: Any, batch: np.ndarray) -> np.ndarray:
         torch = self.torch
         with torch.inference_mode():
             x = torch.from_numpy(batch)
             if self.device.type == "cuda":
-                host = self._pinned.get(id(batch))
-                if host is None:  # pinned once per input array, as the server's buffers are per bucket
-                    host = self._pinned[id(batch)] = x.pin_memory()
-                x = host.to(self.device, non_blocking=True)
+                # pinned once per input array, as the server's buffers are per bucket; the array is kept with
+                # its pinned copy, so that its id cannot pass to another array
+                kept = self._pinned.get(id(batch))
+                if kept is None or kept[0] is not batch:
+                    kept = self._pinned[id(batch)] = (batch, x.pin_memory())
+                x = kept[1].to(self.device, non_blocking=True)
             y = module(x).cpu()
         return y.numpy()
 

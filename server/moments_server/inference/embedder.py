@@ -8,7 +8,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 import numpy as np
 
@@ -102,11 +102,12 @@ class Embedder:
         # image queries: their own batcher and session when given (no ingest batch to queue behind, and threads
         # at the searches' priority), else the ingest one's search lane
         self.image_search_batcher = self.image_batcher
+        searchers: list[MicroBatcher[Any, np.ndarray]] = [self.text_batcher]
         if image_search is not None:
             self.image_search_batcher = MicroBatcher(
                 "image_search", self._run_image_search, policy.image_max_batch, max_delay_s, max_queue
             )
-        searchers = [self.text_batcher] + ([self.image_search_batcher] if image_search is not None else [])
+            searchers.append(self.image_search_batcher)
         self.image_batcher.defer_ingest_to(
             *searchers,
             max_defer_s=policy.ingest_defer_s,
@@ -127,8 +128,7 @@ class Embedder:
         return list(self.image_tower.embed(frames))
 
     def _run_image_search(self, frames: list[np.ndarray]) -> list[np.ndarray]:
-        assert self.image_search_tower is not None
-        return list(self.image_search_tower.embed(frames))
+        return list(cast(Tower, self.image_search_tower).embed(frames))  # its batcher exists only with the tower
 
     def warm_up(self, autotune: bool = True, reps: int = 3) -> None:
         """Run every bucket size so that no first request pays for allocation or kernel choice.
@@ -192,7 +192,8 @@ class Embedder:
     # Event-loop side ------------------------------------------------------------------------------------
     @property
     def _batchers(self) -> list[MicroBatcher[Any, np.ndarray]]:
-        return list({id(b): b for b in (self.text_batcher, self.image_batcher, self.image_search_batcher)}.values())
+        own_search = self.image_search_batcher is not self.image_batcher
+        return [self.text_batcher, self.image_batcher, *([self.image_search_batcher] if own_search else [])]
 
     def start(self) -> None:
         for b in self._batchers:
